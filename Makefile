@@ -1,0 +1,42 @@
+# Every target sets up .venv first if needed; nothing is installed outside it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install demo test test-unit test-integration bench-overhead serve clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	# amdsmi (a zeus dependency) raises KeyError at import without ROCm, which kills
+	# `import ray` in every Ray process; zeus itself works without it.
+	$(BIN)/python -m pip uninstall --quiet --yes amdsmi
+	$(BIN)/python -c "import ray, zeus, torch, torchvision; print('ok: ray', ray.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/ipa-energy demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+bench-overhead: install
+	$(BIN)/python bench/overhead.py
+
+serve: install
+	$(BIN)/serve run serve_app:app
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,112 @@
+"""`ipa-energy` command line: demo, serve, apply-plan, catalog."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    import ray
+    from ray import serve
+
+    from serve_app import control
+    from serve_app.config import from_args
+
+    spec, plans = from_args(dict(kv.split("=", 1) for kv in args.args))
+    ray.init(address=args.address, include_dashboard=args.dashboard)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    control.deploy(spec, plans, name=args.name)
+    print(f"serving {[p.name for p in spec.pipelines]} at http://{args.host}:{args.port}/ (OpenAPI: /docs); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
+
+
+def _apply_plan(args: argparse.Namespace) -> int:
+    import ray
+
+    from serve_app import control
+    from serve_app.config import load_plans
+
+    plans = load_plans(args.file)
+    ray.init(address=args.address, namespace="serve", log_to_driver=False)
+    report = control.apply_plan(plans.values(), app_name=args.name, timeout_s=args.timeout)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from workloads import catalog
+
+    table = Table(title=f"catalog, tier {args.tier}")
+    for col in ("pipeline", "stage", "variant", "accuracy", "metric", "stands for", "weights"):
+        table.add_column(col)
+    for p in catalog.pipelines(args.tier).values():
+        for s in p.stages:
+            for v in s.variants:
+                table.add_row(p.name, s.name, v.name, f"{v.accuracy.value:.4f}", v.accuracy.metric, v.stands_for or "", v.weights)
+    Console().print(table)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ipa_energy.demo import run_demo
+
+    return run_demo(duration_s=args.duration, clients=args.clients, port=args.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ipa-energy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="serve the mini pipelines locally, drive them, change the plan, report")
+    demo.add_argument("--duration", type=float, default=40.0, help="seconds of load (default 40)")
+    demo.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(func=_demo)
+
+    srv = sub.add_parser("serve", help="start Ray locally (or join --address) and serve the app")
+    srv.add_argument("args", nargs="*", metavar="key=value", help="same arguments as `serve run serve_app:app`")
+    srv.add_argument("--address", default=None, help="Ray address (default: start a local cluster)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--name", default="ipa", help="Serve application name")
+    srv.add_argument("--dashboard", action="store_true", help="also start the Ray dashboard")
+    srv.set_defaults(func=_serve)
+
+    ap = sub.add_parser("apply-plan", help="apply plans from a JSON file to a running app")
+    ap.add_argument("file")
+    ap.add_argument("--address", default="auto")
+    ap.add_argument("--name", default="ipa")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.set_defaults(func=_apply_plan)
+
+    cat = sub.add_parser("catalog", help="list pipelines, stages and variants with their accuracy sources")
+    cat.add_argument("--tier", default="mini")
+    cat.set_defaults(func=_catalog)
+
+    args = parser.parse_args(argv)
+    from ipa_energy.errors import IpaEnergyError
+
+    try:
+        return args.func(args)
+    except IpaEnergyError as e:
+        print(f"ipa-energy: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""A small error hierarchy shared by every package."""
+
+
+class IpaEnergyError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class SpecError(IpaEnergyError, ValueError):
+    """A pipeline, variant or plan specification is inconsistent."""
+
+
+class PayloadError(IpaEnergyError):
+    """A request payload was rejected; carries the HTTP status to answer with."""
+
+    def __init__(self, status_code: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field = field
+
+    def to_json(self) -> dict:
+        body = {"error": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class PlanApplyError(IpaEnergyError):
+    """A plan could not be applied to the running application (it stays on the old plan)."""

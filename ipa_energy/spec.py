@@ -1,0 +1,234 @@
+"""The one data model: pipeline → stage → variant → profile → plan.
+
+Workloads produce :class:`VariantSpec` and :class:`Profile`; the planner turns them into a
+:class:`Plan`; serve_app applies the plan; energy and experiments read all of them. Nothing
+converts between parallel copies of these types.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.+-]{0,62}$"
+
+Task = Literal["classify", "detect", "classify-crops", "generate"]
+EnergyMethod = Literal["zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate"]
+
+# Which payload keys a task reads and which it adds. A pipeline's request must supply every
+# key its stages read that no earlier stage produced (checked in PipelineSpec).
+TASK_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "classify": (("image",), ("labels",)),
+    "detect": (("image",), ("detections",)),
+    "classify-crops": (("image", "detections"), ("crop_labels",)),
+    "generate": (("prompt", "max_new_tokens"), ("text",)),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Model):
+    """Resources of one replica, as Ray schedules them."""
+
+    num_cpus: float = Field(1.0, ge=0, description="Logical CPUs per replica.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica; fractions share one GPU.")
+    memory_mb: int | None = Field(None, ge=1, description="Memory reserved per replica (MiB).")
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _gpu_fraction(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError("num_gpus above 1 must be a whole number of GPUs")
+        return v
+
+    def ray_actor_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory_mb is not None:
+            opts["memory"] = self.memory_mb * 1024 * 1024
+        return opts
+
+
+class Accuracy(_Model):
+    """A published accuracy figure and where it comes from."""
+
+    value: float = Field(gt=0, le=1, description="Fraction in (0, 1], e.g. 0.6976 top-1.")
+    metric: str = Field(description="What was measured, e.g. 'ImageNet-1k top-1'.")
+    source: str = Field(description="Model card URL or paper the figure is taken from.")
+
+
+class VariantSpec(_Model):
+    """One model variant of a stage and how to build it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    task: Task
+    family: str = Field(description="Model family, e.g. 'resnet'; sizes within it are ranked.")
+    architecture: str = Field(description="Builder id in workloads.models, e.g. 'torchvision:resnet18'.")
+    build_args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the builder.")
+    checkpoint: str | None = Field(None, description="Local checkpoint path or hub id; None = random weights.")
+    accuracy: Accuracy
+    tier: Literal["mini", "full"] = "full"
+    stands_for: str | None = Field(None, description="For a mini variant: the full variant it stands in for.")
+    resources: Resources = Field(default_factory=Resources)
+    max_batch_size: int = Field(32, ge=1, description="Largest batch this variant accepts.")
+
+    @property
+    def weights(self) -> Literal["checkpoint", "random"]:
+        return "random" if self.checkpoint is None else "checkpoint"
+
+    @model_validator(mode="after")
+    def _mini_names_what_it_stands_for(self) -> VariantSpec:
+        if self.tier == "mini" and not self.stands_for:
+            raise ValueError(f"mini variant {self.name!r} must name the full variant it stands for")
+        return self
+
+
+class StageSpec(_Model):
+    """A pipeline stage: one task, several interchangeable variants."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    variants: tuple[VariantSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_task_unique_names(self) -> StageSpec:
+        tasks = {v.task for v in self.variants}
+        if len(tasks) != 1:
+            raise ValueError(f"stage {self.name!r} mixes tasks {sorted(tasks)}")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage {self.name!r} has duplicate variant names")
+        return self
+
+    @property
+    def task(self) -> str:
+        return self.variants[0].task
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return TASK_IO[self.task][0]
+
+    @property
+    def produces(self) -> tuple[str, ...]:
+        return TASK_IO[self.task][1]
+
+    def variant(self, name: str) -> VariantSpec:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"stage {self.name!r} has no variant {name!r}; known: {[v.name for v in self.variants]}")
+
+
+class PipelineSpec(_Model):
+    """Stages run in order; each reads keys of the request or of earlier stages' outputs."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    sla_ms: float = Field(gt=0, description="End-to-end latency objective (ms).")
+    accuracy_combine: Literal["product"] = "product"
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _stages_chain(self) -> PipelineSpec:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline {self.name!r} has duplicate stage names")
+        produced: set[str] = set(self.stages[0].produces)
+        for stage in self.stages[1:]:
+            if not produced & set(stage.consumes):
+                raise ValueError(f"stage {stage.name!r} uses no output of an earlier stage")
+            produced |= set(stage.produces)
+        return self
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """Payload keys the request must provide (read by a stage, produced by none before it)."""
+        keys: list[str] = []
+        produced: set[str] = set()
+        for stage in self.stages:
+            keys += [k for k in stage.consumes if k not in produced and k not in keys]
+            produced |= set(stage.produces)
+        return tuple(keys)
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"pipeline {self.name!r} has no stage {name!r}")
+
+    def default_plan(self) -> Plan:
+        """The first variant of every stage, batch 1, one replica."""
+        return Plan(
+            pipeline=self.name,
+            stages={s.name: StagePlan(variant=s.variants[0].name) for s in self.stages},
+            policy="default",
+        )
+
+    def check_plan(self, plan: Plan) -> None:
+        """Raise SpecError unless `plan` names exactly this pipeline's stages and known variants."""
+        from ipa_energy.errors import SpecError
+
+        if plan.pipeline != self.name:
+            raise SpecError(f"plan is for pipeline {plan.pipeline!r}, not {self.name!r}")
+        want, got = {s.name for s in self.stages}, set(plan.stages)
+        if want != got:
+            raise SpecError(f"plan for {self.name!r} must cover stages {sorted(want)}, got {sorted(got)}")
+        for stage in self.stages:
+            sp = plan.stages[stage.name]
+            try:
+                variant = stage.variant(sp.variant)
+            except KeyError as e:
+                raise SpecError(str(e.args[0])) from None
+            if sp.batch_size > variant.max_batch_size:
+                raise SpecError(
+                    f"stage {stage.name!r}: batch_size {sp.batch_size} exceeds {variant.name!r}'s "
+                    f"max_batch_size {variant.max_batch_size}"
+                )
+
+    def accuracy(self, plan: Plan) -> float:
+        """Pipeline accuracy of a plan: the product of its stages' published accuracies."""
+        return math.prod(self.stage(s).variant(sp.variant).accuracy.value for s, sp in plan.stages.items())
+
+
+class Profile(_Model):
+    """Measured behaviour of one variant at one batch size on one hardware id."""
+
+    variant: str
+    batch_size: int = Field(ge=1)
+    hardware: str = Field(description="Hardware id, e.g. 'cpu-2c-x86_64' or 'nvidia-h200'.")
+    resources: Resources
+    latency_p50_ms: float = Field(ge=0, description="Batch latency p50 (ms).")
+    latency_p99_ms: float = Field(ge=0, description="Batch latency p99 (ms).")
+    throughput_rps: float = Field(ge=0, description="Requests per second per replica.")
+    energy_per_request_j: float = Field(ge=0, description="Dynamic energy per request (J).")
+    idle_power_w: float = Field(ge=0, description="Idle power of the replica's allocation (W).")
+    energy_method: EnergyMethod
+    window_s: float = Field(gt=0, description="Length of the steady-state measurement window (s).")
+    weights: Literal["checkpoint", "random"]
+    measured_at: datetime
+
+
+class StagePlan(_Model):
+    """What runs for one stage."""
+
+    variant: str
+    batch_size: int = Field(1, ge=1, le=1024)
+    replicas: int = Field(1, ge=1, le=1000)
+    batch_wait_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="Longest wait to fill a batch.")
+
+
+class Plan(_Model):
+    """Per stage of one pipeline: variant, batch size and replicas, plus why."""
+
+    pipeline: str
+    stages: dict[str, StagePlan]
+    policy: str = "manual"
+    predicted_load_rps: float | None = Field(None, ge=0)
+    predicted_power_w: float | None = Field(None, ge=0)
+    predicted_j_per_request: float | None = Field(None, ge=0)
+    objective: dict[str, float] = Field(default_factory=dict, description="Objective terms by name.")
+    solve_time_s: float | None = Field(None, ge=0)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

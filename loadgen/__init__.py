@@ -1,0 +1,1 @@
+"""Load generation: in-process drivers (``loadgen.driver``) and, later, Locust trace replay."""

@@ -1,0 +1,95 @@
+"""Application configuration and the `key=value` arguments of `serve run serve_app:app`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ipa_energy.errors import SpecError
+from ipa_energy.spec import PipelineSpec, Plan
+from serve_app.requests import Limits
+
+TOKEN_ENV = "IPA_ENERGY_TOKEN"
+
+
+class AppSpec(BaseModel):
+    """What the application serves and how; plans are kept apart (they change at run time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipelines: tuple[PipelineSpec, ...] = Field(min_length=1)
+    limits: Limits = Field(default_factory=Limits)
+    control_token: str | None = Field(
+        None, description=f"Bearer token that PUT /v1/plan requires; unset = plan changes over HTTP are refused. Env: {TOKEN_ENV}."
+    )
+    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved by each ingress replica.")
+    ingress_replicas: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_pipelines(self) -> AppSpec:
+        names = [p.name for p in self.pipelines]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate pipeline names: {names}")
+        return self
+
+    def pipeline(self, name: str) -> PipelineSpec:
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def complete_plans(self, plans: dict[str, Plan] | None = None) -> dict[str, Plan]:
+        """`plans` checked against the pipelines, with defaults for pipelines it lacks."""
+        plans = dict(plans or {})
+        unknown = set(plans) - {p.name for p in self.pipelines}
+        if unknown:
+            raise SpecError(f"plans for unknown pipelines: {sorted(unknown)}")
+        for p in self.pipelines:
+            plans.setdefault(p.name, p.default_plan())
+            p.check_plan(plans[p.name])
+        return plans
+
+
+ARGS_HELP = {
+    "pipelines": "comma-separated catalog pipelines to serve (default: all of the tier)",
+    "tier": "catalog tier (default: mini)",
+    "plan": "JSON file with one Plan or a list of Plans to start with",
+    "token": f"bearer token for PUT /v1/plan (default: ${TOKEN_ENV})",
+    **{k: f.description for k, f in Limits.model_fields.items()},
+}
+
+
+def from_args(args: dict[str, Any]) -> tuple[AppSpec, dict[str, Plan]]:
+    """Build the AppSpec and starting plans from `serve run serve_app:app key=value ...`."""
+    from workloads import catalog
+
+    unknown = set(args) - set(ARGS_HELP)
+    if unknown:
+        raise SpecError(f"unknown argument(s) {sorted(unknown)}; known: " + "; ".join(f"{k}: {v}" for k, v in ARGS_HELP.items()))
+    tier = str(args.get("tier", "mini"))
+    available = catalog.pipelines(tier)
+    names = [n.strip() for n in str(args.get("pipelines", ",".join(available))).split(",") if n.strip()]
+    try:
+        limits = Limits(**{k: int(args[k]) for k in Limits.model_fields if k in args})
+        spec = AppSpec(
+            pipelines=tuple(catalog.pipeline(n, tier) for n in names),
+            limits=limits,
+            control_token=args.get("token") or os.environ.get(TOKEN_ENV) or None,
+        )
+    except (ValidationError, ValueError) as e:
+        raise SpecError(f"invalid application arguments: {e}") from None
+    return spec, spec.complete_plans(load_plans(args["plan"]) if "plan" in args else None)
+
+
+def load_plans(path: str | os.PathLike) -> dict[str, Plan]:
+    try:
+        raw = json.loads(Path(path).read_text())
+        items = raw if isinstance(raw, list) else [raw]
+        plans = [Plan.model_validate(p) for p in items]
+    except (OSError, json.JSONDecodeError, ValidationError) as e:
+        raise SpecError(f"cannot read plans from {path}: {e}") from None
+    return {p.pipeline: p for p in plans}

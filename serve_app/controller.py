@@ -1,0 +1,105 @@
+"""PlanController: the one place that changes the running application.
+
+A deployment of the app itself (one replica, one request at a time, so plan changes never
+interleave). It reads the current plans from the ingress, walks the make-before-break steps
+of `serve_app.rollout`, redeploying the app with pinned versions (see `serve_app.builder`)
+and waiting for each step to converge; if a step fails it returns to the old plans.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ray import serve
+from ray.serve.context import _get_global_client
+
+from ipa_energy.errors import PlanApplyError, SpecError
+from ipa_energy.spec import Plan
+from planner.diff import diff_plans
+from serve_app.builder import CONTROLLER, INGRESS, Layout, build_app, layout
+from serve_app.config import AppSpec
+from serve_app.rollout import rollout
+
+logger = logging.getLogger("ray.serve")
+
+POLL_S = 0.1
+BAD_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
+
+
+def wait_converged(app: str, deployments: Layout, ingress_replicas: int, timeout_s: float) -> None:
+    """Block until the app runs exactly `deployments` (plus ingress and controller), all healthy."""
+    want = {name: d.replicas for name, d in deployments.items()} | {INGRESS: ingress_replicas, CONTROLLER: 1}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications.get(app)
+        if status is not None:
+            have = status.deployments
+            failed = {n: d.message for n, d in have.items() if str(d.status.value) in BAD_STATES and n in want}
+            if failed:
+                raise PlanApplyError(f"deployments failed: {failed}")
+            if set(have) == set(want) and all(
+                str(have[n].status.value) == "HEALTHY" and have[n].replica_states == {"RUNNING": k} for n, k in want.items()
+            ):
+                return
+        if time.monotonic() > deadline:
+            state = {n: (str(d.status.value), d.replica_states) for n, d in (status.deployments if status else {}).items()}
+            raise PlanApplyError(f"app {app!r} did not converge within {timeout_s:.0f} s: {state}")
+        time.sleep(POLL_S)
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=1, ray_actor_options={"num_cpus": 0})
+class PlanController:
+    def __init__(self, spec: dict):
+        self.spec = AppSpec.model_validate(spec)
+        self.app_name = serve.get_replica_context().app_name
+
+    def _route_prefix(self) -> str | None:
+        details = _get_global_client().get_serve_details()
+        return details.get("applications", {}).get(self.app_name, {}).get("route_prefix")
+
+    def _deploy(self, deployments: Layout, routing: dict[str, Plan], version: int, timeout_s: float) -> None:
+        app = build_app(self.spec, deployments, routing, version)
+        serve.run(app, name=self.app_name, route_prefix=self.route_prefix)
+        wait_converged(self.app_name, deployments, self.spec.ingress_replicas, timeout_s)
+
+    def apply(self, plans: list[dict], timeout_s: float = 300.0) -> dict:
+        """Apply `plans` (one per pipeline to change); returns what changed and how long it took."""
+        start = time.monotonic()
+        state = serve.get_deployment_handle(INGRESS, self.app_name).current.remote().result()
+        current = {n: Plan.model_validate(p) for n, p in state["plans"].items()}
+        version = state["version"]
+        incoming = {}
+        for raw in plans:
+            plan = Plan.model_validate(raw)
+            try:
+                self.spec.pipeline(plan.pipeline).check_plan(plan)
+            except KeyError:
+                raise SpecError(f"unknown pipeline {plan.pipeline!r}") from None
+            incoming[plan.pipeline] = plan
+        new = current | incoming
+        changes = [str(c) for name, plan in incoming.items() for c in diff_plans(current.get(name), plan)]
+        if not changes:
+            return {"version": version, "changes": [], "steps": [], "seconds": 0.0}
+
+        self.route_prefix = self._route_prefix()
+        steps_done = []
+        try:
+            for step in rollout(current, new):
+                t0 = time.monotonic()
+                self._deploy(step.deployments, step.routing, version + 1, timeout_s)
+                steps_done.append({"step": step.name, "seconds": round(time.monotonic() - t0, 3)})
+                logger.info("plan v%d: step %s done in %.2f s", version + 1, step.name, time.monotonic() - t0)
+        except Exception as e:
+            logger.error("plan v%d failed (%s); returning to v%d", version + 1, e, version)
+            try:
+                self._deploy(layout(current), current, version, timeout_s)
+            except Exception as rollback_error:  # report both; serving goes on with what runs
+                raise PlanApplyError(f"{e}; and the rollback failed too: {rollback_error}") from e
+            raise PlanApplyError(f"plan not applied, still on v{version}: {e}") from e
+        return {
+            "version": version + 1,
+            "changes": changes,
+            "steps": steps_done,
+            "seconds": round(time.monotonic() - start, 3),
+        }

@@ -1,0 +1,208 @@
+"""The HTTP front door: validates requests and walks them through the pipeline's stages.
+
+No `from __future__ import annotations`: FastAPI reads the route signatures at run time.
+"""
+
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+import ipa_energy
+from ipa_energy.errors import PayloadError, SpecError
+from ipa_energy.spec import Plan
+from serve_app.builder import deployment_name
+from serve_app.config import AppSpec
+from serve_app.requests import check_body_size, parse_body, request_model
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(
+    title="ipa-energy",
+    version=ipa_energy.__version__,
+    description="Model pipelines served with IPA-style adaptation and energy telemetry.",
+)
+
+
+@api.exception_handler(PayloadError)
+async def _payload_error(_: Request, exc: PayloadError) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it grows past `limit` (chunked uploads too)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@serve.deployment(max_ongoing_requests=256, graceful_shutdown_timeout_s=60)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, spec: dict, controller: DeploymentHandle, stages: dict[str, Any]):
+        self.spec = AppSpec.model_validate(spec)
+        self.pipelines = {p.name: p for p in self.spec.pipelines}
+        self.schemas = {p.name: request_model(p) for p in self.spec.pipelines}
+        self.controller = controller
+        self.app_name = serve.get_replica_context().app_name
+        self.plans: dict[str, Plan] = {}
+        self.plan_version = 0
+        self._handles: dict[str, DeploymentHandle] = {}
+
+    def reconfigure(self, config: dict) -> None:
+        self.plans = {name: Plan.model_validate(p) for name, p in config["plans"].items()}
+        self.plan_version = int(config["version"])
+
+    def _handle(self, name: str) -> DeploymentHandle:
+        if name not in self._handles:
+            self._handles[name] = serve.get_deployment_handle(name, self.app_name)
+        return self._handles[name]
+
+    # -- read-only -------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "plan_version": self.plan_version}
+
+    @api.get("/v1/pipelines")
+    async def list_pipelines(self) -> list[dict]:
+        return [self._describe(name) for name in self.pipelines]
+
+    @api.get("/v1/pipelines/{name}")
+    async def describe_pipeline(self, name: str):
+        if name not in self.pipelines:
+            return self._unknown(name)
+        return self._describe(name)
+
+    @api.get("/v1/plan")
+    async def get_plan(self) -> dict:
+        return {
+            "version": self.plan_version,
+            "plans": {name: p.model_dump(mode="json") for name, p in self.plans.items()},
+            "accuracy": {name: self.pipelines[name].accuracy(p) for name, p in self.plans.items()},
+        }
+
+    def current(self) -> dict:
+        """For the plan controller: the routing state this replica serves with."""
+        return {"version": self.plan_version, "plans": {n: p.model_dump(mode="json") for n, p in self.plans.items()}}
+
+    # -- changing the plan ----------------------------------------------------------------
+
+    @api.put("/v1/plan")
+    async def put_plan(self, request: Request, authorization: str | None = Header(None)):
+        token = self.spec.control_token
+        if token is None:
+            return _error(403, "plan changes over HTTP are disabled: start the app with token=... or $IPA_ENERGY_TOKEN")
+        if authorization is None or not hmac.compare_digest(authorization, f"Bearer {token}"):
+            return _error(401, "missing or wrong bearer token")
+        body = await _read_body(request, self.spec.limits.max_body_bytes)
+        try:
+            raw = json.loads(body)
+            items = raw if isinstance(raw, list) else [raw]
+            plans = [Plan.model_validate(p) for p in items]
+        except ValueError as e:
+            return _error(422, f"body is not a Plan or a list of Plans: {e}")
+        try:
+            report = await self.controller.apply.remote([p.model_dump(mode="json") for p in plans])
+        except Exception as e:  # Ray wraps the controller's SpecError / PlanApplyError
+            cause = getattr(e, "cause", None) or e
+            return _error(422 if isinstance(cause, SpecError) else 409, f"plan not applied: {cause}")
+        return report
+
+    # -- serving ----------------------------------------------------------------------
+
+    @api.post(
+        "/v1/pipelines/{name}",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    async def run(self, name: str, request: Request):
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            return self._unknown(name)
+        limits = self.spec.limits
+        check_body_size(request.headers.get("content-length"), limits)
+        body = await _read_body(request, limits.max_body_bytes)
+        payload = await asyncio.to_thread(parse_body, self.schemas[name], body, limits)  # image decoding is CPU work
+
+        start = time.perf_counter()
+        outputs, variants, weights, timing, batches, replicas, compute = {}, {}, {}, {}, {}, {}, {}
+        for stage in pipeline.stages:
+            # Read the plan per stage: after a switch, no new call goes to a draining variant.
+            variant = self.plans[name].stages[stage.name].variant
+            t0 = time.perf_counter()
+            try:
+                result = await self._handle(deployment_name(name, stage.name, variant)).remote(
+                    {k: payload[k] for k in stage.consumes}
+                )
+            except Exception as e:
+                cause = getattr(e, "cause", None)  # what the replica raised, unwrapped
+                if isinstance(cause, PayloadError):  # e.g. pixels that do not decode
+                    return JSONResponse(cause.to_json(), status_code=cause.status_code)
+                logger.exception("stage %s of %s failed", stage.name, name)
+                return _error(503, f"stage {stage.name!r} ({variant}) failed: {type(e).__name__}: {cause or e}")
+            timing[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
+            payload.update(result["output"])
+            outputs[stage.name] = result["output"]
+            variants[stage.name] = result["variant"]
+            weights[stage.name] = result["weights"]
+            batches[stage.name] = result["batch_size"]
+            replicas[stage.name] = result["replica"]
+            compute[stage.name] = result["compute_ms"]
+        timing["total"] = round((time.perf_counter() - start) * 1000, 3)
+        return {
+            "pipeline": name,
+            "outputs": outputs,
+            "variants": variants,
+            "weights": weights,
+            "batch_sizes": batches,
+            "replicas": replicas,
+            "latency_ms": timing,
+            "compute_ms": compute,
+            "plan_version": self.plan_version,
+        }
+
+    def _unknown(self, name: str) -> JSONResponse:
+        return _error(404, f"unknown pipeline {name!r}; served: {sorted(self.pipelines)}")
+
+    def _describe(self, name: str) -> dict:
+        p = self.pipelines[name]
+        return {
+            "name": p.name,
+            "description": p.description,
+            "sla_ms": p.sla_ms,
+            "request_schema": self.schemas[name].model_json_schema(),
+            "stages": [
+                {
+                    "name": s.name,
+                    "task": s.task,
+                    "variants": [
+                        {
+                            "name": v.name,
+                            "tier": v.tier,
+                            "stands_for": v.stands_for,
+                            "weights": v.weights,
+                            "accuracy": v.accuracy.model_dump(),
+                            "resources": v.resources.model_dump(),
+                        }
+                        for v in s.variants
+                    ],
+                }
+                for s in p.stages
+            ],
+        }

@@ -1,0 +1,119 @@
+"""Request bodies: per-pipeline schemas, size limits and decoding into stage payloads.
+
+Errors are :class:`PayloadError` with the HTTP status to answer: 413 for anything over a
+configured limit, 422 for malformed JSON, wrong types or missing fields (naming the field).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from ipa_energy.errors import PayloadError
+from ipa_energy.spec import PipelineSpec
+
+
+class Limits(BaseModel):
+    """Largest requests the service accepts; larger ones get HTTP 413."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size limit (bytes).")
+    max_image_pixels: int = Field(2048 * 2048, ge=1, description="Limit on width × height of an image.")
+    max_prompt_chars: int = Field(4096, ge=1, description="Limit on prompt length (characters).")
+    max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask for.")
+
+
+# Every field a request may carry; a pipeline's schema requires the ones it reads.
+_FIELDS: dict[str, tuple[Any, str]] = {
+    "image": (str, "Base64-encoded PNG or JPEG image."),
+    "prompt": (str, "Text prompt."),
+    "max_new_tokens": (int, "Tokens to generate."),
+}
+
+
+def request_model(pipeline: PipelineSpec) -> type[BaseModel]:
+    """The pydantic model of `pipeline`'s request body (also its OpenAPI schema)."""
+    fields: dict[str, Any] = {}
+    for key in pipeline.input_keys:
+        typ, doc = _FIELDS[key]
+        if key == "max_new_tokens":
+            fields[key] = (typ, Field(16, ge=1, description=doc))
+        else:
+            fields[key] = (typ, Field(description=doc))
+    model_name = "".join(p.capitalize() for p in pipeline.name.replace("-", "_").split("_")) + "Request"
+    return create_model(model_name, __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+def check_body_size(content_length: str | None, limits: Limits) -> None:
+    if content_length is None:
+        return
+    try:
+        size = int(content_length)
+    except ValueError:
+        raise PayloadError(400, "Content-Length header is not an integer") from None
+    if size > limits.max_body_bytes:
+        raise PayloadError(413, f"body of {size} bytes exceeds the limit of {limits.max_body_bytes} bytes")
+
+
+def parse_body(schema: type[BaseModel], body: bytes, limits: Limits) -> dict[str, Any]:
+    """Validate `body` against a pipeline's `schema` (see request_model) and decode it into a payload."""
+    if len(body) > limits.max_body_bytes:
+        raise PayloadError(413, f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes} bytes")
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PayloadError(422, f"body is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise PayloadError(422, f"body must be a JSON object, got {type(raw).__name__}")
+    try:
+        request = schema.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise PayloadError(422, f"{field}: {err['msg']}" if field else err["msg"], field) from None
+    payload: dict[str, Any] = {}
+    for key, value in request.model_dump().items():
+        if key == "image":
+            payload[key] = check_image(value, limits)
+        elif key == "prompt":
+            if len(value) > limits.max_prompt_chars:
+                raise PayloadError(413, f"prompt of {len(value)} characters exceeds the limit of {limits.max_prompt_chars}", key)
+            payload[key] = value
+        elif key == "max_new_tokens":
+            if value > limits.max_new_tokens:
+                raise PayloadError(422, f"max_new_tokens: at most {limits.max_new_tokens}", key)
+            payload[key] = value
+    return payload
+
+
+def check_image(data: str, limits: Limits) -> bytes:
+    """Base64 PNG/JPEG → its bytes, after checking size and integrity from the headers.
+
+    Pixels are decoded by the stages that read them (workloads.images): encoded bytes are
+    several times smaller than pixels to pass between Ray processes.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise PayloadError(422, "image: not valid base64", "image") from None
+    try:
+        with Image.open(io.BytesIO(raw)) as im:  # reads the header only
+            width, height = im.size
+            if width * height > limits.max_image_pixels:
+                raise PayloadError(
+                    413, f"image of {width}x{height} pixels exceeds the limit of {limits.max_image_pixels} pixels", "image"
+                )
+            if im.format not in ("PNG", "JPEG"):
+                raise PayloadError(422, f"image: format {im.format} is not PNG or JPEG", "image")
+            im.verify()  # structure and checksums, without decoding pixels
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
+        raise PayloadError(422, "image: not a decodable PNG or JPEG", "image") from None
+    return raw

@@ -1,0 +1,42 @@
+"""Make-before-break: the sequence of app states that takes one plan set to another.
+
+1. make   — new variants' replicas start (and existing ones grow) while traffic stays put;
+2. switch — the ingress routes by the new plans;
+3. break  — what the new plans no longer need drains (Serve's graceful shutdown) and stops.
+Steps that would change nothing are left out. Pure functions: no Ray needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ipa_energy.spec import Plan
+from serve_app.builder import Layout, layout, union
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    deployments: Layout
+    routing: dict[str, Plan]
+
+
+def same_routes(current: dict[str, Plan], new: dict[str, Plan]) -> bool:
+    """True when every stage keeps its variant (only batching or replica counts change)."""
+    return all(
+        current.get(p) is not None and current[p].stages[s].variant == sp.variant
+        for p, plan in new.items()
+        for s, sp in plan.stages.items()
+    )
+
+
+def rollout(current: dict[str, Plan], new: dict[str, Plan]) -> list[Step]:
+    now, target = layout(current), layout(new)
+    both = union(now, target)
+    if same_routes(current, new):
+        steps = [Step("apply", both, new)]
+    else:
+        steps = [Step("make", both, current), Step("switch", both, new)]
+    if target != both:
+        steps.append(Step("break", target, new))
+    return steps

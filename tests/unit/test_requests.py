@@ -1,0 +1,99 @@
+"""Request validation and decoding: 413 over limits, 422 for bad input, naming the field."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ipa_energy.errors import PayloadError
+from serve_app.requests import Limits, check_body_size, parse_body, request_model
+from workloads import catalog, images, payloads
+
+VIDEO = request_model(catalog.pipeline("video"))
+LLM = request_model(catalog.pipeline("llm"))
+LIMITS = Limits(max_body_bytes=200_000, max_image_pixels=100 * 100, max_prompt_chars=50, max_new_tokens=32)
+
+
+def body(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def error(schema, raw, limits=LIMITS) -> PayloadError:
+    with pytest.raises(PayloadError) as e:
+        parse_body(schema, raw, limits)
+    return e.value
+
+
+def test_valid_image_is_checked_and_decoded_by_the_stage():
+    payload = parse_body(VIDEO, body(payloads.image_request(64, 80)), LIMITS)
+    assert isinstance(payload["image"], bytes)  # the ingress forwards the encoded bytes
+    pixels = images.decode(payload["image"])
+    assert pixels.shape == (64, 80, 3) and pixels.dtype == np.uint8
+    jpeg = parse_body(VIDEO, body(payloads.image_request(32, 32, fmt="JPEG")), LIMITS)
+    assert images.decode(jpeg["image"]).shape == (32, 32, 3)
+
+
+def test_grey_image_becomes_rgb():
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(buf, format="PNG")
+    payload = parse_body(VIDEO, body({"image": base64.b64encode(buf.getvalue()).decode()}), LIMITS)
+    assert images.decode(payload["image"]).shape == (20, 30, 3)
+
+
+def test_corrupt_pixel_data_is_caught():
+    raw = bytearray(base64.b64decode(payloads.image_request(32, 32)["image"]))
+    raw[60:80] = b"\0" * 20  # break a chunk inside the PNG
+    e = error(VIDEO, body({"image": base64.b64encode(bytes(raw)).decode()}))
+    assert e.status_code == 422 and e.field == "image"
+
+
+@pytest.mark.parametrize(
+    "raw, field, text",
+    [
+        (b"{not json", None, "not valid JSON"),
+        (b"[1, 2]", None, "must be a JSON object"),
+        (body({}), "image", "Field required"),
+        (body({"image": 7}), "image", "valid string"),
+        (body({"image": "%%%"}), "image", "not valid base64"),
+        (body({"image": base64.b64encode(b"hello").decode()}), "image", "not a decodable PNG or JPEG"),
+        (body({"image": "", "extra": 1}), "extra", "Extra inputs"),
+    ],
+)
+def test_malformed_requests_are_422_naming_the_field(raw, field, text):
+    e = error(VIDEO, raw)
+    assert e.status_code == 422 and e.field == field and text in e.message
+
+
+def test_gif_is_refused():
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="GIF")
+    e = error(VIDEO, body({"image": base64.b64encode(buf.getvalue()).decode()}))
+    assert e.status_code == 422 and "GIF" in e.message
+
+
+def test_oversized_inputs_are_413():
+    assert error(VIDEO, body(payloads.image_request(101, 100))).status_code == 413
+    assert error(VIDEO, b" " * 200_001).status_code == 413
+    e = error(LLM, body({"prompt": "x" * 51, "max_new_tokens": 4}))
+    assert e.status_code == 413 and e.field == "prompt"
+    with pytest.raises(PayloadError) as too_big:
+        check_body_size("200001", LIMITS)
+    assert too_big.value.status_code == 413
+    check_body_size("200000", LIMITS)
+    check_body_size(None, LIMITS)
+
+
+def test_prompt_fields():
+    payload = parse_body(LLM, body({"prompt": "hello"}), LIMITS)
+    assert payload == {"prompt": "hello", "max_new_tokens": 16}
+    assert error(LLM, body({"prompt": "hi", "max_new_tokens": 33})).status_code == 422
+    assert error(LLM, body({"prompt": "hi", "max_new_tokens": 0})).field == "max_new_tokens"
+    assert error(LLM, body({"prompt": "hi", "max_new_tokens": "5"})).field == "max_new_tokens"
+
+
+def test_request_schema_is_per_pipeline():
+    assert VIDEO.model_json_schema()["required"] == ["image"]
+    assert LLM.model_json_schema()["required"] == ["prompt"]

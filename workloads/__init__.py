@@ -1,0 +1,1 @@
+"""Model variants: catalog, builders, task runners, payload generators."""
