@@ -8,12 +8,13 @@ import socket
 import threading
 import time
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from ipa_energy.spec import Plan, StagePlan
 
-console = Console()
+console = Console(width=max(Console().width, 120))
 
 
 def _port(preferred: int) -> int:
@@ -76,6 +77,7 @@ def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> in
                 closed_loop(f"http://127.0.0.1:{port}/v1/pipelines/video", lambda i: bodies[i % 8], clients, duration_s)
             )
             changer.join()
+        energy = httpx.get(f"http://127.0.0.1:{port}/v1/energy", timeout=30).json()
     finally:
         if report:
             console.print(f"plan v{report['version']}: {_describe(new_plan)}  accuracy {pipeline.accuracy(new_plan):.4f}")
@@ -92,9 +94,30 @@ def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> in
     for version in sorted({r.plan_version for r in records if r.plan_version is not None}):
         _stats_row(table, f"plan v{version}", summarize([r for r in records if r.plan_version == version]))
     console.print(table)
+    if "energy" in locals():
+        _print_energy(energy)
     failed = overall["failed"]
     console.print(f"[bold]{failed} failed requests[/bold]" + ("" if failed == 0 else f": {records[0].error}"))
     return 0 if failed == 0 and report else 1
+
+
+def _print_energy(energy: dict) -> None:
+    table = Table(title="energy (every figure names its method; tdp-estimate = TDP × utilisation, not a measurement)")
+    for col in ("scope", "requests", "J/request", "mean W", "energy J", "g CO2e", "method"):
+        table.add_column(col, justify="right")
+    for name, p in energy["pipelines"].items():
+        table.add_row(f"pipeline {name}", str(p["requests"]), f"{p['j_per_request']:.3f}", "", f"{p['energy_j']:.1f}",
+                      f"{p['carbon_g']:.4f}", "+".join(p["methods"]))
+    for node in energy["nodes"]:
+        if "error" in node:
+            table.add_row(f"node {node['node_id'][:8]}", "", "", "", "", "", node["error"])
+            continue
+        for device, d in node["devices"].items():
+            table.add_row(f"node {node['node_id'][:8]} {device}", "", "", f"{d['mean_power_w']:.1f}", f"{d['energy_j']:.1f}",
+                          f"{d['carbon_g']:.4f}", d["method"])
+    console.print(table)
+    carbon = energy["carbon"]
+    console.print(f"carbon: {carbon['g_per_kwh']} g CO2e/kWh × PUE {carbon['pue']}; node windows cover the whole run")
 
 
 def _describe(plan: Plan) -> str:

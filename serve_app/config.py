@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ipa_energy.errors import SpecError
 from ipa_energy.spec import PipelineSpec, Plan
+from energy.config import EnergyConfig
 from serve_app.requests import Limits
 
 TOKEN_ENV = "IPA_ENERGY_TOKEN"
@@ -26,6 +27,7 @@ class AppSpec(BaseModel):
     control_token: str | None = Field(
         None, description=f"Bearer token that PUT /v1/plan requires; unset = plan changes over HTTP are refused. Env: {TOKEN_ENV}."
     )
+    energy: EnergyConfig = Field(default_factory=EnergyConfig, description="Energy meters, carbon intensity, PUE.")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved by each ingress replica.")
     ingress_replicas: int = Field(1, ge=1)
 
@@ -54,12 +56,15 @@ class AppSpec(BaseModel):
         return plans
 
 
+ENERGY_ARGS = ("carbon_g_per_kwh", "pue", "cpu_tdp_w", "force_estimate")
+
 ARGS_HELP = {
     "pipelines": "comma-separated catalog pipelines to serve (default: all of the tier)",
     "tier": "catalog tier (default: mini)",
     "plan": "JSON file with one Plan or a list of Plans to start with",
     "token": f"bearer token for PUT /v1/plan (default: ${TOKEN_ENV})",
     **{k: f.description for k, f in Limits.model_fields.items()},
+    **{k: EnergyConfig.model_fields[k].description for k in ENERGY_ARGS},
 }
 
 
@@ -75,9 +80,11 @@ def from_args(args: dict[str, Any]) -> tuple[AppSpec, dict[str, Plan]]:
     names = [n.strip() for n in str(args.get("pipelines", ",".join(available))).split(",") if n.strip()]
     try:
         limits = Limits(**{k: int(args[k]) for k in Limits.model_fields if k in args})
+        energy = EnergyConfig(**{k: args[k] for k in ENERGY_ARGS if k in args})
         spec = AppSpec(
             pipelines=tuple(catalog.pipeline(n, tier) for n in names),
             limits=limits,
+            energy=energy,
             control_token=args.get("token") or os.environ.get(TOKEN_ENV) or None,
         )
     except (ValidationError, ValueError) as e:

@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 import ipa_energy
 from ipa_energy.errors import PayloadError, SpecError
 from ipa_energy.spec import Plan
+from energy.actor import ensure_node_actors
 from serve_app.builder import deployment_name
 from serve_app.config import AppSpec
 from serve_app.requests import check_body_size, parse_body, request_model
@@ -64,6 +65,15 @@ class Ingress:
         self.plans: dict[str, Plan] = {}
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
+        self.energy_totals: dict[str, dict] = {}  # pipeline → requests, J, methods (this replica)
+        self._energy_actors = self._start_energy_actors()
+
+    def _start_energy_actors(self) -> dict:
+        try:
+            return ensure_node_actors(self.spec.energy)
+        except Exception as e:  # serving never depends on telemetry
+            logger.warning("energy actors not started: %s", e)
+            return {}
 
     def reconfigure(self, config: dict) -> None:
         self.plans = {name: Plan.model_validate(p) for name, p in config["plans"].items()}
@@ -96,6 +106,32 @@ class Ingress:
             "version": self.plan_version,
             "plans": {name: p.model_dump(mode="json") for name, p in self.plans.items()},
             "accuracy": {name: self.pipelines[name].accuracy(p) for name, p in self.plans.items()},
+        }
+
+    @api.get("/v1/energy")
+    async def get_energy(self) -> dict:
+        """Node energy by device and method, attribution by deployment, J/request by pipeline."""
+        self._energy_actors = self._start_energy_actors()  # also covers nodes that joined since
+        nodes = []
+        for node_id, actor in self._energy_actors.items():
+            try:
+                nodes.append(await asyncio.wait_for(actor.summary.remote(), 10))
+            except Exception as e:
+                nodes.append({"node_id": node_id, "error": f"{type(e).__name__}: {e}"})
+        config = self.spec.energy
+        for node in nodes:
+            for device in node.get("devices", {}).values():
+                device["carbon_g"] = config.carbon_g(device["energy_j"])
+        pipelines = {
+            name: {"requests": t["requests"], "energy_j": t["energy_j"], "methods": sorted(t["methods"]),
+                   "j_per_request": t["energy_j"] / t["requests"], "carbon_g": config.carbon_g(t["energy_j"])}
+            for name, t in self.energy_totals.items() if t["requests"]
+        }
+        return {
+            "unit": "J",
+            "carbon": {"g_per_kwh": config.carbon_g_per_kwh, "pue": config.pue},
+            "pipelines": pipelines,
+            "nodes": nodes,
         }
 
     def current(self) -> dict:
@@ -141,7 +177,7 @@ class Ingress:
         payload = await asyncio.to_thread(parse_body, self.schemas[name], body, limits)  # image decoding is CPU work
 
         start = time.perf_counter()
-        outputs, variants, weights, timing, batches, replicas, compute = {}, {}, {}, {}, {}, {}, {}
+        outputs, variants, weights, timing, batches, replicas, compute, energy = {}, {}, {}, {}, {}, {}, {}, {}
         for stage in pipeline.stages:
             # Read the plan per stage: after a switch, no new call goes to a draining variant.
             variant = self.plans[name].stages[stage.name].variant
@@ -164,6 +200,7 @@ class Ingress:
             batches[stage.name] = result["batch_size"]
             replicas[stage.name] = result["replica"]
             compute[stage.name] = result["compute_ms"]
+            energy[stage.name] = result["energy"]
         timing["total"] = round((time.perf_counter() - start) * 1000, 3)
         return {
             "pipeline": name,
@@ -174,8 +211,22 @@ class Ingress:
             "replicas": replicas,
             "latency_ms": timing,
             "compute_ms": compute,
+            "energy": self._request_energy(name, energy),
             "plan_version": self.plan_version,
         }
+
+    def _request_energy(self, pipeline: str, by_stage: dict[str, dict | None]) -> dict | None:
+        """This request's energy (J) with its method, and the pipeline's running total."""
+        if any(e is None for e in by_stage.values()):
+            return None  # rates not known yet (first seconds of a replica)
+        joules = sum(e["j"] for e in by_stage.values())
+        method = "+".join(sorted({m for e in by_stage.values() for m in e["method"].split("+")}))
+        total = self.energy_totals.setdefault(pipeline, {"requests": 0, "energy_j": 0.0, "methods": set()})
+        total["requests"] += 1
+        total["energy_j"] += joules
+        total["methods"].add(method)
+        return {"j": joules, "method": method, "carbon_g": self.spec.energy.carbon_g(joules),
+                "stages": {s: {"j": e["j"], "method": e["method"]} for s, e in by_stage.items()}}
 
     def _unknown(self, name: str) -> JSONResponse:
         return _error(404, f"unknown pipeline {name!r}; served: {sorted(self.pipelines)}")

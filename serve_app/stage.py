@@ -7,8 +7,10 @@ import time
 from typing import Any
 
 from ray import serve
+from ray.serve import metrics
 
 from ipa_energy.spec import VariantSpec
+from energy.replica import ReplicaEnergy
 from workloads import images
 
 
@@ -23,25 +25,41 @@ class StageReplica:
         from workloads.tasks import build_runner
 
         self.variant = VariantSpec.model_validate(variant)
-        self.replica = serve.get_replica_context().replica_id.unique_id
+        context = serve.get_replica_context()
+        self.replica = context.replica_id.unique_id
+        self.labels = {"pipeline": pipeline, "stage": stage, "variant": self.variant.name}
+        self.energy = ReplicaEnergy(
+            consumer=self.replica,
+            labels={"app": context.app_name, "deployment": context.deployment, **self.labels},
+            gpu_fraction=self.variant.resources.num_gpus,
+        )
+        self.request_joules = metrics.Counter(
+            "ipa_energy_request_joules", "Energy charged to requests (J)", tag_keys=("pipeline", "stage", "variant", "method")
+        )
+        self.requests = metrics.Counter("ipa_energy_requests", "Requests served", tag_keys=("pipeline", "stage", "variant"))
         # Pin torch to the replica's CPU share so replicas on one node don't oversubscribe it.
         torch.set_num_threads(max(1, int(self.variant.resources.num_cpus)))
         self._torch = torch
         self.runner = build_runner(self.variant)
-        self._run([warmup_payload(self.variant.task)])  # ready means warm
+        with torch.inference_mode():
+            self.runner([warmup_payload(self.variant.task)])  # ready means warm
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._batched.set_max_batch_size(int(config["max_batch_size"]))
         self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
     def _run(self, payloads: list[dict]) -> list[dict]:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with self._torch.inference_mode():
             outputs = self.runner(payloads)
-        compute_ms = (time.perf_counter() - start) * 1000
+        wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+        energy = self.energy.charge(cpu_s, wall_s, len(payloads))
+        if energy is not None:
+            self.request_joules.inc(energy["j"] * len(payloads), tags={**self.labels, "method": energy["method"]})
+        self.requests.inc(len(payloads), tags=self.labels)
         return [
-            {"output": out, "variant": self.variant.name, "weights": self.variant.weights,
-             "replica": self.replica, "batch_size": len(payloads), "compute_ms": round(compute_ms, 3)}
+            {"output": out, "variant": self.variant.name, "weights": self.variant.weights, "replica": self.replica,
+             "batch_size": len(payloads), "compute_ms": round(wall_s * 1000, 3), "energy": energy}
             for out in outputs
         ]
 
@@ -51,6 +69,7 @@ class StageReplica:
         return await asyncio.to_thread(self._run, payloads)
 
     async def __call__(self, payload: dict) -> dict:
+        self.energy.maybe_refresh()
         # Decode per request, before batching, so that one bad image fails only its request.
         if isinstance(payload.get("image"), bytes):
             payload = {**payload, "image": await asyncio.to_thread(images.decode, payload["image"])}

@@ -30,9 +30,18 @@ def fragile_pipeline() -> PipelineSpec:
     return PipelineSpec(name="fragile", sla_ms=1000, stages=(StageSpec(name="classifier", variants=(good, broken)),))
 
 
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 def cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=METRICS_PORT,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"

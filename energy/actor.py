@@ -1,0 +1,131 @@
+"""One detached energy actor per Ray node, and how replicas find the one on their node."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import psutil
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from energy.config import EnergyConfig
+from energy.node import NAMESPACE, NodeEnergy, actor_name, select_meters
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_concurrency=16)
+class NodeEnergyActor:
+    """Samples this node's meters on its own threads; answers rates, windows and summaries."""
+
+    def __init__(self, config: dict):
+        from ray.util import metrics
+
+        self.config = EnergyConfig.model_validate(config)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.state = NodeEnergy(select_meters(self.config), self.config)
+        self.gpu_meters = [m for m in self.state.meters if m.method == "zeus-nvml"]
+        self._process = psutil.Process(os.getpid())
+        self._started = (time.time(), self._cpu_s())
+        self._power = metrics.Gauge("ipa_energy_node_power_watts", "Node power by device (W)", tag_keys=("device", "method"))
+        self._energy = metrics.Counter("ipa_energy_node_energy_joules", "Node energy by device (J)", tag_keys=("device", "method"))
+        self._attributed = metrics.Counter(
+            "ipa_energy_attributed_joules", "Energy attributed to deployments, other processes and idle (J)",
+            tag_keys=("deployment", "method"),
+        )
+        self._stop = threading.Event()
+        threading.Thread(target=self._cpu_loop, daemon=True, name="energy-cpu").start()
+        if self.gpu_meters:
+            threading.Thread(target=self._gpu_loop, daemon=True, name="energy-gpu").start()
+        logger.info("energy actor on %s: meters %s", self.node_id, [m.method for m in self.state.meters])
+
+    def _cpu_s(self) -> float:
+        t = self._process.cpu_times()
+        return t.user + t.system
+
+    def _cpu_loop(self) -> None:
+        previous_totals: dict[str, float] = {}
+        while not self._stop.wait(self.config.cpu_interval_s):
+            try:
+                before = self.state.history[-1]
+                tick = self.state.tick()
+                self._export(before, tick, previous_totals)
+            except Exception:  # a meter hiccup must not end sampling
+                logger.exception("energy sampling failed")
+
+    def _gpu_loop(self) -> None:
+        # GPUs without an energy counter are integrated from power: sample them often.
+        while not self._stop.wait(self.config.gpu_interval_s):
+            try:
+                for m in self.gpu_meters:
+                    m.sample()
+                self.state.sample_gpu_processes()
+            except Exception:
+                logger.exception("GPU sampling failed")
+
+    def _export(self, before, tick, previous_totals: dict[str, float]) -> None:
+        dt = tick.time_s - before.time_s
+        for sa, sb in zip(before.samples, tick.samples):
+            for device, j in sb.energy_j.items():
+                delta = max(j - sa.energy_j.get(device, 0.0), 0.0)
+                tags = {"device": device, "method": sb.method}
+                if delta > 0:
+                    self._energy.inc(delta, tags=tags)
+                if dt > 0:
+                    self._power.set(delta / dt, tags=tags)
+        method = "+".join(sorted({m.method for m in self.state.meters}))
+        totals = {**self.state.totals, "(other processes)": self.state.other_j, "(idle)": self.state.idle_j}
+        for name, total in totals.items():
+            delta = total - previous_totals.get(name, 0.0)
+            if delta > 0:
+                consumer = self.state.consumers.get(name)
+                deployment = consumer.labels.get("deployment", name) if consumer else name
+                self._attributed.inc(delta, tags={"deployment": deployment, "method": method})
+        previous_totals.clear()
+        previous_totals.update(totals)
+
+    # -- API ----------------------------------------------------------------------------
+
+    def register(self, consumer: str, pid: int, labels: dict, gpu_ids: list[int], gpu_fraction: float) -> None:
+        self.state.register(consumer, pid, labels, gpu_ids, gpu_fraction)
+
+    def report_busy(self, consumer: str, seconds: float) -> None:
+        self.state.report_busy(consumer, seconds)
+
+    def rates(self) -> dict:
+        return self.state.rates()
+
+    def window(self, t0: float, t1: float) -> list[dict]:
+        return [
+            {"start_s": a.window.start_s, "end_s": a.window.end_s, "method": a.window.method,
+             "energy_j": a.window.energy_j, "consumers_j": a.consumers_j, "other_j": a.other_j, "idle_j": a.idle_j}
+            for a in self.state.window(t0, t1)
+        ]
+
+    def summary(self) -> dict:
+        wall0, cpu0 = self._started
+        elapsed = max(time.time() - wall0, 1e-9)
+        overhead = (self._cpu_s() - cpu0) / elapsed * 100
+        return {"node_id": self.node_id, **self.state.summary(),
+                "overhead_cpu_percent_of_one_core": overhead,
+                "overhead_cpu_percent_of_node": overhead / (psutil.cpu_count() or 1)}
+
+
+def node_actor(node_id: str | None = None, config: EnergyConfig | None = None):
+    """The energy actor of `node_id` (default: this node), started if it is not running."""
+    node_id = node_id or ray.get_runtime_context().get_node_id()
+    return NodeEnergyActor.options(
+        name=actor_name(node_id),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+    ).remote((config or EnergyConfig()).model_dump())
+
+
+def ensure_node_actors(config: EnergyConfig | None = None) -> dict[str, object]:
+    """An energy actor on every alive node (call again to cover nodes that joined since)."""
+    return {n["NodeID"]: node_actor(n["NodeID"], config) for n in ray.nodes() if n.get("Alive")}

@@ -1,0 +1,32 @@
+"""The `ipa-energy` command line (parts that need no Ray)."""
+
+import sys
+
+from energy.etrace2 import parse_etrace2
+from ipa_energy.cli import main
+
+
+def test_energy_run_prints_etrace2_and_keeps_the_exit_code(capsys):
+    code = main(["energy", "run", "--estimate", "--interval", "0.1", "--", sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert code == 3
+    m = parse_etrace2(capsys.readouterr().out)
+    assert m.method == "tdp-estimate" and not m.measured and m.total_j >= 0
+
+
+def test_energy_import_reads_etrace2_files(tmp_path, capsys):
+    f = tmp_path / "run.etrace2"
+    f.write_text("# ETRACE2_VERSION=0.1\n# ELAPSED=10.0\n# ENERGY=0.0\n# ENERGY_SOCKET0=300.0\n# ENERGY_DRAM0=20.0\n")
+    assert main(["energy", "import", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "etrace2" in err and "300.000" in err
+
+
+def test_catalog_lists_sources(capsys):
+    assert main(["catalog"]) == 0
+    assert "resnet18-mini" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_reported_not_raised(capsys, tmp_path):
+    (tmp_path / "p.json").write_text("{not json")
+    assert main(["apply-plan", str(tmp_path / "p.json")]) == 2
+    assert "cannot read plans" in capsys.readouterr().err
