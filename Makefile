@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-unit test-integration bench-overhead serve clean
+.PHONY: install demo test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile serve clean
 
 install: $(STAMP)
 
@@ -34,6 +34,17 @@ test-integration: install
 
 bench-overhead: install
 	$(BIN)/python bench/overhead.py
+
+bench-energy-overhead: install
+	$(BIN)/python bench/energy_overhead.py --seconds 60
+
+# Needs an NVIDIA GPU: Zeus/NVML energy vs nvidia-smi power × time (exit 1 if >10% apart).
+gpu-energy-check: install
+	$(BIN)/python bench/gpu_energy_check.py --seconds 30
+
+# On a GPU machine: profile the full tier on cuda:0 into workloads/profiles/gpu-<name>.json.
+gpu-profile: install
+	$(BIN)/ipa-energy profile --tier full --device cuda:0 --batch-sizes 1,2,4,8,16 --warmup 2 --window 5
 
 serve: install
 	$(BIN)/serve run serve_app:app

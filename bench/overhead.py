@@ -34,7 +34,7 @@ from serve_app.config import AppSpec  # noqa: E402
 from serve_app.requests import Limits, parse_body, request_model  # noqa: E402
 from workloads import catalog, payloads  # noqa: E402
 
-VARIANT = catalog.pipeline("classify").stage("classifier").variant("resnet18-mini").model_copy(
+VARIANT = catalog.pipeline("classify").stage("classifier").variant("resnet18-112-mini").model_copy(
     update={"name": "resnet18-224", "build_args": {"input_size": 224}, "resources": Resources(num_cpus=1)}
 )
 PIPELINE = PipelineSpec(name="bench", sla_ms=1000, stages=(StageSpec(name="classifier", variants=(VARIANT,)),))

@@ -110,6 +110,7 @@ class NodeEnergyActor:
         elapsed = max(time.time() - wall0, 1e-9)
         overhead = (self._cpu_s() - cpu0) / elapsed * 100
         return {"node_id": self.node_id, **self.state.summary(),
+                "actor_cpu_s": self._cpu_s(), "actor_time_s": time.time(),
                 "overhead_cpu_percent_of_one_core": overhead,
                 "overhead_cpu_percent_of_node": overhead / (psutil.cpu_count() or 1)}
 

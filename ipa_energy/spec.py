@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.+-]{0,62}$"
 
-Task = Literal["classify", "detect", "classify-crops", "generate"]
+Task = Literal["classify", "detect", "classify-crops", "generate", "segment", "segment-detections"]
 EnergyMethod = Literal["zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate"]
 
 # Which payload keys a task reads and which it adds. A pipeline's request must supply every
@@ -25,6 +25,8 @@ TASK_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "detect": (("image",), ("detections",)),
     "classify-crops": (("image", "detections"), ("crop_labels",)),
     "generate": (("prompt", "max_new_tokens"), ("text",)),
+    "segment": (("image", "prompts"), ("masks",)),
+    "segment-detections": (("image", "detections"), ("masks",)),
 }
 
 

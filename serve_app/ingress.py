@@ -67,6 +67,13 @@ class Ingress:
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, dict] = {}  # pipeline → requests, J, methods (this replica)
         self._energy_actors = self._start_energy_actors()
+        self._node_watch: asyncio.Task | None = None
+
+    async def _watch_nodes(self, period_s: float = 30.0) -> None:
+        """Start energy actors on nodes that join after the app started."""
+        while True:
+            await asyncio.sleep(period_s)
+            self._energy_actors = await asyncio.to_thread(self._start_energy_actors)
 
     def _start_energy_actors(self) -> dict:
         try:
@@ -168,6 +175,8 @@ class Ingress:
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
     )
     async def run(self, name: str, request: Request):
+        if self._node_watch is None:
+            self._node_watch = asyncio.get_running_loop().create_task(self._watch_nodes())
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             return self._unknown(name)

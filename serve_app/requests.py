@@ -12,7 +12,7 @@ import io
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from ipa_energy.errors import PayloadError
 from ipa_energy.spec import PipelineSpec
@@ -29,11 +29,33 @@ class Limits(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask for.")
 
 
+class Prompts(BaseModel):
+    """Segment Anything prompts, in the image's pixel coordinates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[tuple[float, float, int]] = Field(
+        default_factory=list, max_length=64, description="[x, y, label] with label 1 = foreground, 0 = background."
+    )
+    boxes: list[tuple[float, float, float, float]] = Field(default_factory=list, max_length=64, description="[x1, y1, x2, y2].")
+
+    @model_validator(mode="after")
+    def _some_prompt(self) -> "Prompts":
+        if not self.points and not self.boxes:
+            raise ValueError("give at least one point or box")
+        if any(label not in (0, 1) for *_, label in self.points):
+            raise ValueError("point labels are 1 (foreground) or 0 (background)")
+        if any(x2 < x1 or y2 < y1 for x1, y1, x2, y2 in self.boxes):
+            raise ValueError("boxes are [x1, y1, x2, y2] with x2 ≥ x1 and y2 ≥ y1")
+        return self
+
+
 # Every field a request may carry; a pipeline's schema requires the ones it reads.
 _FIELDS: dict[str, tuple[Any, str]] = {
     "image": (str, "Base64-encoded PNG or JPEG image."),
     "prompt": (str, "Text prompt."),
     "max_new_tokens": (int, "Tokens to generate."),
+    "prompts": (Prompts, "Point and/or box prompts for segmentation."),
 }
 
 
@@ -85,6 +107,8 @@ def parse_body(schema: type[BaseModel], body: bytes, limits: Limits) -> dict[str
             if len(value) > limits.max_prompt_chars:
                 raise PayloadError(413, f"prompt of {len(value)} characters exceeds the limit of {limits.max_prompt_chars}", key)
             payload[key] = value
+        elif key == "prompts":
+            payload[key] = value  # already a plain dict after model_dump
         elif key == "max_new_tokens":
             if value > limits.max_new_tokens:
                 raise PayloadError(422, f"max_new_tokens: at most {limits.max_new_tokens}", key)

@@ -70,7 +70,12 @@ class StageReplica:
 
     async def __call__(self, payload: dict) -> dict:
         self.energy.maybe_refresh()
-        # Decode per request, before batching, so that one bad image fails only its request.
+        # Decode and check per request, before batching, so that one bad input fails only
+        # its own request and not the batch it would have joined.
         if isinstance(payload.get("image"), bytes):
             payload = {**payload, "image": await asyncio.to_thread(images.decode, payload["image"])}
+        if self.variant.task in ("segment", "segment-detections"):
+            from workloads.sam import validate_payload
+
+            validate_payload(self.variant, payload)
         return await self._batched(payload)

@@ -1,10 +1,14 @@
 """The variant catalog: pipelines of real architectures with published accuracy.
 
-Accuracy of torchvision models is read from the metadata torchvision ships with its
-published weights (the figures of https://pytorch.org/vision/stable/models.html), so no
-figure here is typed in by hand. Mini variants are scaled-down stand-ins (smaller input or
-fewer layers) that run in tens of milliseconds on a CPU core; each names the full variant
-it stands for and carries that variant's published accuracy.
+Two tiers. `full`: the published architectures at their published sizes (for GPUs).
+`mini`: scaled-down stand-ins of the same architectures (smaller input, fewer layers or
+narrower) that run in tens to hundreds of milliseconds on one CPU core; each names the full
+variant it stands for and carries that variant's published accuracy.
+
+Accuracy sources: torchvision models read the figure torchvision ships with its published
+weights (`weights.meta["_metrics"]`, the numbers of https://pytorch.org/vision/stable/models.html,
+IMAGENET1K_V1 for ResNets — the figures IPA used); LLMs cite the Qwen2.5 technical report;
+SAM cites `workloads.sam`. docs/accuracy-sources.md has the evidence for each.
 """
 
 from __future__ import annotations
@@ -15,15 +19,45 @@ from ipa_energy.errors import SpecError
 from ipa_energy.spec import Accuracy, PipelineSpec, Resources, StageSpec, VariantSpec
 
 TORCHVISION_DOCS = "https://pytorch.org/vision/stable/models.html"
+TIERS = ("mini", "full")
 MINI_CPU = Resources(num_cpus=0.5)
+FULL = Resources(num_cpus=1, num_gpus=0.25)
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+# torchvision detectors, cheapest first, with the constructor arguments of their mini
+# stand-in: a smaller input and fewer region proposals. A zero score threshold keeps the
+# top boxes even with random weights, so the next stage always has crops to classify.
+DETECTORS: dict[str, dict] = {
+    "ssdlite320_mobilenet_v3_large": {"score_thresh": 0.0},
+    "fasterrcnn_mobilenet_v3_large_320_fpn": {"box_score_thresh": 0.0, "rpn_post_nms_top_n_test": 100},
+    "fasterrcnn_mobilenet_v3_large_fpn": {"box_score_thresh": 0.0, "rpn_post_nms_top_n_test": 100, "min_size": 224, "max_size": 320},
+    "fcos_resnet50_fpn": {"score_thresh": 0.0, "min_size": 160, "max_size": 224},
+    "retinanet_resnet50_fpn": {"score_thresh": 0.0, "min_size": 160, "max_size": 224},
+    "fasterrcnn_resnet50_fpn_v2": {"box_score_thresh": 0.0, "rpn_post_nms_top_n_test": 50, "min_size": 160, "max_size": 224},
+}
+MINI_DETECTORS = tuple(DETECTORS)[:4]
+
+QWEN25_REPORT = "https://arxiv.org/abs/2412.15115"
+# Published configs (Qwen2ForCausalLM) and MMLU of the base models, Qwen2.5 technical
+# report Table 5 (0.5B–3B) and Table 4 (7B).
+QWEN25: dict[str, tuple[dict, float, str]] = {
+    "qwen2.5-0.5b": (dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                          num_key_value_heads=2, tie_word_embeddings=True, vocab_size=151936), 0.475, "Table 5"),
+    "qwen2.5-1.5b": (dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                          num_key_value_heads=2, tie_word_embeddings=True, vocab_size=151936), 0.609, "Table 5"),
+    "qwen2.5-3b": (dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                        num_key_value_heads=2, tie_word_embeddings=True, vocab_size=151936), 0.656, "Table 5"),
+    "qwen2.5-7b": (dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                        num_key_value_heads=4, tie_word_embeddings=False, vocab_size=152064), 0.742, "Table 4"),
+}
 
 
 def torchvision_accuracy(model: str) -> Accuracy:
-    """The published accuracy of `model`'s first (default) torchvision weights."""
+    """The published accuracy of `model`'s first (V1) torchvision weights."""
     import torchvision
 
     weights = next(iter(torchvision.models.get_model_weights(model)))
-    (dataset, metrics), = weights.meta["_metrics"].items()
+    ((dataset, metrics),) = weights.meta["_metrics"].items()
     if "acc@1" in metrics:
         value, metric = metrics["acc@1"], f"{dataset} top-1 ({weights})"
     else:
@@ -31,121 +65,126 @@ def torchvision_accuracy(model: str) -> Accuracy:
     return Accuracy(value=round(value / 100, 5), metric=metric, source=f"{TORCHVISION_DOCS}; recipe {weights.meta['recipe']}")
 
 
-def _classifier(model: str, input_size: int, tier: str, task: str = "classify") -> VariantSpec:
-    suffix = "" if tier == "full" else "-mini"
+def _name(model: str, tier: str) -> str:
+    base = model.replace("_", "-")
+    return base if tier == "full" else f"{base}-mini"
+
+
+def classifier(model: str, tier: str, task: str = "classify") -> VariantSpec:
+    """A ResNet; on whole images (`classify`, named with its input size) or on detected crops."""
+    mini = tier == "mini"
+    size = (64 if task == "classify-crops" else 112) if mini else 224
+    name = model if task == "classify-crops" else f"{model}-{size}"
     return VariantSpec(
-        name=f"{model}{suffix}",
+        name=_name(name, tier),
         task=task,
         family="resnet",
         architecture=f"torchvision:{model}",
-        build_args={"input_size": input_size},
+        build_args={"input_size": size},
         accuracy=torchvision_accuracy(model),
         tier=tier,
-        stands_for=f"{model} at 224 px" if tier == "mini" else None,
-        resources=MINI_CPU if tier == "mini" else Resources(num_cpus=1),
-        max_batch_size=32,
+        stands_for=f"torchvision {model} IMAGENET1K_V1 at 224 px" if mini else None,
+        resources=MINI_CPU if mini else FULL,
+        max_batch_size=64,
     )
 
 
-def _detector(model: str, max_detections: int, tier: str) -> VariantSpec:
-    # With random weights every score is tiny; a zero threshold keeps the top boxes so that
-    # the next stage has crops to classify (with a checkpoint the threshold is the same).
-    key = "detections_per_img" if model.startswith("ssd") else "box_detections_per_img"
-    extra = {} if model.startswith("ssd") else {"box_score_thresh": 0.0}
+def detector(model: str, tier: str, max_detections: int = 4) -> VariantSpec:
+    mini = tier == "mini"
+    args = dict(DETECTORS[model]) if mini else {}
+    key = "box_detections_per_img" if "rcnn" in model else "detections_per_img"
+    args[key] = max_detections
     return VariantSpec(
-        name=model.replace("_", "-") + ("" if tier == "full" else "-mini"),
+        name=_name(model, tier),
         task="detect",
         family="torchvision-detection",
         architecture=f"torchvision:{model}",
-        build_args={key: max_detections, **extra},
+        build_args=args,
         accuracy=torchvision_accuracy(model),
         tier=tier,
-        stands_for=f"{model} (same architecture, native 320 px input)" if tier == "mini" else None,
-        resources=MINI_CPU if tier == "mini" else Resources(num_cpus=1),
+        stands_for=f"torchvision {model} COCO_V1 at its published input size" if mini else None,
+        resources=MINI_CPU if mini else FULL,
         max_batch_size=16,
     )
 
 
-SMOLLM2 = {
-    # name: (published config of the full model, HellaSwag from its model card)
-    "smollm2-135m": (dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                          num_key_value_heads=3), 0.421, "https://huggingface.co/HuggingFaceTB/SmolLM2-135M"),
-    "smollm2-360m": (dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
-                          num_key_value_heads=5), 0.545, "https://huggingface.co/HuggingFaceTB/SmolLM2-360M"),
-}
-
-
-def _smollm2_mini(name: str, layers: int) -> VariantSpec:
-    """SmolLM2's architecture at a quarter of the width, `layers` deep, byte vocabulary."""
+def qwen25(name: str, tier: str) -> VariantSpec:
+    """Qwen2.5 base model: the published config, or for mini 1/8 of the width and ~1/7 of the depth."""
     from workloads.text import BYTE_VOCAB
 
-    full, hellaswag, card = SMOLLM2[name]
-    config = dict(
-        hidden_size=full["hidden_size"] // 4,
-        intermediate_size=full["intermediate_size"] // 4,
-        num_hidden_layers=layers,
-        num_attention_heads=full["num_attention_heads"],
-        num_key_value_heads=full["num_key_value_heads"],
-        vocab_size=BYTE_VOCAB,
-        max_position_embeddings=8192,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-    )
+    full, mmlu, table = QWEN25[name]
+    config = dict(full, max_position_embeddings=32768, rope_theta=1_000_000.0)
+    if tier == "mini":
+        heads = full["num_attention_heads"]
+        config.update(
+            hidden_size=max(full["hidden_size"] // 8 // heads, 8) * heads,
+            intermediate_size=full["intermediate_size"] // 8,
+            num_hidden_layers=max(3, full["num_hidden_layers"] // 7),
+            vocab_size=BYTE_VOCAB,
+            tie_word_embeddings=True,
+        )
     return VariantSpec(
-        name=f"{name}-mini",
+        name=name if tier == "full" else f"{name}-mini",
         task="generate",
-        family="smollm2",
-        architecture="transformers:LlamaConfig",
+        family="qwen2.5",
+        architecture="transformers:Qwen2Config",
         build_args=config,
-        accuracy=Accuracy(value=hellaswag, metric="HellaSwag (zero-shot, model card)", source=card),
-        tier="mini",
-        stands_for=f"{card.removeprefix('https://huggingface.co/')} "
-        f"({full['num_hidden_layers']} layers, width {full['hidden_size']})",
-        resources=MINI_CPU,
+        accuracy=Accuracy(value=mmlu, metric=f"MMLU, base model (Qwen2.5 technical report, {table})", source=QWEN25_REPORT),
+        tier=tier,
+        stands_for=(
+            f"Qwen/{name.replace('qwen', 'Qwen').replace('b', 'B')} ({full['num_hidden_layers']} layers, "
+            f"width {full['hidden_size']}, its tokenizer)" if tier == "mini" else None
+        ),
+        resources=MINI_CPU if tier == "mini" else Resources(num_cpus=1, num_gpus=1 if name == "qwen2.5-7b" else 0.5),
         max_batch_size=16,
     )
 
 
 @lru_cache(maxsize=4)
 def pipelines(tier: str = "mini") -> dict[str, PipelineSpec]:
-    """Every pipeline of `tier` ('mini' for the CPU default and tests), by name."""
-    if tier != "mini":
-        raise SpecError(f"tier {tier!r} is not in the catalog yet; available: ['mini']")
-    crop = 64
-    classifiers = tuple(_classifier(m, crop, tier, "classify-crops") for m in ("resnet18", "resnet34", "resnet50"))
+    """Every pipeline of `tier` by name: video, classify, llm, sam, sam-grounded."""
+    from workloads.sam import sam_variants
+
+    if tier not in TIERS:
+        raise SpecError(f"unknown tier {tier!r}; available: {list(TIERS)}")
+    detectors = tuple(detector(m, tier) for m in (MINI_DETECTORS if tier == "mini" else DETECTORS))
     video = PipelineSpec(
         name="video",
         description="IPA's video pipeline: object detector → classifier of each detected crop.",
-        sla_ms=2000,
+        sla_ms=2000 if tier == "mini" else 500,
         stages=(
-            StageSpec(
-                name="detector",
-                variants=tuple(
-                    _detector(m, 4, tier)
-                    for m in ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
-                ),
-            ),
-            StageSpec(name="classifier", variants=classifiers),
+            StageSpec(name="detector", variants=detectors),
+            StageSpec(name="classifier", variants=tuple(classifier(m, tier, "classify-crops") for m in RESNETS)),
         ),
     )
     classify = PipelineSpec(
         name="classify",
         description="Single-stage image classification.",
-        sla_ms=1000,
-        stages=(
-            StageSpec(
-                name="classifier",
-                variants=tuple(_classifier(m, 112, tier) for m in ("resnet18", "resnet34", "resnet50")),
-            ),
-        ),
+        sla_ms=1000 if tier == "mini" else 200,
+        stages=(StageSpec(name="classifier", variants=tuple(classifier(m, tier) for m in RESNETS)),),
     )
     llm = PipelineSpec(
         name="llm",
         description="Text generation; max_new_tokens comes from the request.",
-        sla_ms=3000,
-        stages=(StageSpec(name="generator", variants=(_smollm2_mini("smollm2-135m", 3), _smollm2_mini("smollm2-360m", 4))),),
+        sla_ms=3000 if tier == "mini" else 5000,
+        stages=(StageSpec(name="generator", variants=tuple(qwen25(n, tier) for n in QWEN25)),),
     )
-    return {p.name: p for p in (video, classify, llm)}
+    sam = PipelineSpec(
+        name="sam",
+        description="One-shot segmentation with point and box prompts (Segment Anything).",
+        sla_ms=3000 if tier == "mini" else 1000,
+        stages=(StageSpec(name="segmenter", variants=sam_variants(tier, task="segment")),),
+    )
+    grounded = PipelineSpec(
+        name="sam-grounded",
+        description="Detector → Segment Anything prompted with the detected boxes.",
+        sla_ms=4000 if tier == "mini" else 1500,
+        stages=(
+            StageSpec(name="detector", variants=detectors),
+            StageSpec(name="segmenter", variants=sam_variants(tier, task="segment-detections")),
+        ),
+    )
+    return {p.name: p for p in (video, classify, llm, sam, grounded)}
 
 
 def pipeline(name: str, tier: str = "mini") -> PipelineSpec:

@@ -24,6 +24,19 @@ def model_kwargs(variant: VariantSpec) -> dict[str, Any]:
     return {k: v for k, v in variant.build_args.items() if k not in RUNTIME_ARGS}
 
 
+def device_for(variant: VariantSpec) -> torch.device:
+    """The GPU Ray gave this replica when the variant asks for one (and CUDA is there), else CPU."""
+    if variant.resources.num_gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def place(model: torch.nn.Module, variant: VariantSpec) -> torch.nn.Module:
+    """Eval mode, on the variant's device (models are built on the CPU, or on `meta` in tests)."""
+    device = device_for(variant)
+    return model.eval() if device.type == "cpu" else model.eval().to(device)
+
+
 def build_torchvision(variant: VariantSpec) -> torch.nn.Module:
     import torchvision
 
@@ -36,7 +49,7 @@ def build_torchvision(variant: VariantSpec) -> torch.nn.Module:
     model = torchvision.models.get_model(name, **kwargs)
     if variant.checkpoint is not None:
         model.load_state_dict(load_state_dict(variant.checkpoint))
-    return model.eval()
+    return place(model, variant)
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -66,10 +79,10 @@ def build_causal_lm(variant: VariantSpec) -> torch.nn.Module:
     import transformers
 
     if variant.checkpoint is not None:
-        return transformers.AutoModelForCausalLM.from_pretrained(variant.checkpoint).eval()
+        return place(transformers.AutoModelForCausalLM.from_pretrained(variant.checkpoint), variant)
     kind, _, config_cls = variant.architecture.partition(":")
     cls = getattr(transformers, config_cls, None)
     if kind != "transformers" or cls is None:
         raise SpecError(f"variant {variant.name!r}: unknown transformers config {variant.architecture!r}")
     config = cls(**model_kwargs(variant))
-    return transformers.AutoModelForCausalLM.from_config(config).eval()
+    return place(transformers.AutoModelForCausalLM.from_config(config), variant)

@@ -55,6 +55,8 @@ def request_for(input_keys: tuple[str, ...], seed: int = 0) -> dict:
         body |= image_request(seed=seed)
     if "prompt" in input_keys:
         body |= prompt_request(seed=seed)
+    if "prompts" in input_keys:
+        body |= {"prompts": {"points": [[160.0, 160.0, 1]], "boxes": [[40.0, 40.0, 200.0, 220.0]]}}
     return body
 
 
@@ -66,4 +68,6 @@ def warmup_payload(task: str) -> dict:
         "detect": {"image": image},
         "classify-crops": {"image": image, "detections": [{"box": [0.0, 0.0, 32.0, 32.0]}]},
         "generate": {"prompt": "warm up", "max_new_tokens": 2},
+        "segment": {"image": image, "prompts": {"points": [[32.0, 32.0, 1]], "boxes": [[8.0, 8.0, 40.0, 40.0]]}},
+        "segment-detections": {"image": image, "detections": [{"box": [8.0, 8.0, 40.0, 40.0]}]},
     }[task]

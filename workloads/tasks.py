@@ -33,6 +33,7 @@ class Classifier:
 
     def __init__(self, variant: VariantSpec):
         self.model = models.build_torchvision(variant)
+        self.device = models.device_for(variant)
         self.size = int(variant.build_args.get("input_size", 224))
         self.top_k = int(variant.build_args.get("top_k", 5))
         self.names = models.categories(variant.architecture)
@@ -57,7 +58,7 @@ class Classifier:
     def classify(self, images: list[torch.Tensor]) -> list[list[dict]]:
         if not images:
             return []
-        return self._labels(self.model(torch.stack([self._prepare(im) for im in images])))
+        return self._labels(self.model(torch.stack([self._prepare(im) for im in images]).to(self.device)).cpu())
 
     def __call__(self, batch: list[Payload]) -> list[Payload]:
         labels = self.classify([_to_float(p["image"]) for p in batch])
@@ -89,10 +90,11 @@ class Detector:
 
     def __init__(self, variant: VariantSpec):
         self.model = models.build_torchvision(variant)
+        self.device = models.device_for(variant)
         self.names = models.categories(variant.architecture)
 
     def __call__(self, batch: list[Payload]) -> list[Payload]:
-        results = self.model([_to_float(p["image"]) for p in batch])
+        results = self.model([_to_float(p["image"]).to(self.device) for p in batch])
         out = []
         for r in results:
             dets = [
@@ -108,11 +110,19 @@ class Detector:
         return out
 
 
+def _segmenter(variant: VariantSpec):
+    from workloads import sam  # segment_anything is imported only by replicas that need it
+
+    return (sam.Segmenter if variant.task == "segment" else sam.DetectionSegmenter)(variant)
+
+
 RUNNERS: dict[str, Callable[[VariantSpec], Callable[[list[Payload]], list[Payload]]]] = {
     "classify": Classifier,
     "classify-crops": CropClassifier,
     "detect": Detector,
     "generate": text.Generator,
+    "segment": _segmenter,
+    "segment-detections": _segmenter,
 }
 
 

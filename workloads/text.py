@@ -52,6 +52,7 @@ class Generator:
         self.model = models.build_causal_lm(variant)
         self.tokenizer: Any = ByteTokenizer() if variant.checkpoint is None else _HFTokenizer(variant.checkpoint)
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.device = models.device_for(variant)
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         encoded = [self.tokenizer.encode(p["prompt"]) for p in batch]
@@ -65,8 +66,8 @@ class Generator:
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
         out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
             max_new_tokens=longest,
             min_new_tokens=longest,
             do_sample=False,

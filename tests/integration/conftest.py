@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def fragile_pipeline() -> PipelineSpec:
     """A classifier stage whose second variant cannot load (its checkpoint is missing)."""
-    good = catalog.pipeline("classify").stage("classifier").variant("resnet18-mini")
+    good = catalog.pipeline("classify").stage("classifier").variant("resnet18-112-mini")
     broken = good.model_copy(update={"name": "broken-mini", "checkpoint": "/nonexistent/weights.pt"})
     return PipelineSpec(name="fragile", sla_ms=1000, stages=(StageSpec(name="classifier", variants=(good, broken)),))
 
@@ -36,7 +36,7 @@ METRICS_PORT = free_port()
 @pytest.fixture(scope="session")
 def cluster():
     ray.init(
-        num_cpus=4,
+        num_cpus=12,  # logical: each mini replica reserves 0.5; plan changes run old and new at once
         include_dashboard=False,
         log_to_driver=False,
         _metrics_export_port=METRICS_PORT,

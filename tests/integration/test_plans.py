@@ -105,7 +105,7 @@ def test_serve_run_cli_serves_the_app(cluster):
         assert done.returncode == 0, done.stderr[-2000:]
         with httpx.Client(base_url=cluster, timeout=60) as client:
             r = client.post("/cli/v1/pipelines/classify", json=payloads.image_request())
-            assert r.status_code == 200 and r.json()["variants"] == {"classifier": "resnet18-mini"}
+            assert r.status_code == 200 and r.json()["variants"] == {"classifier": "resnet18-112-mini"}
             assert client.post("/cli/v1/pipelines/classify", content=b"[").status_code == 422
     finally:
         serve.delete("cli")

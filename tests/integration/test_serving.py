@@ -25,6 +25,22 @@ def test_every_pipeline_answers_with_real_outputs(http):
     assert text["outputs"]["generator"]["new_tokens"] == 5 and isinstance(text["outputs"]["generator"]["text"], str)
 
 
+def test_segmentation_pipelines(http):
+    body = payloads.image_request(200, 240) | {"prompts": {"points": [[100, 120, 1]], "boxes": [[20, 30, 150, 180]]}}
+    sam = http.post("/v1/pipelines/sam", json=body).json()
+    masks = sam["outputs"]["segmenter"]["masks"]
+    assert len(masks) == 2 and masks[0]["rle"]["size"] == [200, 240]  # one per box, one for the points
+    assert sam["weights"] == {"segmenter": "random"} and sam["variants"]["segmenter"].startswith("sam-vit-b")
+
+    grounded = http.post("/v1/pipelines/sam-grounded", json=payloads.image_request()).json()
+    detections = grounded["outputs"]["detector"]["detections"]
+    assert len(grounded["outputs"]["segmenter"]["masks"]) == len(detections) > 0
+
+    bad = payloads.image_request() | {"prompts": {"points": [[1, 2, 7]]}}
+    r = http.post("/v1/pipelines/sam", json=bad)
+    assert r.status_code == 422 and "prompts" in r.json()["error"]
+
+
 def test_discovery_endpoints(http):
     assert http.get("/healthz").json()["status"] == "ok"
     names = {p["name"] for p in http.get("/v1/pipelines").json()}

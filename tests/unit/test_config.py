@@ -11,7 +11,7 @@ from serve_app.config import from_args, load_plans
 
 def test_defaults_serve_every_mini_pipeline_with_default_plans():
     spec, plans = from_args({})
-    assert {p.name for p in spec.pipelines} == set(plans) == {"video", "classify", "llm"}
+    assert {p.name for p in spec.pipelines} == set(plans) == {"video", "classify", "llm", "sam", "sam-grounded"}
     assert spec.control_token is None
     assert plans["video"].stages["classifier"].variant == "resnet18-mini"
 
@@ -41,7 +41,7 @@ def test_bad_arguments_are_clear_errors(args, match):
 
 
 def test_plan_file(tmp_path):
-    plan = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet34-mini", batch_size=4)})
+    plan = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet34-112-mini", batch_size=4)})
     path = tmp_path / "plan.json"
     path.write_text(json.dumps([plan.model_dump(mode="json")]))
     _, plans = from_args({"plan": str(path)})

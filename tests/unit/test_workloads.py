@@ -13,17 +13,51 @@ ALL_VARIANTS = {v.name: v for p in catalog.pipelines().values() for s in p.stage
 def test_accuracy_is_the_published_torchvision_figure():
     import torchvision
 
-    v = catalog.pipeline("classify").stage("classifier").variant("resnet18-mini")
+    v = catalog.pipeline("classify").stage("classifier").variant("resnet18-112-mini")
     assert v.accuracy.value == pytest.approx(
         torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100
     )
     assert "pytorch.org/vision" in v.accuracy.source and v.stands_for
 
 
-def test_accuracy_grows_with_model_size_within_a_family():
-    stage = catalog.pipeline("classify").stage("classifier")
-    accs = [stage.variant(n).accuracy.value for n in ("resnet18-mini", "resnet34-mini", "resnet50-mini")]
-    assert accs == sorted(accs) and len(set(accs)) == 3
+@pytest.mark.parametrize("tier", ["mini", "full"])
+def test_accuracy_grows_with_model_size_within_a_family(tier):
+    for pipeline, stage in [("classify", "classifier"), ("llm", "generator")]:
+        accs = [v.accuracy.value for v in catalog.pipeline(pipeline, tier).stage(stage).variants]
+        assert accs == sorted(accs) and len(set(accs)) == len(accs), (pipeline, accs)
+
+
+def test_ladders_are_long_enough():
+    full = catalog.pipelines("full")
+    assert len(full["video"].stage("detector").variants) >= 4
+    assert [v.name for v in full["video"].stage("classifier").variants] == list(catalog.RESNETS)
+    assert len(full["llm"].stage("generator").variants) >= 4
+    assert len(full["sam"].stage("segmenter").variants) == 3
+    for p in catalog.pipelines("mini").values():
+        for s in p.stages:
+            for v in s.variants:
+                assert v.tier == "mini" and v.stands_for and v.weights == "random"
+
+
+def test_full_variants_construct_on_the_meta_device():
+    """Every full architecture builds (no weights allocated: the 7B model would not fit here)."""
+    import torch
+
+    from workloads import models
+
+    for p in catalog.pipelines("full").values():
+        for s in p.stages:
+            for v in s.variants:
+                with torch.device("meta"):
+                    if v.task == "generate":
+                        model = models.build_causal_lm(v)
+                    elif v.task.startswith("segment"):
+                        from workloads import sam
+
+                        model = sam.build_sam(v)
+                    else:
+                        model = models.build_torchvision(v)
+                assert sum(p.numel() for p in model.parameters()) > 1e6, v.name
 
 
 @pytest.mark.parametrize("name", sorted(ALL_VARIANTS))
@@ -35,7 +69,8 @@ def test_every_mini_variant_runs_a_batch(name):
     with torch.inference_mode():
         out = runner(batch)
     assert len(out) == 2
-    produced = {"classify": "labels", "detect": "detections", "classify-crops": "crop_labels", "generate": "text"}[variant.task]
+    produced = {"classify": "labels", "detect": "detections", "classify-crops": "crop_labels", "generate": "text",
+                "segment": "masks", "segment-detections": "masks"}[variant.task]
     assert all(produced in o for o in out)
     if variant.task == "classify-crops":
         assert len(out[0]["crop_labels"]) == 1  # one label per box
