@@ -61,7 +61,8 @@ class NodeEnergyActor:
         while not self._stop.wait(self.config.gpu_interval_s):
             try:
                 for m in self.gpu_meters:
-                    m.sample()
+                    if m.needs_polling:
+                        m.sample()
                 self.state.sample_gpu_processes()
             except Exception:
                 logger.exception("GPU sampling failed")

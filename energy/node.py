@@ -8,7 +8,6 @@ register with (and read rates from) the actor of their own node.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import psutil
 
 from energy.attribution import Attribution, Usage, attribute, joules_per_cpu_second
-from energy.base import Measurement, Meter, MeterUnavailable, Sample
+from energy.base import MEASURED, Measurement, Meter, MeterUnavailable, Sample
 from energy.config import EnergyConfig
 
 logger = logging.getLogger(__name__)
@@ -103,10 +102,16 @@ class NodeEnergy:
         self.totals: dict[str, float] = {}  # consumer → J attributed since start
         self.other_j = 0.0  # active energy of processes we do not track (J)
         self.idle_j = 0.0  # idle energy, never attributed (J)
+        self.device_j: dict[str, float] = {}  # J per device since start: same span as the three above
+        self.started_s: float | None = None
         self.device_methods = {d: m.method for m in meters for d in m.devices()}
         self._idle_w = dict(config.idle_w)
+        self.idle_source = {d: "config" for d in config.idle_w}
         for m in meters:  # estimates know their idle power; measured idle is learned below
-            self._idle_w.update({d: w for d, w in getattr(m, "idle_power_w", lambda: {})().items() if d not in config.idle_w})
+            for d, w in getattr(m, "idle_power_w", lambda: {})().items():
+                if d not in config.idle_w:
+                    self._idle_w[d] = w
+                    self.idle_source[d] = "assumed by the estimate"
         self._learned_idle: dict[str, float] = {}
         self._gpu_util: dict[str, dict[str, float]] = {}
         self._gpu_util_seen: dict[str, tuple[int, float]] = {}  # gpu → (NVML timestamp, wall time)
@@ -126,9 +131,10 @@ class NodeEnergy:
             self.consumers[consumer] = Consumer(pid, labels, tuple(gpu_ids), gpu_fraction, process)
 
     def report_busy(self, consumer: str, seconds: float) -> None:
-        c = self.consumers.get(consumer)
-        if c is not None:
-            c.gpu_busy_s += seconds
+        with self._lock:
+            c = self.consumers.get(consumer)
+            if c is not None:
+                c.gpu_busy_s += seconds
 
     # -- sampling -------------------------------------------------------------------
 
@@ -140,6 +146,10 @@ class NodeEnergy:
         """
         import pynvml
 
+        with self._lock:
+            self._sample_gpu_processes(pynvml)
+
+    def _sample_gpu_processes(self, pynvml) -> None:
         by_pid = {c.pid: n for n, c in self.consumers.items()}
         now = self.clock()
         for meter in self.meters:
@@ -180,10 +190,14 @@ class NodeEnergy:
             tick = Tick(self.clock(), samples, self.busy_cpu_s(), self._cpu_seconds(), busy, util)
             previous = self.history[-1] if self.history else None
             self.history.append(tick)
-        if previous is not None:
+            if previous is None:
+                self.started_s = tick.time_s
+                return tick
             for a in self._attribute(previous, tick):
                 for name, j in a.consumers_j.items():
                     self.totals[name] = self.totals.get(name, 0.0) + j
+                for d, j in a.window.energy_j.items():
+                    self.device_j[d] = self.device_j.get(d, 0.0) + j
                 self.other_j += a.other_j
                 self.idle_j += a.idle_j
                 self._learn_idle(a.window)
@@ -196,6 +210,7 @@ class NodeEnergy:
         for d, j in window.energy_j.items():
             if d not in self._idle_w:
                 self._learned_idle[d] = min(self._learned_idle.get(d, float("inf")), j / window.duration_s)
+                self.idle_source[d] = "learned: lowest power seen since start"
 
     def idle_w(self) -> dict[str, float]:
         return {**self._learned_idle, **self._idle_w}
@@ -220,48 +235,55 @@ class NodeEnergy:
 
     def window(self, t0: float, t1: float) -> list[Attribution]:
         """Attribution over [t0, t1], widened to the nearest snapshots (one per meter)."""
-        return self._attribute(*self._bracket(t0, t1))
+        with self._lock:
+            first, last = self._bracket(t0, t1)
+        return self._attribute(first, last)
 
     def rates(self, span_s: float = 10.0) -> dict:
         """Recent node power and the energy cost of a busy CPU second (J/s), per method."""
-        now = self.history[-1].time_s
-        first, last = self._bracket(now - span_s, now)
+        with self._lock:
+            now = self.history[-1].time_s
+            first, last = self._bracket(now - span_s, now)
         if first is last:
-            return {"j_per_cpu_s": 0.0, "gpu_active_w": {}, "power_w": {}, "methods": dict(self.device_methods)}
+            return {"time_s": now, "j_per_cpu_s": 0.0, "gpu_j_per_busy_s": {}, "power_w": {}, "methods": dict(self.device_methods)}
         windows = [Measurement.between(sa, sb) for sa, sb in zip(first.samples, last.samples)]
         idle = self.idle_w()
         cpu_windows = [w for w in windows if any(not d.startswith("gpu:") for d in w.energy_j)]
         duration = last.time_s - first.time_s
+        gpu_j_per_busy_s = {}
+        for w in windows:
+            for d, j in w.energy_j.items():
+                if d.startswith("gpu:"):
+                    active = max(j - idle.get(d, 0.0) * w.duration_s, 0.0)
+                    # fraction-weighted busy seconds of the replicas on this GPU in the window
+                    busy = sum(s - first.gpu_busy_s.get(d, {}).get(n, 0.0) for n, s in last.gpu_busy_s.get(d, {}).items())
+                    gpu_j_per_busy_s[d] = active / busy if busy > 0 else active / max(w.duration_s, 1e-9)
         return {
+            "time_s": last.time_s,
             "j_per_cpu_s": sum(joules_per_cpu_second(w, idle, last.node_cpu_s - first.node_cpu_s) for w in cpu_windows),
-            "gpu_active_w": {
-                d: max(j / duration - idle.get(d, 0.0), 0.0) for w in windows for d, j in w.energy_j.items() if d.startswith("gpu:")
-            },
+            "gpu_j_per_busy_s": gpu_j_per_busy_s,
             "power_w": {d: j / duration for w in windows for d, j in w.energy_j.items()},
             "methods": dict(self.device_methods),
             "window_s": duration,
         }
 
     def summary(self) -> dict:
+        """Totals since this node's energy service started: devices = attributed + other + idle."""
         with self._lock:
-            first, last = self.history[0], self.history[-1]
-        windows = [Measurement.between(sa, sb) for sa, sb in zip(first.samples, last.samples)]
-        labels = {n: c.labels for n, c in self.consumers.items()}
-        return {
-            "window": {"start_s": first.time_s, "end_s": last.time_s},
-            "devices": {
-                d: {"energy_j": j, "method": w.method, "mean_power_w": j / w.duration_s if w.duration_s else 0.0}
-                for w in windows for d, j in w.energy_j.items()
-            },
-            "idle_w": self.idle_w(),
-            "attributed_j": dict(self.totals),
-            "other_j": self.other_j,
-            "idle_j": self.idle_j,
-            "consumers": labels,
-            "assumptions": {type(m).__name__: getattr(m, "assumptions", {}) for m in self.meters},
-        }
-
-
-def _own_cpu_s() -> float:
-    t = psutil.Process(os.getpid()).cpu_times()
-    return t.user + t.system
+            start, end = self.started_s, self.history[-1].time_s
+            duration = end - start if start is not None else 0.0
+            return {
+                "window": {"start_s": start, "end_s": end},
+                "devices": {
+                    d: {"energy_j": j, "method": self.device_methods[d], "mean_power_w": j / duration if duration else 0.0,
+                        "measured": self.device_methods[d] in MEASURED}
+                    for d, j in self.device_j.items()
+                },
+                "idle_w": self.idle_w(),
+                "idle_source": dict(self.idle_source),
+                "attributed_j": dict(self.totals),
+                "other_j": self.other_j,
+                "idle_j": self.idle_j,
+                "consumers": {n: c.labels for n, c in self.consumers.items()},
+                "assumptions": {type(m).__name__: getattr(m, "assumptions", {}) for m in self.meters},
+            }

@@ -1,9 +1,11 @@
 """Energy accounting inside a replica: each batch is charged what it cost, per request.
 
-A batch's CPU part = its CPU seconds × the node's active energy per busy CPU second; its
-GPU part = batch wall time × the replica's GPU fraction × the GPU's active power. Both
-rates come from the node's energy actor (refreshed in the background, never on the
-request path); per request = the batch's energy ÷ its requests. Each part names its method.
+A batch's CPU part = its CPU seconds × the node's active (idle excluded) energy per busy
+CPU second; its GPU part = batch wall time × the replica's GPU share × the GPU's active
+energy per busy second. Both rates come from the node's energy actor (refreshed in the
+background, never on the request path; unused once older than STALE_S); per request = the
+batch's energy ÷ its requests. Each part names its method, and the basis says that this is
+a marginal-rate allocation of measured (or estimated) node energy.
 """
 
 from __future__ import annotations
@@ -17,22 +19,29 @@ from typing import Any
 logger = logging.getLogger("ray.serve")
 
 REFRESH_S = 2.0
+STALE_S = 30.0
+BASIS = "dynamic energy: node active-energy rate x this batch's CPU seconds (and GPU busy time), / requests"
 
 
 class ReplicaEnergy:
-    def __init__(self, consumer: str, labels: dict[str, str], gpu_fraction: float):
+    def __init__(self, consumer: str, labels: dict[str, str], gpu_fraction: float, config: dict | None = None):
         import ray
 
         from energy.actor import node_actor
+        from energy.config import EnergyConfig
 
-        self.gpu_fraction = gpu_fraction
-        self.gpu_devices = [f"gpu:{i}" for i in ray.get_gpu_ids()] if gpu_fraction > 0 else []
+        self.gpu_share = min(gpu_fraction, 1.0)
+        # Ray's GPU ids index the node's visible GPUs, as Zeus/NVML do when the node actor
+        # sees the same CUDA_VISIBLE_DEVICES (the usual case); ids that are not indices
+        # (UUIDs, MIG) get no GPU part rather than a wrong one.
+        ids = [str(i) for i in ray.get_gpu_ids()] if gpu_fraction > 0 else []
+        self.gpu_devices = [f"gpu:{i}" for i in ids if i.isdigit()]
         self.rates: dict[str, Any] | None = None
         self._refreshed = 0.0
         self._refreshing: asyncio.Task | None = None
         try:
-            self.actor = node_actor()
-            self.actor.register.remote(consumer, os.getpid(), labels, [int(d[4:]) for d in self.gpu_devices], gpu_fraction)
+            self.actor = node_actor(config=EnergyConfig.model_validate(config) if config else None)
+            self.actor.register.remote(consumer, os.getpid(), labels, [int(d[4:]) for d in self.gpu_devices], self.gpu_share)
         except Exception as e:  # serving never depends on telemetry
             logger.warning("energy accounting off for %s: %s", consumer, e)
             self.actor = None
@@ -52,19 +61,22 @@ class ReplicaEnergy:
         except Exception as e:
             logger.warning("energy rates unavailable: %s", e)
 
-    def charge(self, cpu_s: float, wall_s: float, requests: int) -> dict | None:
-        """Energy per request of a batch (J), by part with its method; None before the first rates."""
+    def charge(self, cpu_s: float, wall_s: float, requests: int, now: float | None = None) -> dict | None:
+        """Energy per request of a batch (J), by part with its method; None without fresh rates."""
+        if self.gpu_devices and self.actor is not None:  # GPU busy time feeds attribution, rates or not
+            self.actor.report_busy.remote(self.consumer, wall_s)
         rates = self.rates
-        if not rates or requests <= 0:
+        if not rates or requests <= 0 or (now or time.time()) - rates["time_s"] > STALE_S:
             return None
         methods = rates["methods"]
-        cpu_method = next((m for d, m in methods.items() if not d.startswith("gpu:")), "tdp-estimate")
-        parts = {"cpu": {"j": cpu_s * rates["j_per_cpu_s"] / requests, "method": cpu_method}}
-        if self.gpu_devices:
-            gpu_w = sum(rates["gpu_active_w"].get(d, 0.0) for d in self.gpu_devices)
-            parts["gpu"] = {"j": wall_s * self.gpu_fraction * gpu_w / requests,
-                            "method": methods.get(self.gpu_devices[0], "tdp-estimate")}
-            if self.actor is not None:
-                self.actor.report_busy.remote(self.consumer, wall_s)
-        return {"j": sum(p["j"] for p in parts.values()), "parts": parts,
+        cpu_method = next((m for d, m in methods.items() if not d.startswith("gpu:")), None)
+        parts = {}
+        if cpu_method is not None:
+            parts["cpu"] = {"j": cpu_s * rates["j_per_cpu_s"] / requests, "method": cpu_method}
+        for d in self.gpu_devices:
+            if d in rates["gpu_j_per_busy_s"]:
+                parts[d] = {"j": wall_s * self.gpu_share * rates["gpu_j_per_busy_s"][d] / requests, "method": methods[d]}
+        if not parts:
+            return None
+        return {"j": sum(p["j"] for p in parts.values()), "parts": parts, "basis": BASIS,
                 "method": "+".join(sorted({p["method"] for p in parts.values()}))}

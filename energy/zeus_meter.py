@@ -44,6 +44,11 @@ class ZeusGpuMeter(Meter):
     def devices(self) -> list[str]:
         return [f"gpu:{i}" for i in self.indices]
 
+    @property
+    def needs_polling(self) -> bool:
+        """True when some GPU has no energy counter, so its power must be integrated often."""
+        return not all(self._has_counter.values())
+
     def names(self) -> dict[str, str]:
         return {f"gpu:{i}": self.gpus.get_name(i) for i in self.indices}
 

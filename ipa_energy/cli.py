@@ -19,6 +19,10 @@ def _serve(args: argparse.Namespace) -> int:
     from serve_app import control
     from serve_app.config import from_args
 
+    bad = [kv for kv in args.args if "=" not in kv]
+    if bad:
+        print(f"ipa-energy serve: arguments are key=value, got {bad}", file=sys.stderr)
+        return 2
     spec, plans = from_args(dict(kv.split("=", 1) for kv in args.args))
     ray.init(address=args.address, include_dashboard=args.dashboard)
     serve.start(http_options={"host": args.host, "port": args.port})

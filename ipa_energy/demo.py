@@ -97,7 +97,8 @@ def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> in
     if "energy" in locals():
         _print_energy(energy)
     failed = overall["failed"]
-    console.print(f"[bold]{failed} failed requests[/bold]" + ("" if failed == 0 else f": {records[0].error}"))
+    first_failure = next((r.error for r in records if not r.ok), "")
+    console.print(f"[bold]{failed} failed requests[/bold]" + (f": {first_failure}" if failed else ""))
     return 0 if failed == 0 and report else 1
 
 
@@ -117,7 +118,8 @@ def _print_energy(energy: dict) -> None:
                           f"{d['carbon_g']:.4f}", d["method"])
     console.print(table)
     carbon = energy["carbon"]
-    console.print(f"carbon: {carbon['g_per_kwh']} g CO2e/kWh × PUE {carbon['pue']}; node windows cover the whole run")
+    console.print(f"carbon: {carbon['g_per_kwh']} g CO2e/kWh × PUE {carbon['pue']}; node totals are since its energy actor started; "
+                  "J/request is dynamic energy (idle excluded)")
 
 
 def _describe(plan: Plan) -> str:

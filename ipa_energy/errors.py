@@ -13,10 +13,13 @@ class PayloadError(IpaEnergyError):
     """A request payload was rejected; carries the HTTP status to answer with."""
 
     def __init__(self, status_code: int, message: str, field: str | None = None):
-        super().__init__(message)
+        super().__init__(status_code, message, field)  # all of them, so that pickling (Ray) round-trips
         self.status_code = status_code
         self.message = message
         self.field = field
+
+    def __str__(self) -> str:
+        return self.message
 
     def to_json(self) -> dict:
         body = {"error": self.message}

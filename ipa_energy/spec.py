@@ -211,6 +211,7 @@ class Profile(_Model):
     window_s: float = Field(gt=0, description="Length of the steady-state measurement window (s).")
     weights: Literal["checkpoint", "random"]
     measured_at: datetime
+    fitted: bool = Field(False, description="True when interpolated from measured batch sizes, not measured.")
 
 
 class StagePlan(_Model):

@@ -95,7 +95,7 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
     stages = {}
     for d in deployments.values():
         variant = spec.pipeline(d.pipeline).stage(d.stage).variant(d.variant)
-        args = (d.pipeline, d.stage, variant.model_dump(mode="json"))
+        args = (d.pipeline, d.stage, variant.model_dump(mode="json"), spec.energy.model_dump(mode="json"))
         stages[d.name] = _pinned(StageReplica, *args).options(
             name=d.name,
             num_replicas=d.replicas,

@@ -30,7 +30,7 @@ def apply_plan(plans: Plan | Iterable[Plan], *, app_name: str = APP_NAME, timeou
     handle = serve.get_deployment_handle(CONTROLLER, app_name)
     response = handle.apply.remote([p.model_dump(mode="json") for p in plans], timeout_s)
     try:
-        return response.result(timeout_s=timeout_s * 3 + 60)
+        return response.result(timeout_s=timeout_s * 6 + 60)  # up to 3 steps, and 3 more to roll back
     except Exception as e:  # surface the controller's own error, not Ray's wrapper
         cause = getattr(e, "cause", None)
         if isinstance(cause, Exception):

@@ -19,7 +19,7 @@ from ipa_energy.spec import Plan
 from planner.diff import diff_plans
 from serve_app.builder import CONTROLLER, INGRESS, Layout, build_app, layout
 from serve_app.config import AppSpec
-from serve_app.rollout import rollout
+from serve_app.rollout import Step, rollout
 
 logger = logging.getLogger("ray.serve")
 
@@ -79,7 +79,7 @@ class PlanController:
             incoming[plan.pipeline] = plan
         new = current | incoming
         changes = [str(c) for name, plan in incoming.items() for c in diff_plans(current.get(name), plan)]
-        if not changes:
+        if not changes and all(current.get(n) == p for n, p in incoming.items()):
             return {"version": version, "changes": [], "steps": [], "seconds": 0.0}
 
         self.route_prefix = self._route_prefix()
@@ -92,8 +92,13 @@ class PlanController:
                 logger.info("plan v%d: step %s done in %.2f s", version + 1, step.name, time.monotonic() - t0)
         except Exception as e:
             logger.error("plan v%d failed (%s); returning to v%d", version + 1, e, version)
+            routed_new = any(step["step"] in ("switch", "apply") for step in steps_done)
+            # Traffic already on the new plan goes back make-before-break; otherwise the old
+            # deployments still serve everything and whatever failed to start is just removed.
+            back = rollout(new, current) if routed_new else [Step("rollback", layout(current), current)]
             try:
-                self._deploy(layout(current), current, version, timeout_s)
+                for step in back:
+                    self._deploy(step.deployments, step.routing, version, timeout_s)
             except Exception as rollback_error:  # report both; serving goes on with what runs
                 raise PlanApplyError(f"{e}; and the rollback failed too: {rollback_error}") from e
             raise PlanApplyError(f"plan not applied, still on v{version}: {e}") from e

@@ -118,7 +118,7 @@ class Ingress:
     @api.get("/v1/energy")
     async def get_energy(self) -> dict:
         """Node energy by device and method, attribution by deployment, J/request by pipeline."""
-        self._energy_actors = self._start_energy_actors()  # also covers nodes that joined since
+        self._energy_actors = await asyncio.to_thread(self._start_energy_actors)  # nodes that joined since too
         nodes = []
         for node_id, actor in self._energy_actors.items():
             try:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import json
+import struct
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -53,7 +54,7 @@ class Prompts(BaseModel):
 # Every field a request may carry; a pipeline's schema requires the ones it reads.
 _FIELDS: dict[str, tuple[Any, str]] = {
     "image": (str, "Base64-encoded PNG or JPEG image."),
-    "prompt": (str, "Text prompt."),
+    "prompt": (str, "Text prompt (not empty)."),
     "max_new_tokens": (int, "Tokens to generate."),
     "prompts": (Prompts, "Point and/or box prompts for segmentation."),
 }
@@ -66,6 +67,8 @@ def request_model(pipeline: PipelineSpec) -> type[BaseModel]:
         typ, doc = _FIELDS[key]
         if key == "max_new_tokens":
             fields[key] = (typ, Field(16, ge=1, description=doc))
+        elif key == "prompt":
+            fields[key] = (typ, Field(min_length=1, description=doc))
         else:
             fields[key] = (typ, Field(description=doc))
     model_name = "".join(p.capitalize() for p in pipeline.name.replace("-", "_").split("_")) + "Request"
@@ -138,6 +141,6 @@ def check_image(data: str, limits: Limits) -> bytes:
             if im.format not in ("PNG", "JPEG"):
                 raise PayloadError(422, f"image: format {im.format} is not PNG or JPEG", "image")
             im.verify()  # structure and checksums, without decoding pixels
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError):
         raise PayloadError(422, "image: not a decodable PNG or JPEG", "image") from None
     return raw

@@ -18,7 +18,7 @@ from workloads import images
 class StageReplica:
     """Runs one variant; `@serve.batch` groups concurrent requests up to the plan's batch size."""
 
-    def __init__(self, pipeline: str, stage: str, variant: dict[str, Any]):
+    def __init__(self, pipeline: str, stage: str, variant: dict[str, Any], energy: dict | None = None):
         import torch
 
         from workloads.payloads import warmup_payload
@@ -32,6 +32,7 @@ class StageReplica:
             consumer=self.replica,
             labels={"app": context.app_name, "deployment": context.deployment, **self.labels},
             gpu_fraction=self.variant.resources.num_gpus,
+            config=energy,
         )
         self.request_joules = metrics.Counter(
             "ipa_energy_request_joules", "Energy charged to requests (J)", tag_keys=("pipeline", "stage", "variant", "method")

@@ -18,5 +18,5 @@ def decode(image: bytes | np.ndarray) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(image)) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise PayloadError(422, f"image: cannot be decoded ({e})", "image") from None

@@ -478,6 +478,7 @@ def predict_profile(profiles: Sequence[Profile], batch_size: int) -> tuple[Profi
         latency_p99_ms=p99,
         throughput_rps=b / p50 * 1000.0 if p50 > 0 else 0.0,
         energy_per_request_j=energy,
+        fitted=True,
     ))
     return Profile.model_validate(fitted.model_dump()), True
 

@@ -128,7 +128,8 @@ def sam_variants(tier: str, task: str = "segment") -> tuple[VariantSpec, ...]:
             args |= MINI[name]
         out.append(
             VariantSpec(
-                name=name if tier == "full" else f"{name}-mini",
+                # Prompted by detections the cost differs (one mask per box): its own name, own profiles.
+                name=(name if task == "segment" else f"{name}-grounded") + ("" if tier == "full" else "-mini"),
                 task=task,
                 family="sam",
                 architecture=ARCHITECTURE,

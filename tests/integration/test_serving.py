@@ -54,6 +54,14 @@ def test_discovery_endpoints(http):
     assert "/v1/pipelines/{name}" in http.get("/openapi.json").json()["paths"]
 
 
+def truncated_jpeg() -> str:
+    """Passes the ingress's header checks; only decoding the pixels (in the stage) fails."""
+    import base64
+
+    raw = base64.b64decode(payloads.image_request(64, 64, fmt="JPEG")["image"])
+    return base64.b64encode(raw[: len(raw) // 2]).decode()
+
+
 BAD = [
     ("nope", b"{}", 404, "unknown pipeline 'nope'"),
     ("video", b"{oops", 422, "not valid JSON"),
@@ -64,6 +72,8 @@ BAD = [
     ("video", json.dumps(payloads.image_request(401, 400)).encode(), 413, "pixels"),
     ("llm", json.dumps({"prompt": "x" * (LIMITS.max_prompt_chars + 1)}).encode(), 413, "prompt"),
     ("video", b"{" + b" " * LIMITS.max_body_bytes + b"}", 413, "limit"),
+    ("classify", json.dumps({"image": truncated_jpeg()}).encode(), 422, "image"),
+    ("llm", json.dumps({"prompt": ""}).encode(), 422, "prompt"),
 ]
 
 

@@ -242,7 +242,7 @@ def test_malformed_prompts_are_422(segmenters, prompts):
 
 @pytest.mark.parametrize("detections", [None, [{"box": [3, 3, 1, 1]}], [{"bbox": [0, 0, 1, 1]}], [[0, 0, 1, 1]]])
 def test_malformed_detections_are_422(detections):
-    runner = sam.build_runner(MINI_DET["sam-vit-b-mini"])
+    runner = sam.build_runner(MINI_DET["sam-vit-b-grounded-mini"])
     with pytest.raises(PayloadError) as err:
         runner([{"image": payloads.synthetic_image(32, 32), "detections": detections}])
     assert err.value.status_code == 422 and err.value.field == "detections"

@@ -28,7 +28,8 @@ def test_every_mini_variant_is_profiled_at_1_2_4_8(path):
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
-@pytest.mark.parametrize("pipeline, stage", [("classify", "classifier"), ("llm", "generator"), ("sam", "segmenter")])
+@pytest.mark.parametrize("pipeline, stage", [("classify", "classifier"), ("video", "classifier"), ("llm", "generator"),
+                                             ("sam", "segmenter"), ("sam-grounded", "segmenter")])
 def test_latency_grows_with_model_size_within_a_family(path, pipeline, stage):
     store = ProfileStore(PROFILES_DIR)
     ladder = [v.name for v in catalog.pipeline(pipeline, "mini").stage(stage).variants]  # smallest first

@@ -27,6 +27,16 @@ def test_accuracy_grows_with_model_size_within_a_family(tier):
         assert accs == sorted(accs) and len(set(accs)) == len(accs), (pipeline, accs)
 
 
+@pytest.mark.parametrize("tier", ["mini", "full"])
+def test_a_variant_name_means_one_spec(tier):
+    """Profiles are keyed by variant name: two different specs must not share one."""
+    seen = {}
+    for p in catalog.pipelines(tier).values():
+        for s in p.stages:
+            for v in s.variants:
+                assert seen.setdefault(v.name, v) == v, v.name
+
+
 def test_ladders_are_long_enough():
     full = catalog.pipelines("full")
     assert len(full["video"].stage("detector").variants) >= 4

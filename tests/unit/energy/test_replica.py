@@ -1,0 +1,42 @@
+"""Per-request charges made inside a replica, from the node's rates."""
+
+import pickle
+
+import pytest
+
+from energy.replica import ReplicaEnergy
+from ipa_energy.errors import PayloadError
+
+
+def replica(gpu_devices=(), share=0.0, rates=None) -> ReplicaEnergy:
+    r = ReplicaEnergy.__new__(ReplicaEnergy)  # no Ray: set what __init__ would
+    r.gpu_share, r.gpu_devices, r.actor, r.consumer, r.rates = share, list(gpu_devices), None, "c", rates
+    return r
+
+
+RATES = {"time_s": 100.0, "j_per_cpu_s": 10.0, "gpu_j_per_busy_s": {"gpu:0": 200.0},
+         "methods": {"cpu:0": "tdp-estimate", "gpu:0": "zeus-nvml"}}
+
+
+def test_cpu_and_gpu_parts_each_with_its_method():
+    e = replica(["gpu:0"], 0.5, RATES).charge(cpu_s=0.2, wall_s=0.5, requests=2, now=101.0)
+    assert e["parts"]["cpu"] == {"j": pytest.approx(1.0), "method": "tdp-estimate"}
+    assert e["parts"]["gpu:0"] == {"j": pytest.approx(25.0), "method": "zeus-nvml"}
+    assert e["j"] == pytest.approx(26.0) and e["method"] == "tdp-estimate+zeus-nvml" and "dynamic" in e["basis"]
+
+
+def test_no_rates_or_stale_rates_charge_nothing():
+    assert replica().charge(0.1, 0.1, 1) is None
+    assert replica(rates=RATES).charge(0.1, 0.1, 1, now=100.0 + 31) is None
+    assert replica(rates=RATES).charge(0.1, 0.1, 0, now=100.0) is None
+
+
+def test_cpu_only_replica_has_no_gpu_part():
+    e = replica(rates=RATES).charge(cpu_s=1.0, wall_s=1.0, requests=4, now=100.0)
+    assert set(e["parts"]) == {"cpu"} and e["method"] == "tdp-estimate"
+
+
+def test_payload_error_survives_pickling():
+    """Ray pickles a replica's exception back to the ingress: status and field must survive."""
+    e = pickle.loads(pickle.dumps(PayloadError(422, "image: cannot be decoded", "image")))
+    assert (e.status_code, e.message, e.field, str(e)) == (422, "image: cannot be decoded", "image", "image: cannot be decoded")
