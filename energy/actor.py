@@ -82,8 +82,7 @@ class NodeEnergyActor:
         for name, total in totals.items():
             delta = total - previous_totals.get(name, 0.0)
             if delta > 0:
-                consumer = self.state.consumers.get(name)
-                deployment = consumer.labels.get("deployment", name) if consumer else name
+                deployment = self.state.labels.get(name, {}).get("deployment", name)
                 self._attributed.inc(delta, tags={"deployment": deployment, "method": method})
         previous_totals.clear()
         previous_totals.update(totals)

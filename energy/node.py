@@ -98,6 +98,7 @@ class NodeEnergy:
         self.clock = clock
         self.busy_cpu_s = busy_cpu_s
         self.consumers: dict[str, Consumer] = {}
+        self.labels: dict[str, dict[str, str]] = {}  # every consumer ever seen, so totals stay labelled
         self.history: deque[Tick] = deque(maxlen=max(2, int(config.history_s / config.cpu_interval_s)))
         self.totals: dict[str, float] = {}  # consumer → J attributed since start
         self.other_j = 0.0  # active energy of processes we do not track (J)
@@ -129,6 +130,7 @@ class NodeEnergy:
                 logger.warning("consumer %s: pid %d not found on this node", consumer, pid)
                 return
             self.consumers[consumer] = Consumer(pid, labels, tuple(gpu_ids), gpu_fraction, process)
+            self.labels[consumer] = dict(labels)
 
     def report_busy(self, consumer: str, seconds: float) -> None:
         with self._lock:
@@ -284,6 +286,6 @@ class NodeEnergy:
                 "attributed_j": dict(self.totals),
                 "other_j": self.other_j,
                 "idle_j": self.idle_j,
-                "consumers": {n: c.labels for n, c in self.consumers.items()},
+                "consumers": {n: {**labels, "running": n in self.consumers} for n, labels in self.labels.items()},
                 "assumptions": {type(m).__name__: getattr(m, "assumptions", {}) for m in self.meters},
             }
