@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile serve clean
+.PHONY: install demo test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile train-predictor serve clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ gpu-energy-check: install
 # On a GPU machine: profile the full tier on cuda:0 into workloads/profiles/gpu-<name>.json.
 gpu-profile: install
 	$(BIN)/ipa-energy profile --tier full --device cuda:0 --batch-sizes 1,2,4,8,16 --warmup 2 --window 5
+
+# Retrain IPA's LSTM load predictor on days 0-14 of the Twitter trace (evaluated on 14-21).
+train-predictor: install
+	$(BIN)/python -m planner.train_predictor
 
 serve: install
 	$(BIN)/serve run serve_app:app

@@ -150,6 +150,34 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from planner import optimizer
+
+    if args.benchmark:
+        return optimizer.main(["--benchmark", "--repeats", str(args.repeats)])
+    if not args.pipeline or args.load is None:
+        print("ipa-energy plan: give --pipeline and --load (or --benchmark)", file=sys.stderr)
+        return 2
+    from workloads import catalog
+    from workloads.profiler import PROFILES_DIR, ProfileStore, hardware_id
+
+    pipeline = catalog.pipeline(args.pipeline, args.tier)
+    hardware = args.hardware or hardware_id("cpu")
+    store = ProfileStore(PROFILES_DIR)
+    if not store.path(hardware).exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+        print(f"ipa-energy plan: no profiles for {hardware!r}; shipped: {known} (use --hardware)", file=sys.stderr)
+        return 2
+    profiles = optimizer.profiles_from_store(store, hardware, pipeline)
+    plans = [optimizer.optimize(pipeline, profiles, args.load, sla_ms=args.sla, policy=policy, margin=args.margin)
+             for policy in args.policy.split(",")]
+    if args.json:
+        print(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
+    else:
+        print(optimizer.comparison_table(plans))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ipa_energy.demo import run_demo
 
@@ -191,6 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     imp = energy.add_parser("import", help="read etrace2 output files (e.g. from Chameleon nodes)")
     imp.add_argument("files", nargs="+")
     imp.set_defaults(func=_energy_import)
+
+    plan = sub.add_parser("plan", help="solve IPA's program (with energy) for a pipeline at a load, from the profiles")
+    plan.add_argument("--pipeline", default="")
+    plan.add_argument("--load", type=float, default=None, help="predicted load (req/s)")
+    plan.add_argument("--sla", type=float, default=None, help="end-to-end SLA (ms; default: the pipeline's)")
+    plan.add_argument("--policy", default="ipa-energy", help="ipa, ipa-energy, fa2-low, fa2-high, rim (comma-separated to compare)")
+    plan.add_argument("--margin", type=float, default=1.0, help="headroom multiplier on the load")
+    plan.add_argument("--tier", default="mini")
+    plan.add_argument("--hardware", default="", help="profile hardware id (default: this machine's)")
+    plan.add_argument("--json", action="store_true", help="print the Plan(s) as JSON (the format PUT /v1/plan takes)")
+    plan.add_argument("--benchmark", action="store_true", help="decision time on synthetic 1-9 stages x 1-9 variants")
+    plan.add_argument("--repeats", type=int, default=5)
+    plan.set_defaults(func=_plan)
 
     prof = sub.add_parser("profile", help="measure latency, throughput and energy per variant × batch size")
     prof.add_argument("--tier", default="mini")

@@ -30,3 +30,19 @@ def test_bad_arguments_are_reported_not_raised(capsys, tmp_path):
     (tmp_path / "p.json").write_text("{not json")
     assert main(["apply-plan", str(tmp_path / "p.json")]) == 2
     assert "cannot read plans" in capsys.readouterr().err
+
+
+def test_plan_prints_a_plan_per_policy_as_json(capsys):
+    import json
+
+    assert main(["plan", "--pipeline", "video", "--load", "5", "--policy", "ipa,ipa-energy", "--json",
+                 "--hardware", "cpu-amd-epyc-2c"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert [p["policy"] for p in plans] == ["ipa", "ipa-energy"]
+    assert plans[1]["predicted_power_w"] <= plans[0]["predicted_power_w"]
+    assert set(plans[0]["stages"]) == {"detector", "classifier"}
+
+
+def test_plan_without_profiles_for_the_hardware_is_a_clear_error(capsys):
+    assert main(["plan", "--pipeline", "video", "--load", "5", "--hardware", "gpu-imaginary"]) == 2
+    assert "no profiles" in capsys.readouterr().err
