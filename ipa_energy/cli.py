@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="serve the mini pipelines locally, drive them, change the plan, report")
-    demo.add_argument("--duration", type=float, default=40.0, help="seconds of load (default 40)")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     demo.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(func=_demo)

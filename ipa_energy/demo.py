@@ -32,12 +32,13 @@ def _stats_row(table: Table, label: str, stats: dict) -> None:
                   f"{stats['p99_ms']:.0f}", f"{stats['throughput_rps']:.2f}")
 
 
-def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> int:
+def run_demo(duration_s: float = 60.0, clients: int = 8, port: int = 8000) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
 
     from loadgen.driver import closed_loop, summarize
+    from planner.actor import start_planner, stop_planner
     from serve_app import control
     from serve_app.config import from_args
     from workloads import payloads
@@ -64,9 +65,14 @@ def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> in
     report: dict = {}
     change_at = duration_s / 3
 
+    planner: list = []
+
     def change() -> None:
+        # A manual plan change a third of the way in; then the planner adapts on its own.
         time.sleep(change_at)
         report.update(control.apply_plan(new_plan))
+        # One replica per stage at most: the demo's Ray declares more CPUs than this host has.
+        planner.append(start_planner("ipa", "video", policy="ipa-energy", interval_s=5.0, predictor="lstm", max_replicas=1))
 
     bodies = [payloads.image_request(seed=s) for s in range(8)]
     changer = threading.Thread(target=change, daemon=True)
@@ -78,6 +84,8 @@ def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> in
             )
             changer.join()
         energy = httpx.get(f"http://127.0.0.1:{port}/v1/energy", timeout=30).json()
+        decisions = ray.get(planner[0].decisions.remote()) if planner else []
+        stop_planner("ipa", "video")
     finally:
         if report:
             console.print(f"plan v{report['version']}: {_describe(new_plan)}  accuracy {pipeline.accuracy(new_plan):.4f}")
@@ -94,12 +102,33 @@ def run_demo(duration_s: float = 40.0, clients: int = 8, port: int = 8000) -> in
     for version in sorted({r.plan_version for r in records if r.plan_version is not None}):
         _stats_row(table, f"plan v{version}", summarize([r for r in records if r.plan_version == version]))
     console.print(table)
+    if "decisions" in locals():
+        _print_decisions(decisions)
     if "energy" in locals():
         _print_energy(energy)
     failed = overall["failed"]
     first_failure = next((r.error for r in records if not r.ok), "")
     console.print(f"[bold]{failed} failed requests[/bold]" + (f": {first_failure}" if failed else ""))
     return 0 if failed == 0 and report else 1
+
+
+def _print_decisions(decisions: list[dict]) -> None:
+    table = Table(title="planner (ipa-energy policy, LSTM load predictor; max of the history until it has 120 s)")
+    for col in ("interval", "observed req/s", "predicted req/s", "plan", "accuracy", "predicted W", "J/request", "applied"):
+        table.add_column(col, justify="right")
+    for n, d in enumerate(decisions, 1):
+        plan = ", ".join(f"{s}={v['variant']}×{v['replicas']}@b{v['batch_size']}" for s, v in d["stages"].items())
+        if d["error"]:
+            applied = f"failed: {d['error']}"
+        elif not d["changed"]:
+            applied = "no change"
+        else:
+            applied = "applying…" if d["apply_s"] is None else f"yes, {d['apply_s']:.1f} s"
+        table.add_row(str(n), f"{d['observed_rps']:.1f}", f"{d['predicted_rps']:.1f}", plan, f"{d['accuracy']:.4f}",
+                      f"{d['predicted_power_w']:.2f}", f"{d['predicted_j_per_request']:.3f}", applied)
+    console.print(table)
+    console.print(f"planner made {sum(d['changed'] for d in decisions)} plan change(s) in {len(decisions)} intervals "
+                  f"(predicted W and J/request from profiles measured with {decisions[0]['energy_method'] if decisions else '-'})")
 
 
 def _print_energy(energy: dict) -> None:

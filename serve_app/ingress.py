@@ -5,6 +5,7 @@ No `from __future__ import annotations`: FastAPI reads the route signatures at r
 
 
 import asyncio
+import collections
 import hmac
 import json
 import logging
@@ -25,6 +26,7 @@ from serve_app.config import AppSpec
 from serve_app.requests import check_body_size, parse_body, request_model
 
 logger = logging.getLogger("ray.serve")
+ARRIVAL_HISTORY_S = 600  # seconds of per-second arrival counts kept for the planner
 
 api = FastAPI(
     title="ipa-energy",
@@ -66,6 +68,7 @@ class Ingress:
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, dict] = {}  # pipeline → requests, J, methods (this replica)
+        self.arrivals: dict[str, collections.Counter] = {p: collections.Counter() for p in self.pipelines}
         self._energy_actors = self._start_energy_actors()
         self._node_watch: asyncio.Task | None = None
 
@@ -141,6 +144,20 @@ class Ingress:
             "nodes": nodes,
         }
 
+    def _count_arrival(self, pipeline: str, keep_s: int = ARRIVAL_HISTORY_S) -> None:
+        now = int(time.time())
+        counts = self.arrivals[pipeline]
+        counts[now] += 1
+        if len(counts) > keep_s:  # forget seconds older than the window
+            for second in [s for s in counts if s < now - keep_s]:
+                del counts[second]
+
+    def arrival_history(self, pipeline: str, seconds: int = ARRIVAL_HISTORY_S) -> list[int]:
+        """Arrivals per second for the last `seconds` complete seconds, oldest first (this replica)."""
+        now = int(time.time())
+        counts = self.arrivals.get(pipeline, collections.Counter())
+        return [counts.get(s, 0) for s in range(now - seconds, now)]
+
     def current(self) -> dict:
         """For the plan controller: the routing state this replica serves with."""
         return {"version": self.plan_version, "plans": {n: p.model_dump(mode="json") for n, p in self.plans.items()}}
@@ -180,6 +197,7 @@ class Ingress:
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             return self._unknown(name)
+        self._count_arrival(name)
         limits = self.spec.limits
         check_body_size(request.headers.get("content-length"), limits)
         body = await _read_body(request, limits.max_body_bytes)

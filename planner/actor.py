@@ -1,0 +1,84 @@
+"""The planner as a detached Ray actor driving a running app (one per app and pipeline).
+
+It reads the per-second arrivals the ingress counts, and runs `PlannerLoop` every interval;
+plans go through `serve_app.control.apply_plan` (make-before-break). Ray restarts the actor
+if it dies (max_restarts=-1); the app keeps serving with the last plan meanwhile, and the
+restarted actor picks the running plan up from the ingress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import ray
+
+logger = logging.getLogger(__name__)
+NAMESPACE = "ipa-energy"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
+class PlannerActor:
+    def __init__(self, app_name: str, pipeline: str, *, tier: str = "mini", policy: str = "ipa-energy",
+                 interval_s: float = 10.0, predictor: str = "lstm", hardware: str | None = None,
+                 max_replicas: int = 4, margin: float = 1.0):
+        from ray import serve
+
+        from planner.loop import PlannerLoop
+        from planner.optimizer import profiles_from_store
+        from planner.predictor import get_predictor
+        from serve_app import control
+        from serve_app.builder import INGRESS
+        from workloads import catalog
+        from workloads.profiler import PROFILES_DIR, ProfileStore, hardware_id
+
+        spec = catalog.pipeline(pipeline, tier)
+        store = ProfileStore(PROFILES_DIR)
+        hardware = hardware or hardware_id("cpu")
+        if not store.path(hardware).exists():  # e.g. a CPU of another model: use the shipped CPU class
+            shipped = sorted(p.stem for p in PROFILES_DIR.glob("cpu-*.json"))
+            logger.warning("no profiles for %s; planning with %s", hardware, shipped[:1])
+            hardware = shipped[0]
+        profiles = profiles_from_store(store, hardware, spec)
+        methods = {p.energy_method for p in profiles.values()}
+        _, plans = control.current_plans(app_name)
+        self.pipeline, self.interval_s = pipeline, interval_s
+        self.ingress = serve.get_deployment_handle(INGRESS, app_name)
+        self.loop = PlannerLoop(
+            spec, profiles, get_predictor(predictor), lambda plan: control.apply_plan(plan, app_name=app_name),
+            policy=policy, max_replicas=max_replicas, margin=margin, interval_s=interval_s,
+            energy_method="+".join(sorted(methods)), current=plans.get(pipeline),
+        )
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="planner").start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                history = self.ingress.arrival_history.remote(self.pipeline).result(timeout_s=30)
+                self.loop.step(np.asarray(history, dtype=float))
+            except Exception:  # an interval that fails is logged and skipped; serving is unaffected
+                logger.exception("planner interval failed")
+
+    def decisions(self) -> list[dict]:
+        return [d.row() for d in self.loop.decisions]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def start_planner(app_name: str, pipeline: str, **options):
+    """Start (or find) the planner of `pipeline` in `app_name`; returns its actor handle."""
+    return PlannerActor.options(
+        name=f"planner-{app_name}-{pipeline}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    ).remote(app_name, pipeline, **options)
+
+
+def stop_planner(app_name: str, pipeline: str) -> None:
+    try:
+        actor = ray.get_actor(f"planner-{app_name}-{pipeline}", namespace=NAMESPACE)
+    except ValueError:
+        return
+    ray.get(actor.stop.remote())
+    ray.kill(actor, no_restart=True)

@@ -1,0 +1,109 @@
+"""The adaptation loop: every interval, observe → predict → solve → apply, and log it.
+
+`PlannerLoop` is plain Python with its inputs injected (the arrival history, the apply
+function, the clock), so the decision logic is tested without Ray; `planner.actor` runs
+it as a detached actor against a live app. Decision rows carry IPA's adaptation-log fields
+plus the predicted power and J/request (with the energy method of the profiles used).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ipa_energy.spec import PipelineSpec, Plan
+from planner.diff import diff_plans
+from planner.optimizer import Weights, is_feasible, optimize
+
+logger = logging.getLogger(__name__)
+
+MIN_LOAD_RPS = 0.1  # solving for zero load is degenerate (batch-fill time (b-1)/λ)
+
+
+@dataclass
+class Decision:
+    """One adaptation interval (IPA's adaptation_log, plus energy)."""
+
+    time_s: float
+    observed_rps: float  # mean arrival rate over the last interval
+    predicted_rps: float
+    predictor: str
+    policy: str
+    stages: dict[str, dict]  # stage → variant, batch_size, replicas
+    accuracy: float
+    predicted_power_w: float | None
+    predicted_j_per_request: float | None
+    energy_method: str
+    feasible: bool
+    solve_time_s: float
+    changed: bool
+    changes: list[str] = field(default_factory=list)
+    apply_s: float | None = None  # None while the change is still being applied
+    error: str | None = None
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+class PlannerLoop:
+    def __init__(
+        self,
+        pipeline: PipelineSpec,
+        profiles: Mapping,
+        predictor,
+        apply: Callable[[Plan], dict],
+        *,
+        policy: str = "ipa-energy",
+        weights: Weights = Weights(),
+        margin: float = 1.0,
+        max_replicas: int = 4,
+        interval_s: float = 10.0,
+        energy_method: str = "tdp-estimate",
+        current: Plan | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.pipeline, self.profiles, self.predictor, self.apply = pipeline, profiles, predictor, apply
+        self.policy, self.weights, self.margin, self.max_replicas = policy, weights, margin, max_replicas
+        self.interval_s, self.energy_method, self.current, self.clock = interval_s, energy_method, current, clock
+        self.decisions: list[Decision] = []
+
+    def step(self, history_rps: np.ndarray) -> Decision:
+        """One interval: `history_rps` is per-second arrivals, most recent last."""
+        history = np.asarray(history_rps, dtype=float)
+        recent = history[-int(self.interval_s):] if len(history) else history
+        observed = float(recent.mean()) if len(recent) else 0.0
+        predicted = float(self.predictor.predict(history)) if len(history) else 0.0
+        if not math.isfinite(predicted) or predicted < 0:
+            predicted = observed
+        plan = optimize(
+            self.pipeline, self.profiles, max(predicted, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
+            margin=self.margin, max_replicas=self.max_replicas, current=self.current,
+        )
+        changes = [str(c) for c in diff_plans(self.current, plan)] if self.current else ["initial plan"]
+        decision = Decision(
+            time_s=self.clock(), observed_rps=observed, predicted_rps=predicted,
+            predictor=type(self.predictor).__name__, policy=self.policy,
+            stages={s: sp.model_dump(include={"variant", "batch_size", "replicas"}) for s, sp in plan.stages.items()},
+            accuracy=self.pipeline.accuracy(plan), predicted_power_w=plan.predicted_power_w,
+            predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
+            feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
+        )
+        self.decisions.append(decision)  # visible while the change is being applied
+        stage_changes = [c for c in changes if c != "initial plan"]
+        if stage_changes or self.current is None:
+            decision.changed, decision.changes = True, changes
+            start = self.clock()
+            try:
+                self.apply(plan)
+                self.current = plan
+            except Exception as e:  # serving goes on with the last plan; try again next interval
+                decision.changed = False
+                decision.error = f"{type(e).__name__}: {e}"
+                logger.warning("planner: plan not applied: %s", e)
+            decision.apply_s = self.clock() - start
+        return decision
