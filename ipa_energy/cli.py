@@ -154,7 +154,9 @@ def _plan(args: argparse.Namespace) -> int:
     from planner import optimizer
 
     if args.benchmark:
-        return optimizer.main(["--benchmark", "--repeats", str(args.repeats)])
+        from planner import benchmark
+
+        return benchmark.main(["--benchmark", "--repeats", str(args.repeats)])
     if not args.pipeline or args.load is None:
         print("ipa-energy plan: give --pipeline and --load (or --benchmark)", file=sys.stderr)
         return 2
