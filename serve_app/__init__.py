@@ -1,6 +1,6 @@
 """The Ray Serve application: `serve run serve_app:app [key=value ...]`.
 
-Arguments (all optional): pipelines=video,classify,llm  tier=mini  plan=plans.json
+Arguments (all optional): pipelines=video|all|video,llm,...  tier=mini  plan=plans.json
 token=SECRET  max_body_bytes=N  max_image_pixels=N  max_prompt_chars=N  max_new_tokens=N.
 Python users: :func:`serve_app.control.deploy`, :func:`serve_app.control.apply_plan`.
 """

@@ -28,7 +28,9 @@ class AppSpec(BaseModel):
         None, description=f"Bearer token that PUT /v1/plan requires; unset = plan changes over HTTP are refused. Env: {TOKEN_ENV}."
     )
     energy: EnergyConfig = Field(default_factory=EnergyConfig, description="Energy meters, carbon intensity, PUE.")
-    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved by each ingress replica.")
+    ingress_num_cpus: float = Field(
+        0.0, ge=0, description="CPUs reserved by each ingress replica (0: it mostly waits on the stages)."
+    )
     ingress_replicas: int = Field(1, ge=1)
 
     @model_validator(mode="after")
@@ -59,7 +61,7 @@ class AppSpec(BaseModel):
 ENERGY_ARGS = ("carbon_g_per_kwh", "pue", "cpu_tdp_w", "force_estimate")
 
 ARGS_HELP = {
-    "pipelines": "comma-separated catalog pipelines to serve (default: all of the tier)",
+    "pipelines": "comma-separated catalog pipelines to serve, or 'all' (default: video, which fits a 2-CPU host)",
     "tier": "catalog tier (default: mini)",
     "plan": "JSON file with one Plan or a list of Plans to start with",
     "token": f"bearer token for PUT /v1/plan (default: ${TOKEN_ENV})",
@@ -77,7 +79,11 @@ def from_args(args: dict[str, Any]) -> tuple[AppSpec, dict[str, Plan]]:
         raise SpecError(f"unknown argument(s) {sorted(unknown)}; known: " + "; ".join(f"{k}: {v}" for k, v in ARGS_HELP.items()))
     tier = str(args.get("tier", "mini"))
     available = catalog.pipelines(tier)
-    names = [n.strip() for n in str(args.get("pipelines", ",".join(available))).split(",") if n.strip()]
+    # Default: IPA's video pipeline alone. Its two mini stages (0.5 CPU each) and a
+    # make-before-break switch of both fit the 2 logical CPUs of a laptop-sized local Ray;
+    # every pipeline at once needs about 4 (`ray start --head --num-cpus 8`, then --address).
+    requested = str(args.get("pipelines", "video"))
+    names = list(available) if requested == "all" else [n.strip() for n in requested.split(",") if n.strip()]
     try:
         limits = Limits(**{k: int(args[k]) for k in Limits.model_fields if k in args})
         energy = EnergyConfig(**{k: args[k] for k in ENERGY_ARGS if k in args})

@@ -9,8 +9,10 @@ from ipa_energy.spec import Plan, StagePlan
 from serve_app.config import from_args, load_plans
 
 
-def test_defaults_serve_every_mini_pipeline_with_default_plans():
+def test_defaults_serve_the_video_pipeline_all_serves_every_one():
     spec, plans = from_args({})
+    assert [p.name for p in spec.pipelines] == list(plans) == ["video"]
+    spec, plans = from_args({"pipelines": "all"})
     assert {p.name for p in spec.pipelines} == set(plans) == {"video", "classify", "llm", "sam", "sam-grounded"}
     assert spec.control_token is None
     assert plans["video"].stages["classifier"].variant == "resnet18-mini"
@@ -44,10 +46,10 @@ def test_plan_file(tmp_path):
     plan = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet34-112-mini", batch_size=4)})
     path = tmp_path / "plan.json"
     path.write_text(json.dumps([plan.model_dump(mode="json")]))
-    _, plans = from_args({"plan": str(path)})
+    _, plans = from_args({"plan": str(path), "pipelines": "all"})
     assert plans["classify"].stages["classifier"].batch_size == 4
     path.write_text(json.dumps({"pipeline": "classify", "stages": {"classifier": {"variant": "nope"}}}))
     with pytest.raises(SpecError, match="no variant 'nope'"):
-        from_args({"plan": str(path)})
+        from_args({"plan": str(path), "pipelines": "all"})
     with pytest.raises(SpecError, match="cannot read plans"):
         load_plans(tmp_path / "missing.json")
