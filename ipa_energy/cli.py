@@ -122,7 +122,8 @@ def _profile(args: argparse.Namespace) -> int:
     from energy.config import EnergyConfig
     from energy.node import select_meters
     from workloads import catalog
-    from workloads.profiler import PROFILES_DIR, ProfileStore, format_table, hardware_id, profile_missing
+    from workloads.profile_store import PROFILES_DIR, ProfileStore, format_table, hardware_id
+    from workloads.profiler import profile_missing
 
     variants = {v.name: v for p in catalog.pipelines(args.tier).values() for s in p.stages for v in s.variants}
     names = [n.strip() for n in args.variants.split(",")] if args.variants else sorted(variants)
@@ -161,7 +162,7 @@ def _plan(args: argparse.Namespace) -> int:
         print("ipa-energy plan: give --pipeline and --load (or --benchmark)", file=sys.stderr)
         return 2
     from workloads import catalog
-    from workloads.profiler import PROFILES_DIR, ProfileStore, hardware_id
+    from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
 
     pipeline = catalog.pipeline(args.pipeline, args.tier)
     hardware = args.hardware or hardware_id("cpu")

@@ -31,7 +31,7 @@ class PlannerActor:
         from serve_app import control
         from serve_app.builder import INGRESS
         from workloads import catalog
-        from workloads.profiler import PROFILES_DIR, ProfileStore, hardware_id
+        from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
 
         spec = catalog.pipeline(pipeline, tier)
         store = ProfileStore(PROFILES_DIR)

@@ -148,11 +148,11 @@ def profiles_from_store(store: Any, hardware: str | None, pipeline: PipelineSpec
     """Profiles of every variant of `pipeline` at each batch size (≤ its max_batch_size).
 
     Measured profiles are used as they are; missing batch sizes are filled with
-    ``workloads.profiler.predict_profile`` (IPA's quadratic latency fit, ``fitted=True``).
+    ``workloads.profile_store.predict_profile`` (IPA's quadratic latency fit, ``fitted=True``).
     Variants with no measured profile on `hardware` are left out (the planner cannot pick
     them); so are batch sizes the fit cannot produce.
     """
-    from workloads.profiler import predict_profile
+    from workloads.profile_store import predict_profile
 
     stored = store.load(hardware)
     by_variant: dict[str, list[Profile]] = {}

@@ -148,7 +148,7 @@ class Ingress:
         now = int(time.time())
         counts = self.arrivals[pipeline]
         counts[now] += 1
-        if len(counts) > keep_s:  # forget seconds older than the window
+        if counts[now] == 1 and len(counts) > keep_s:  # a new second: forget those past the window
             for second in [s for s in counts if s < now - keep_s]:
                 del counts[second]
 

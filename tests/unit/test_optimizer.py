@@ -188,7 +188,7 @@ def test_policies_respect_their_restrictions():
 
 def test_mini_video_energy_policy_uses_less_power(capsys):
     from workloads.catalog import pipelines
-    from workloads.profiler import PROFILES_DIR, ProfileStore
+    from workloads.profile_store import PROFILES_DIR, ProfileStore
 
     pipe = pipelines("mini")["video"]
     profiles = profiles_from_store(ProfileStore(PROFILES_DIR), "cpu-amd-epyc-2c", pipe)

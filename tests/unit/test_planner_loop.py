@@ -7,7 +7,7 @@ from planner.loop import PlannerLoop
 from planner.optimizer import profiles_from_store
 from planner.predictor import MaxPredictor
 from workloads import catalog
-from workloads.profiler import PROFILES_DIR, ProfileStore
+from workloads.profile_store import PROFILES_DIR, ProfileStore
 
 HARDWARE = "cpu-amd-epyc-2c"
 

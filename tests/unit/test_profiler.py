@@ -15,17 +15,9 @@ import pytest
 from energy.base import Meter, Sample
 from ipa_energy.errors import SpecError
 from ipa_energy.spec import Profile, Resources
-from workloads import catalog, profiler
-from workloads.profiler import (
-    ProfileStore,
-    fit_latency,
-    format_table,
-    hardware_id,
-    payload_for,
-    predict_profile,
-    profile_missing,
-    profile_variant,
-)
+from workloads import catalog, profile_store, profiler
+from workloads.profile_store import ProfileStore, fit_latency, format_table, hardware_id, predict_profile
+from workloads.profiler import payload_for, profile_missing, profile_variant
 
 POWER_W, IDLE_W = 40.0, 10.0
 FAST = dict(warmup_s=0.2, window_s=0.5, drain_s=0.05, min_batches=5, idle_s=0.2)
@@ -82,7 +74,7 @@ def test_hardware_id_slugs_cpu_and_gpu_names(monkeypatch):
     monkeypatch.setattr(energy.tdp, "host_cpu_model", lambda: "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz")
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert hardware_id("cpu") == "cpu-intel-xeon-platinum-8480plus-16c"
-    monkeypatch.setattr(profiler, "_gpu_name", lambda i: "NVIDIA H200")
+    monkeypatch.setattr(profile_store, "_gpu_name", lambda i: "NVIDIA H200")
     assert hardware_id("cuda:0") == "gpu-nvidia-h200"
     with pytest.raises(ValueError):
         hardware_id("tpu")

@@ -3,7 +3,7 @@
 import pytest
 
 from workloads import catalog
-from workloads.profiler import PROFILES_DIR, ProfileStore
+from workloads.profile_store import PROFILES_DIR, ProfileStore
 
 FILES = sorted(PROFILES_DIR.glob("cpu-*.json"))
 MINI = {v.name: v for p in catalog.pipelines("mini").values() for s in p.stages for v in s.variants}
