@@ -178,6 +178,10 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
     else:
         print(optimizer.comparison_table(plans))
+    used = {profiles[(sp.variant, sp.batch_size)].energy_method for p in plans for sp in p.stages.values()
+            if (sp.variant, sp.batch_size) in profiles}
+    print(f"power (W) and J/request are predictions from profiles of {hardware} measured with "
+          f"{'+'.join(sorted(used)) or 'no profile'}", file=sys.stderr)
     return 0
 
 

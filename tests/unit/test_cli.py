@@ -37,7 +37,9 @@ def test_plan_prints_a_plan_per_policy_as_json(capsys):
 
     assert main(["plan", "--pipeline", "video", "--load", "5", "--policy", "ipa,ipa-energy", "--json",
                  "--hardware", "cpu-amd-epyc-2c"]) == 0
-    plans = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    plans = json.loads(out.out)
+    assert "measured with tdp-estimate" in out.err
     assert [p["policy"] for p in plans] == ["ipa", "ipa-energy"]
     assert plans[1]["predicted_power_w"] <= plans[0]["predicted_power_w"]
     assert set(plans[0]["stages"]) == {"detector", "classifier"}
