@@ -47,7 +47,11 @@ def test_variant_switch_under_8_clients_loses_no_request(base_url, http):
 
     changer = threading.Thread(target=change)
     changer.start()
-    records = asyncio.run(closed_loop(f"{base_url}/v1/pipelines/video", lambda i: bodies[i % 4], clients=8, duration_s=25))
+    url = f"{base_url}/v1/pipelines/video"
+    records = asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=8, duration_s=25))
+    while changer.is_alive():  # starting the new replica can outlast 25 s on 2 busy cores: keep the load on
+        records += asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=8, duration_s=5))
+    records += asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=8, duration_s=5))
     changer.join()
 
     stats = summarize(records)
