@@ -1,4 +1,4 @@
-"""`ipa-energy` command line: demo, serve, apply-plan, catalog."""
+"""`ipa-energy` command line: demo, serve, apply-plan, energy, plan, profile, catalog, experiment, report, sweep."""
 
 from __future__ import annotations
 
@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     cat = sub.add_parser("catalog", help="list pipelines, stages and variants with their accuracy sources")
     cat.add_argument("--tier", default="mini")
     cat.set_defaults(func=_catalog)
+
+    from experiments.cli import add_parsers
+
+    add_parsers(sub)
 
     args = parser.parse_args(argv)
     from ipa_energy.errors import IpaEnergyError

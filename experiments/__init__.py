@@ -1,0 +1,1 @@
+"""Experiments: runner, result schema, summaries, reports and sweeps."""

@@ -1,0 +1,319 @@
+"""The experiment report: headline table per experiment, IPA-style figures, in Markdown or HTML.
+
+    .venv/bin/python -m experiments.report results/experiments/bursty-video [more dirs] --out report/ [--format html]
+
+Inputs are experiment folders (experiment.json + one folder per policy) and/or single run
+folders; runs are grouped by their experiment name. summary.json of every complete run is
+rebuilt on the way (it is derived). Runs that are not complete are listed, not summarized,
+unless partial runs are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments import plots
+from experiments.schema import ExperimentMeta, RunSummary
+from experiments.summary import (
+    Run, RunFormatError, energy_coverage, load_experiment_meta, load_run, load_run_meta, summarize_run, write_summary,
+)
+
+ESTIMATE = "tdp-estimate"
+MIN_ENERGY_COVERAGE = 0.95
+HEADERS = ("policy", "J/request", "mean W", "total J", "g CO2e", "accuracy", "cost (units)",
+           "p50 ms", "p99 ms", "SLO attainment", "failed / sent", "plan changes")
+
+
+@dataclass
+class ExperimentGroup:
+    name: str
+    meta: ExperimentMeta | None
+    runs: list[Run] = field(default_factory=list)
+    summaries: list[RunSummary] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # policy → why it has no row
+
+
+# ------------------------------------------------------------------------------------------
+# Collecting runs
+# ------------------------------------------------------------------------------------------
+
+
+def _run_dirs(path: Path) -> tuple[ExperimentMeta | None, list[Path]]:
+    if (path / "experiment.json").is_file():
+        return load_experiment_meta(path), sorted(p for p in path.iterdir() if (p / "run.json").is_file())
+    if (path / "run.json").is_file():
+        return None, [path]
+    raise RunFormatError(f"{path}: neither an experiment folder (experiment.json) nor a run folder (run.json)")
+
+
+def _policy_rank(meta: ExperimentMeta | None, policy: str) -> tuple[int, str]:
+    order = list(meta.policies) if meta else []
+    order += [p for p in plots.POLICY_ORDER if p not in order]
+    return (order.index(policy) if policy in order else len(order), policy)
+
+
+def collect(paths: Iterable[str | Path], *, allow_partial: bool = False) -> list[ExperimentGroup]:
+    """Load and summarize every run under `paths`, grouped by experiment, in the experiment's policy order."""
+    groups: dict[str, ExperimentGroup] = {}
+    seen: set[Path] = set()
+    for path in map(Path, paths):
+        exp_meta, run_dirs = _run_dirs(path)
+        if exp_meta:
+            groups.setdefault(exp_meta.experiment, ExperimentGroup(exp_meta.experiment, exp_meta)).meta = exp_meta
+        for run_dir in run_dirs:
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            meta = load_run_meta(run_dir)
+            group = groups.setdefault(meta.experiment, ExperimentGroup(meta.experiment, None))
+            if meta.status != "complete" and not allow_partial:
+                group.skipped[meta.policy] = f"status {meta.status}" + (f" ({meta.error})" if meta.error else "")
+                continue
+            group.runs.append(load_run(run_dir, allow_partial=allow_partial))
+    for group in groups.values():
+        group.runs.sort(key=lambda r: _policy_rank(group.meta, r.meta.policy))
+        group.summaries = [summarize_run(r) for r in group.runs]
+        present = {r.meta.policy for r in group.runs} | set(group.skipped)
+        for policy in group.meta.policies if group.meta else []:
+            if policy not in present:
+                group.skipped[policy] = "no run folder"
+    return list(groups.values())
+
+
+# ------------------------------------------------------------------------------------------
+# Headline table
+# ------------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _sig(value: float) -> str:
+    """3 significant figures, but whole numbers from 100 up (no 1.23e+05 in a table)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:#.3g}"
+
+
+def _energy(value: float | None, method: str | None) -> str:
+    return "n/a" if value is None else f"{_sig(value)} ({method})"
+
+
+def headline_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
+    return [[
+        s.policy + ("" if s.weights == "checkpoint" else "*"),
+        _energy(s.j_per_request, s.j_per_request_method),
+        _energy(s.mean_power_w, s.energy_method),
+        _energy(s.energy_j, s.energy_method),
+        _energy(s.carbon_g, s.energy_method),
+        _num(s.accuracy, ".4f"),
+        _num(s.cost_units, ".2f"),
+        _num(s.p50_ms, ".0f"),
+        _num(s.p99_ms, ".0f"),
+        f"{s.slo_attainment:.1%}",
+        f"{s.failed} / {s.requests}",
+        str(s.plan_changes),
+    ] for s in summaries]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+
+
+def headline_table(summaries: Sequence[RunSummary]) -> str:
+    """One markdown row per policy; energy figures carry their method in brackets; * = random weights."""
+    return markdown_table(HEADERS, headline_rows(summaries))
+
+
+def ipa_energy_ratio(summaries: Sequence[RunSummary]) -> str | None:
+    """ipa-energy's J/request relative to ipa's, when both runs have one."""
+    by_policy = {s.policy: s for s in summaries}
+    ipa, ours = by_policy.get("ipa"), by_policy.get("ipa-energy")
+    if not (ipa and ours and ipa.j_per_request and ours.j_per_request is not None):
+        return None
+    ratio = ours.j_per_request / ipa.j_per_request
+    change = f"{abs(1 - ratio):.1%} {'less' if ratio <= 1 else 'more'} energy per request"
+    text = (f"**ipa-energy / ipa J/request = {ratio:.3f}** ({_sig(ours.j_per_request)} J vs "
+            f"{_sig(ipa.j_per_request)} J: {change}; accuracy {_num(ours.accuracy, '.4f')} vs {_num(ipa.accuracy, '.4f')}).")
+    if ours.j_per_request_method != ipa.j_per_request_method:
+        text += (f" The two runs used different energy methods ({ours.j_per_request_method} vs "
+                 f"{ipa.j_per_request_method}): the ratio compares unlike figures.")
+    return text
+
+
+# ------------------------------------------------------------------------------------------
+# Report blocks → Markdown / HTML
+# ------------------------------------------------------------------------------------------
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+
+
+def _notes(group: ExperimentGroup) -> list[str]:
+    notes = []
+    ratio = ipa_energy_ratio(group.summaries)
+    if ratio:
+        notes.append(ratio)
+    estimated = [s.policy for s in group.summaries
+                 if ESTIMATE in f"{s.energy_method}+{s.j_per_request_method}".split("+")]
+    if estimated:
+        notes.append(f"**Energy method `{ESTIMATE}`** ({', '.join(estimated)}): these energy figures are an "
+                     "estimate (idle + (TDP − idle) × utilisation), **not a measurement**.")
+    not_trained = [s.policy + ("" if s.weights == "random" else f" ({s.weights})")
+                   for s in group.summaries if s.weights != "checkpoint"]
+    if not_trained:
+        notes.append(f"\\* Weights: random ({', '.join(not_trained)}). Accuracy is the published figure of the model "
+                     "each variant stands for; latency and energy come from the random-weight architecture.")
+    for run in group.runs:
+        cover = energy_coverage(run)
+        if cover is not None and cover < MIN_ENERGY_COVERAGE:
+            notes.append(f"{run.meta.policy}: energy windows cover only {cover:.0%} of the load window, so its "
+                         "total J, mean W and g CO2e understate.")
+        if run.missing:
+            notes.append(f"{run.meta.policy}: no {', '.join(run.missing)} in {run.run_dir}.")
+        if run.meta.status != "complete":
+            notes.append(f"{run.meta.policy}: partial run (status {run.meta.status}).")
+    notes += [f"Not in the table: {policy} ({why})." for policy, why in group.skipped.items()]
+    return notes
+
+
+def _experiment_blocks(group: ExperimentGroup, out_dir: Path) -> list[tuple]:
+    blocks: list[tuple] = [("h2", f"Experiment `{group.name}`")]
+    first = group.runs[0].meta if group.runs else None
+    meta = group.meta or first
+    if meta:
+        trace = meta.trace
+        blocks.append(("p", f"Pipeline `{meta.pipeline}` ({meta.tier} tier) on `{meta.hardware}`; trace "
+                            f"`{trace.name}` ({trace.kind}, {trace.seconds} s, rate factor {trace.rate_factor:g})"
+                            + (f"; SLA {first.sla_ms:g} ms." if first else ".")))
+    if not group.runs:
+        return blocks + [("ul", _notes(group) or ["No runs."])]
+    blocks += [("table", HEADERS, headline_rows(group.summaries)), ("ul", _notes(group))]
+    slug, title = _slug(group.name), f"{group.name}: {group.runs[0].meta.pipeline}"
+    images = [
+        (plots.timeseries_png(group.runs, out_dir / f"{slug}-timeseries.png", title),
+         "Load, accuracy, cost, p99 latency and node power over time"),
+        (plots.latency_cdf_png(group.runs, out_dir / f"{slug}-latency-cdf.png", f"{title}: latency CDF"),
+         "Latency CDF of all policies"),
+        (plots.energy_accuracy_png(group.summaries, out_dir / f"{slug}-energy-accuracy.png",
+                                   f"{title}: energy vs accuracy"), "J/request vs accuracy, one point per policy"),
+    ]
+    return blocks + [("img", path.name, alt) for path, alt in images]
+
+
+DEFINITIONS = [
+    "J/request: mean attributed dynamic energy of answered requests (idle power is never attributed).",
+    "mean W, total J, g CO2e: node energy over the load window (idle included), all nodes and devices; windows "
+    "straddling the window's edges count pro rata; g CO2e = J × g/kWh × PUE / 3.6e6.",
+    "accuracy: mean over answered requests of the product of the stage accuracies of the variants that served it.",
+    "cost: time-mean of Σ replicas × resource units (CPUs + GPUs one replica reserves), as IPA.",
+    "p50/p99: answered (HTTP 200) requests; SLO attainment: share of sent requests answered 200 within the SLA.",
+    "plan changes: planner decisions that applied a new plan.",
+]
+
+
+def render_markdown(blocks: Sequence[tuple]) -> str:
+    out = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + args[0])
+        elif kind == "p":
+            out.append(args[0])
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in args[0]))
+        elif kind == "table":
+            out.append(markdown_table(*args))
+        elif kind == "img":
+            out.append(f"![{args[1]}]({args[0]})")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    text = html.escape(text, quote=False).replace("\\*", "*")
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+
+
+def render_html(blocks: Sequence[tuple], title: str) -> str:
+    body = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3", "p"):
+            body.append(f"<{kind}>{_inline_html(args[0])}</{kind}>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in args[0]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in args[0])
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in args[1])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "img":
+            body.append(f'<figure><img src="{html.escape(args[0])}" alt="{html.escape(args[1])}">'
+                        f"<figcaption>{html.escape(args[1])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:.85em}th,td{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+             "code{background:#f3f3f3;padding:0 .2em}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(paths: Iterable[str | Path] | str | Path, out_dir: str | Path, fmt: str = "md", *,
+                 allow_partial: bool = False, write_summaries: bool = True) -> tuple[Path, list[ExperimentGroup]]:
+    """build_report, also returning the experiment groups (for a CLI that prints their tables)."""
+    if fmt not in ("md", "html"):
+        raise ValueError(f"fmt must be 'md' or 'html', got {fmt!r}")
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = collect(paths, allow_partial=allow_partial)
+    if write_summaries:
+        for run in (r for g in groups for r in g.runs if r.meta.status == "complete"):
+            write_summary(run.run_dir, run=run)
+    title = "Experiment report"
+    blocks: list[tuple] = [("h1", title)]
+    for group in groups:
+        blocks += _experiment_blocks(group, out_dir)
+    blocks += [("h2", "Definitions"), ("ul", DEFINITIONS)]
+    path = out_dir / f"report.{fmt}"
+    path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks, title), encoding="utf-8")
+    return path, groups
+
+
+def build_report(paths: Iterable[str | Path] | str | Path, out_dir: str | Path, fmt: str = "md", *,
+                 allow_partial: bool = False, write_summaries: bool = True) -> Path:
+    """Write report.md or report.html (PNGs beside it) into `out_dir` and return its path.
+
+    `paths`: experiment folders and/or run folders. `write_summaries` rebuilds each complete
+    run's summary.json. Raises RunFormatError for a malformed file.
+    """
+    return write_report(paths, out_dir, fmt, allow_partial=allow_partial, write_summaries=write_summaries)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n")[0])
+    ap.add_argument("paths", nargs="+", help="experiment folders and/or run folders")
+    ap.add_argument("--out", default="report", help="output folder (default: ./report)")
+    ap.add_argument("--format", choices=("md", "html"), default="md")
+    ap.add_argument("--allow-partial", action="store_true", help="include runs whose status is not complete")
+    args = ap.parse_args(argv)
+    try:
+        path, groups = write_report(args.paths, args.out, args.format, allow_partial=args.allow_partial)
+    except RunFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for group in groups:
+        print(f"\n{group.name}\n\n{headline_table(group.summaries)}")
+    print(f"\nreport: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

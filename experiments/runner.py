@@ -1,0 +1,317 @@
+"""Run an experiment: one pipeline × trace × hardware, once per policy, one after another.
+
+For each policy: apply its opening plan (make-before-break), start its planner actor (planner
+policies), replay the trace with Locust in its own process, and meanwhile poll every node's
+energy actor and the replica counts; then write the run in the schema of
+`experiments.schema` (docs/results.md). A run whose run.json says "complete" is kept unless
+`force`; an interrupted run is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+
+import ipa_energy
+from experiments.policies import initial_plan, policy_kind
+from experiments.schema import EnergyWindow, ExperimentMeta, ReplicaSample, RunMeta, TraceSpec, VariantInfo
+from loadgen import traces
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = ROOT / "loadgen" / "locustfile.py"
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="Folder name of the experiment under `out`.")
+    pipeline: str = "video"
+    policies: list[str]
+    trace: TraceSpec
+    tier: str = "mini"
+    hardware: str | None = Field(None, description="Hardware id of the profiles the planner uses (default: this machine's).")
+    out: Path = Path("results")
+    force: bool = False
+    address: str | None = Field(None, description="Join this Ray cluster (e.g. 'auto') instead of starting one.")
+    url: str | None = Field(None, description="Base URL of an app already serving on that cluster.")
+    app_name: str = "ipa"
+    num_cpus: int | None = Field(None, description="Logical CPUs of a local Ray (default max(4, cores)).")
+    interval_s: float = Field(10.0, gt=0)
+    predictor: str = "lstm"
+    max_replicas: int = Field(2, ge=1)
+    senders: int = Field(200, ge=1, description="Locust users: the most requests in flight.")
+    drain_s: float = Field(60.0, ge=0)
+    poll_s: float = Field(2.0, gt=0)
+    settle_s: float = Field(3.0, ge=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _complete(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError):
+        return False
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    with path.open("w") as f:
+        for row in rows:
+            f.write((row.model_dump_json() if isinstance(row, BaseModel) else json.dumps(row, default=str)) + "\n")
+
+
+class Session:
+    """The Ray cluster and the served app the runs share."""
+
+    def __init__(self, cfg: ExperimentConfig, console: Console):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+        from ray import serve
+
+        from serve_app import control
+        from serve_app.config import from_args
+        from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
+
+        self.cfg, self.console, self.ray, self.serve = cfg, console, ray, serve
+        self.started_ray = not ray.is_initialized() and cfg.address is None
+        if not ray.is_initialized():
+            ray.init(address=cfg.address, num_cpus=None if cfg.address else (cfg.num_cpus or max(4, os.cpu_count() or 1)),
+                     include_dashboard=False, log_to_driver=False)
+        self.spec, plans = from_args({"pipelines": cfg.pipeline, "tier": cfg.tier})
+        self.pipeline = self.spec.pipeline(cfg.pipeline)
+        self.machine = hardware_id("cpu")
+        store = ProfileStore(PROFILES_DIR)
+        hardware = cfg.hardware or self.machine
+        if not store.path(hardware).exists():
+            shipped = sorted(p.stem for p in PROFILES_DIR.glob("cpu-*.json"))
+            console.print(f"[yellow]no profiles for {hardware}; planning with {shipped[0]}[/yellow]")
+            hardware = shipped[0]
+        from planner.optimizer import profiles_from_store
+
+        self.hardware = hardware
+        self.profiles = profiles_from_store(store, hardware, self.pipeline)
+        if cfg.url:
+            self.url = cfg.url.rstrip("/")
+        else:
+            port = _free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            self.url = f"http://127.0.0.1:{port}"
+            control.deploy(self.spec, plans, name=cfg.app_name)
+
+    def close(self) -> None:
+        if self.started_ray:
+            self.serve.shutdown()
+            self.ray.shutdown()
+
+    # -- observations --------------------------------------------------------------------
+
+    def energy_actors(self) -> dict:
+        from energy.actor import ensure_node_actors
+
+        return ensure_node_actors(self.spec.energy)
+
+    def replicas(self) -> ReplicaSample:
+        status = self.serve.status().applications.get(self.cfg.app_name)
+        counts = {}
+        if status is not None:
+            prefix = f"{self.pipeline.name}."
+            # UPDATING replicas (reconfiguring their batch size) keep serving
+            counts = {n: d.replica_states.get("RUNNING", 0) + d.replica_states.get("UPDATING", 0)
+                      for n, d in status.deployments.items() if n.startswith(prefix)}
+        units = 0.0
+        for name, n in counts.items():
+            _, stage, variant = name.split(".", 2)
+            r = self.pipeline.stage(stage).variant(variant).resources
+            units += n * (r.num_cpus + r.num_gpus)
+        return ReplicaSample(time_s=time.time(), replicas=counts, cost_units=units)
+
+
+class EnergyPoller:
+    """Chains each node's attribution windows end to end (no overlap, nothing lost)."""
+
+    def __init__(self, actors: dict, start_s: float):
+        self.actors = actors
+        self.cursor = {node: start_s for node in actors}
+        self.windows: list[EnergyWindow] = []
+
+    def poll(self) -> None:
+        import ray
+
+        for node, actor in self.actors.items():
+            try:
+                rows = ray.get(actor.window.remote(self.cursor[node], time.time()), timeout=10)
+            except Exception:  # a node that does not answer this time is asked again next poll
+                continue
+            for w in rows:
+                if w["end_s"] <= self.cursor[node]:
+                    continue
+                self.windows.append(EnergyWindow(node_id=node, **w))
+            if rows:
+                self.cursor[node] = max(self.cursor[node], max(w["end_s"] for w in rows))
+
+
+def _variants(pipeline) -> dict[str, VariantInfo]:
+    return {
+        v.name: VariantInfo(stage=s.name, accuracy=v.accuracy.value, metric=v.accuracy.metric,
+                            resource_units=v.resources.num_cpus + v.resources.num_gpus, stands_for=v.stands_for)
+        for s in pipeline.stages for v in s.variants
+    }
+
+
+def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
+    from planner.actor import start_planner, stop_planner
+    from serve_app import control
+
+    cfg, console = session.cfg, session.console
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    kind = policy_kind(policy)
+    offered = traces.rates(cfg.trace)
+    plan = initial_plan(policy, session.pipeline, session.profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
+                        peak_rps=float(offered.max()), max_replicas=cfg.max_replicas)
+    weights = {v.weights for s in session.pipeline.stages for v in s.variants}
+    meta = RunMeta(
+        experiment=cfg.name, pipeline=cfg.pipeline, policy=policy, policy_kind=kind, trace=cfg.trace,
+        hardware=session.machine, tier=cfg.tier, weights=weights.pop() if len(weights) == 1 else "mixed",
+        sla_ms=session.pipeline.sla_ms, interval_s=cfg.interval_s if kind == "planner" else None,
+        predictor=cfg.predictor if kind == "planner" else None, load_start_s=time.time(), started_at=time.time(),
+        variants=_variants(session.pipeline), initial_plan=plan.model_dump(mode="json"),
+        carbon_g_per_kwh=session.spec.energy.carbon_g_per_kwh, pue=session.spec.energy.pue,
+        notes=[f"planner profiles: {session.hardware}"],
+    )
+    (run_dir / "run.json").write_text(meta.model_dump_json(indent=2))
+    with console.status(f"{policy}: applying the opening plan…"):
+        control.apply_plan(plan, app_name=cfg.app_name)
+        time.sleep(cfg.settle_s)
+    planner = None
+    if kind == "planner":
+        planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
+                                predictor=cfg.predictor, hardware=session.hardware, max_replicas=cfg.max_replicas,
+                                history_from_s=time.time())
+    record = run_dir / "requests.jsonl"
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", session.url, "--headless", "--only-summary",
+           "--pipeline", cfg.pipeline, "--trace", _trace_arg(cfg.trace), "--seconds", str(cfg.trace.seconds),
+           "--offset", str(cfg.trace.offset_s), "--rate-factor", str(cfg.trace.rate_factor), "--seed", str(cfg.trace.seed),
+           "--senders", str(cfg.senders), "--drain", str(cfg.drain_s), "--record", str(record)]
+    energy = EnergyPoller(session.energy_actors(), time.time())
+    replicas = [session.replicas()]
+    with (run_dir / "locust.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + cfg.trace.seconds + cfg.drain_s + 120
+        with console.status(f"{policy}: replaying {cfg.trace.name} ×{cfg.trace.rate_factor} for {cfg.trace.seconds} s…") as status:
+            while proc.poll() is None:
+                time.sleep(cfg.poll_s)
+                energy.poll()
+                replicas.append(session.replicas())
+                done = sum(1 for _ in record.open()) if record.exists() else 0
+                status.update(f"{policy}: {time.time() - meta.started_at:.0f} s, {done} answered "
+                              f"({cfg.trace.name} ×{cfg.trace.rate_factor}, {cfg.trace.seconds} s)")
+                if time.time() > deadline:
+                    proc.kill()
+                    break
+    energy.poll()
+    decisions = []
+    if planner is not None:
+        import ray
+
+        decisions = ray.get(planner.decisions.remote())
+        stop_planner(cfg.app_name, cfg.pipeline)
+    start = record.with_suffix(".start.json")
+    if proc.returncode != 0 or not start.exists():
+        meta.status, meta.error = "failed", f"locust exited {proc.returncode}; see locust.log"
+    else:
+        meta.load_start_s = json.loads(start.read_text())["load_start_s"]
+        meta.status = "complete"
+    _write_jsonl(run_dir / "decisions.jsonl", decisions)
+    _write_jsonl(run_dir / "energy.jsonl", energy.windows)
+    _write_jsonl(run_dir / "replicas.jsonl", replicas)
+    counts = traces.counts(offered)
+    (run_dir / "load.csv").write_text("second,scheduled\n" + "".join(f"{i},{c}\n" for i, c in enumerate(counts)))
+    meta.consumers = _consumers(energy.actors)
+    meta.energy_methods = sorted({w.method for w in energy.windows})
+    meta.locust = {"command": cmd, "exit_code": proc.returncode, "senders": cfg.senders}
+    meta.ended_at = time.time()
+    (run_dir / "run.json").write_text(meta.model_dump_json(indent=2))  # "complete" goes last
+    return meta
+
+
+def _trace_arg(trace: TraceSpec) -> str:
+    return {"twitter": trace.name, "constant": f"constant:{trace.rate_rps}", "csv": trace.path or trace.name}[trace.kind]
+
+
+def _consumers(actors: dict) -> dict[str, dict[str, str]]:
+    import ray
+
+    out = {}
+    for actor in actors.values():
+        try:
+            out |= {c: {k: str(v) for k, v in labels.items()} for c, labels in ray.get(actor.summary.remote(), timeout=10)["consumers"].items()}
+        except Exception:
+            continue
+    return out
+
+
+def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> Path:
+    """Run every policy not yet complete; returns the experiment folder."""
+    console = console or Console()
+    exp_dir = cfg.out / cfg.name
+    meta = ExperimentMeta(experiment=cfg.name, pipeline=cfg.pipeline, trace=cfg.trace, hardware="", tier=cfg.tier,
+                          policies=cfg.policies, created_at=time.time(), tool_version=ipa_energy.__version__)
+    meta_path = exp_dir / "experiment.json"
+    if meta_path.exists() and not cfg.force:
+        old = ExperimentMeta.model_validate_json(meta_path.read_text())
+        if (old.pipeline, old.trace, old.tier) != (cfg.pipeline, cfg.trace, cfg.tier):
+            raise ValueError(f"{exp_dir} holds an experiment with another pipeline, trace or tier; "
+                             "choose another --name or pass --force")
+        meta = old.model_copy(update={"policies": list(dict.fromkeys(old.policies + cfg.policies))})
+    pending = [p for p in cfg.policies if cfg.force or not _complete(exp_dir / p)]
+    for p in cfg.policies:
+        if p not in pending:
+            console.print(f"{p}: complete in {exp_dir / p}; kept (--force to run again)")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    if not pending:
+        return exp_dir
+    session = Session(cfg, console)
+    try:
+        meta.hardware = session.machine
+        meta_path.write_text(meta.model_dump_json(indent=2))
+        for policy in pending:
+            run = run_policy(session, policy, exp_dir / policy)
+            _summarize(exp_dir / policy, console, run)
+    finally:
+        session.close()
+    return exp_dir
+
+
+def _summarize(run_dir: Path, console: Console, run: RunMeta) -> None:
+    if run.status != "complete":
+        console.print(f"[red]{run.policy}: {run.error}[/red]")
+        return
+    try:
+        from experiments.summary import write_summary
+    except ImportError:  # summaries are rebuilt by the report anyway
+        return
+    try:
+        write_summary(run_dir)
+        from experiments.summary import load_run, summarize_run
+
+        s = summarize_run(load_run(run_dir))
+    except Exception as e:
+        console.print(f"[red]{run.policy}: summary failed: {e}[/red]")
+        return
+    console.print(f"{run.policy}: {s.requests} requests, {s.failed} failed, p99 {s.p99_ms or 0:.0f} ms, "
+                  f"SLO {s.slo_attainment:.1%}, {s.j_per_request or 0:.3f} J/request ({s.j_per_request_method})")

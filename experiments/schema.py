@@ -1,0 +1,159 @@
+"""The one result schema of an experiment run (documented in docs/results.md).
+
+An experiment is one pipeline × trace × hardware, run once per policy, one after another.
+On disk::
+
+    <out>/<experiment>/experiment.json        ExperimentMeta
+    <out>/<experiment>/<policy>/run.json      RunMeta (status "complete" once every file is written)
+    <out>/<experiment>/<policy>/requests.jsonl  one RequestRow per request Locust sent
+    <out>/<experiment>/<policy>/decisions.jsonl planner.loop.Decision rows (planner policies only)
+    <out>/<experiment>/<policy>/energy.jsonl    one EnergyWindow per node per poll
+    <out>/<experiment>/<policy>/replicas.jsonl  one ReplicaSample per poll
+    <out>/<experiment>/<policy>/load.csv        second,scheduled (the trace after the rate factor)
+    <out>/<experiment>/<policy>/summary.json    RunSummary (derived; rebuilt by the report)
+
+Times are Unix seconds (float) unless a field says otherwise; energy is joules, power
+watts, latency milliseconds. Every energy figure carries its method.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+EnergyMethodName = str  # "zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate", or "a+b" joined
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TraceSpec(_Row):
+    """What load was offered: a Twitter window, a constant rate or a per-second CSV."""
+
+    kind: Literal["twitter", "constant", "csv"]
+    name: str = Field(description="Window name (bursty, steady_low, ...), 'constant', or the CSV's file name.")
+    start_s: int | None = Field(None, description="First second of the window in the Twitter trace.")
+    offset_s: int = Field(0, ge=0, description="Seconds of the window skipped before the replay starts.")
+    seconds: int = Field(gt=0, description="Length of the replayed load (s).")
+    rate_factor: float = Field(gt=0, description="Multiplier applied to the trace (after IPA's damping of 8).")
+    damping: float = Field(1.0, gt=0, description="Divisor applied before the rate factor (8 for Twitter, as IPA).")
+    rate_rps: float | None = Field(None, description="The rate of a constant trace (req/s, before the rate factor).")
+    path: str | None = Field(None, description="CSV path for kind 'csv'.")
+    seed: int = Field(0, description="Seed of the exponential arrival times within each second.")
+
+
+class VariantInfo(_Row):
+    """What the report needs of a variant without the catalog."""
+
+    stage: str
+    accuracy: float
+    metric: str
+    resource_units: float = Field(description="Logical CPUs + GPUs one replica reserves (IPA's cost unit).")
+    stands_for: str | None = None
+
+
+class ExperimentMeta(_Row):
+    schema_version: int = SCHEMA_VERSION
+    experiment: str
+    pipeline: str
+    trace: TraceSpec
+    hardware: str
+    tier: str
+    policies: list[str]
+    created_at: float
+    tool_version: str
+
+
+class RunMeta(_Row):
+    """One policy's run. `status` is "complete" only after every other file is written."""
+
+    schema_version: int = SCHEMA_VERSION
+    experiment: str
+    pipeline: str
+    policy: str
+    policy_kind: Literal["planner", "static", "serve-autoscaling"]
+    trace: TraceSpec
+    hardware: str
+    tier: str
+    weights: Literal["random", "checkpoint", "mixed"]
+    sla_ms: float
+    interval_s: float | None = Field(None, description="Planner adaptation interval (planner policies).")
+    predictor: str | None = None
+    load_start_s: float = Field(description="Unix time of second 0 of the trace.")
+    started_at: float
+    ended_at: float | None = None
+    variants: dict[str, VariantInfo] = Field(description="Every variant of the pipeline, by name.")
+    initial_plan: dict = Field(description="The Plan (JSON) the run started with.")
+    energy_methods: list[EnergyMethodName] = Field(default_factory=list)
+    carbon_g_per_kwh: float
+    pue: float
+    consumers: dict[str, dict[str, str]] = Field(default_factory=dict, description="Energy consumer id → labels (deployment, pipeline, stage, variant).")
+    locust: dict = Field(default_factory=dict, description="Locust command line, users, exit code.")
+    status: Literal["running", "complete", "failed"] = "running"
+    error: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class RequestRow(_Row):
+    """One request as Locust saw it."""
+
+    scheduled_s: float | None = Field(None, description="When the trace said to send it; sent_s - scheduled_s is the generator's lag.")
+    sent_s: float
+    finished_s: float
+    latency_ms: float
+    status: int = Field(description="HTTP status; 0 when no response arrived.")
+    error: str = ""
+    plan_version: int | None = None
+    variants: dict[str, str] = Field(default_factory=dict, description="stage → variant that served it.")
+    energy_j: float | None = Field(None, description="Dynamic energy attributed to this request (J).")
+    energy_method: EnergyMethodName | None = None
+
+
+class EnergyWindow(_Row):
+    """A node's energy over [start_s, end_s], per device, with the attribution (as energy.actor.window)."""
+
+    node_id: str
+    start_s: float
+    end_s: float
+    method: EnergyMethodName
+    energy_j: dict[str, float] = Field(description="device (cpu:0, dram:0, gpu:0, ...) → J in the window.")
+    consumers_j: dict[str, float] = Field(default_factory=dict)
+    other_j: float = 0.0
+    idle_j: float = 0.0
+
+
+class ReplicaSample(_Row):
+    time_s: float
+    replicas: dict[str, int] = Field(description="Stage deployment → RUNNING replicas.")
+    cost_units: float = Field(description="Σ replicas × resource units of their variant.")
+
+
+class RunSummary(_Row):
+    """Headline figures of one run, derived from the files above (experiments.summary)."""
+
+    experiment: str
+    pipeline: str
+    policy: str
+    trace: str
+    rate_factor: float
+    duration_s: float
+    requests: int
+    failed: int
+    throughput_rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    sla_ms: float
+    slo_attainment: float = Field(description="Share of sent requests answered 200 within the SLA.")
+    accuracy: float | None = Field(description="Mean pipeline accuracy (product of stage accuracies) over answered requests.")
+    cost_units: float | None = Field(description="Time-mean Σ replicas × resource units.")
+    j_per_request: float | None = Field(description="Mean attributed dynamic energy per answered request (J).")
+    j_per_request_method: EnergyMethodName | None
+    energy_j: float | None = Field(description="Node energy over the load window, idle included (J).")
+    mean_power_w: float | None = Field(description="Node mean power over the load window (W).")
+    energy_method: EnergyMethodName | None
+    carbon_g: float | None = Field(description="energy_j × g/kWh × PUE / 3.6e6 (g CO2e).")
+    plan_changes: int
+    weights: str
