@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile train-predictor serve clean
+.PHONY: install demo bench sweeps test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile train-predictor serve clean
 
 install: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/ipa-energy demo
+
+# Every policy (ipa, ipa-energy, fa2-low, fa2-high, rim, static-max-accuracy, static-min-energy,
+# serve-autoscaling) on the classify pipeline, the rising edge of IPA's bursty window; ~25 min.
+bench: install
+	$(BIN)/ipa-energy experiment --pipeline classify --policies all --trace bursty --offset 340 --seconds 120 \
+		--rate-factor 0.2 --name bench-classify-bursty --report
+
+sweeps: install
+	$(BIN)/ipa-energy sweep all --out results/sweeps
 
 test: install
 	$(BIN)/python -m pytest -q

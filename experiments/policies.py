@@ -5,7 +5,8 @@ fa2-high, rim, infadapter. Outside baselines that never re-plan:
   static-max-accuracy  the most accurate variant per stage, provisioned for the trace's peak;
   static-min-energy    the variant with the least J/request per stage, provisioned for the peak;
   serve-autoscaling    Ray Serve's own autoscaler on fixed variants (those `ipa` picks for the
-                       trace's mean load): what a Ray user would deploy instead of a planner.
+                       trace's opening load; upscale after 5 s, downscale after 30 s): what a
+                       Ray user would deploy instead of a planner.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ def initial_plan(policy: str, pipeline: PipelineSpec, profiles: Mapping, *, mean
         stages = {
             name: StagePlan(variant=sp.variant, batch_size=sp.batch_size, replicas=1,
                             batch_wait_timeout_ms=sp.batch_wait_timeout_ms,
+                            # Serve's default delays (30 s up, 600 s down) would not react within a
+                            # short trace window; 5 s / 30 s give it the planner's time scale.
                             autoscaling=Autoscaling(min_replicas=1, max_replicas=max_replicas,
-                                                    target_ongoing_requests=autoscale_target * sp.batch_size))
+                                                    target_ongoing_requests=autoscale_target * sp.batch_size,
+                                                    upscale_delay_s=5.0, downscale_delay_s=30.0))
             for name, sp in chosen.stages.items()
         }
         return Plan(pipeline=pipeline.name, stages=stages, policy=policy, predicted_load_rps=mean_rps)

@@ -115,7 +115,7 @@ def headline_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
         _num(s.cost_units, ".2f"),
         _num(s.p50_ms, ".0f"),
         _num(s.p99_ms, ".0f"),
-        f"{s.slo_attainment:.1%}",
+        "-" if s.slo_attainment is None else f"{s.slo_attainment:.1%}",
         f"{s.failed} / {s.requests}",
         str(s.plan_changes),
     ] for s in summaries]
@@ -158,6 +158,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
 
+MAX_LAG_MS = 1000.0  # an open-loop replay that sends later than this is no longer the trace
+
+
 def _notes(group: ExperimentGroup) -> list[str]:
     notes = []
     ratio = ipa_energy_ratio(group.summaries)
@@ -173,6 +176,12 @@ def _notes(group: ExperimentGroup) -> list[str]:
     if not_trained:
         notes.append(f"\\* Weights: random ({', '.join(not_trained)}). Accuracy is the published figure of the model "
                      "each variant stands for; latency and energy come from the random-weight architecture.")
+    behind = [f"{s.policy} ({s.generator_lag_p99_ms / 1000:.1f} s)" for s in group.summaries
+              if s.generator_lag_p99_ms is not None and s.generator_lag_p99_ms > MAX_LAG_MS]
+    if behind:
+        notes.append(f"Locust fell behind the trace (p99 of sent − scheduled): {', '.join(behind)}; every sender "
+                     "was waiting for an answer, so the offered load was lower than the trace (raise --senders, "
+                     "or lower --rate-factor).")
     for run in group.runs:
         cover = energy_coverage(run)
         if cover is not None and cover < MIN_ENERGY_COVERAGE:

@@ -314,4 +314,4 @@ def _summarize(run_dir: Path, console: Console, run: RunMeta) -> None:
         console.print(f"[red]{run.policy}: summary failed: {e}[/red]")
         return
     console.print(f"{run.policy}: {s.requests} requests, {s.failed} failed, p99 {s.p99_ms or 0:.0f} ms, "
-                  f"SLO {s.slo_attainment:.1%}, {s.j_per_request or 0:.3f} J/request ({s.j_per_request_method})")
+                  f"SLO {s.slo_attainment or 0:.1%}, {s.j_per_request or 0:.3f} J/request ({s.j_per_request_method})")

@@ -146,14 +146,17 @@ class RunSummary(_Row):
     p50_ms: float | None
     p99_ms: float | None
     sla_ms: float
-    slo_attainment: float = Field(description="Share of sent requests answered 200 within the SLA.")
+    slo_attainment: float | None = Field(description="Share of sent requests answered 200 within the SLA.")
+    generator_lag_p99_ms: float | None = Field(None, description="p99 of sent − scheduled: whether Locust kept to the trace.")
     accuracy: float | None = Field(description="Mean pipeline accuracy (product of stage accuracies) over answered requests.")
     cost_units: float | None = Field(description="Time-mean Σ replicas × resource units.")
     j_per_request: float | None = Field(description="Mean attributed dynamic energy per answered request (J).")
     j_per_request_method: EnergyMethodName | None
+    requests_with_energy: int = Field(0, description="Answered requests that carried an energy figure (J/request averages these).")
     energy_j: float | None = Field(description="Node energy over the load window, idle included (J).")
     mean_power_w: float | None = Field(description="Node mean power over the load window (W).")
     energy_method: EnergyMethodName | None
+    energy_coverage: float | None = Field(None, description="Share of the load window the energy windows cover.")
     carbon_g: float | None = Field(description="energy_j × g/kWh × PUE / 3.6e6 (g CO2e).")
     plan_changes: int
     weights: str

@@ -271,15 +271,18 @@ def summarize_run(run: Run) -> RunSummary:
         p99_ms=percentile((r.latency_ms for r in answered), 99),
         sla_ms=meta.sla_ms,
         slo_attainment=(
-            sum(r.latency_ms <= meta.sla_ms for r in answered) / len(run.requests) if run.requests else 0.0
+            sum(r.latency_ms <= meta.sla_ms for r in answered) / len(run.requests) if run.requests else None
         ),
+        generator_lag_p99_ms=percentile(((r.sent_s - r.scheduled_s) * 1000 for r in run.requests if r.scheduled_s is not None), 99),
         accuracy=float(np.mean(accuracies)) if accuracies else None,
         cost_units=time_weighted_cost(run.replicas, start, end),
         j_per_request=float(np.mean([r.energy_j for r in with_energy])) if with_energy else None,
         j_per_request_method=join_methods(r.energy_method for r in with_energy),
+        requests_with_energy=len(with_energy),
         energy_j=energy,
         mean_power_w=energy / seconds if energy is not None and seconds > 0 else None,
         energy_method=join_methods(w.method for w, _ in clipped_windows(run.energy, start, end)),
+        energy_coverage=energy_coverage(run),
         carbon_g=energy * meta.carbon_g_per_kwh * meta.pue / 3.6e6 if energy is not None else None,
         plan_changes=sum(1 for d in run.decisions if d.get("changed")),
         weights=meta.weights,

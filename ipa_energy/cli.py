@@ -153,33 +153,49 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from planner import optimizer
+    from planner.problem import Problem, problem_from_catalog
 
     if args.benchmark:
         from planner import benchmark
 
         return benchmark.main(["--benchmark", "--repeats", str(args.repeats)])
-    if not args.pipeline or args.load is None:
-        print("ipa-energy plan: give --pipeline and --load (or --benchmark)", file=sys.stderr)
-        return 2
-    from workloads import catalog
-    from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
+    if args.problem:
+        try:
+            problem = Problem.load(args.problem)
+        except (OSError, ValueError) as e:
+            print(f"ipa-energy plan: cannot read the problem {args.problem}: {e}", file=sys.stderr)
+            return 2
+        hardware = ",".join(sorted({p.hardware for p in problem.profiles})) or "-"
+    else:
+        if not args.pipeline or args.load is None:
+            print("ipa-energy plan: give --pipeline and --load, --problem FILE, or --benchmark", file=sys.stderr)
+            return 2
+        from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
 
-    pipeline = catalog.pipeline(args.pipeline, args.tier)
-    hardware = args.hardware or hardware_id("cpu")
-    store = ProfileStore(PROFILES_DIR)
-    if not store.path(hardware).exists():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
-        print(f"ipa-energy plan: no profiles for {hardware!r}; shipped: {known} (use --hardware)", file=sys.stderr)
+        hardware = args.hardware or hardware_id("cpu")
+        if not ProfileStore(PROFILES_DIR).path(hardware).exists():
+            known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+            print(f"ipa-energy plan: no profiles for {hardware!r}; shipped: {known} (use --hardware)", file=sys.stderr)
+            return 2
+        problem = problem_from_catalog(args.pipeline, args.load, tier=args.tier, hardware=hardware, sla_ms=args.sla,
+                                       margin=args.margin, max_replicas=args.max_replicas, max_variants=args.max_variants)
+    if args.write_problem:
+        with open(args.write_problem, "w", encoding="utf-8") as f:
+            f.write(problem.model_dump_json(indent=2))
+        print(f"problem written to {args.write_problem}", file=sys.stderr)
+    policies = args.policy.split(",") if args.policy else [problem.policy]
+    try:
+        plans = [problem.model_copy(update={"policy": policy}).solve() for policy in policies]
+    except ValueError as e:  # e.g. an unknown policy, or infadapter on a multi-stage pipeline
+        print(f"ipa-energy plan: {e}", file=sys.stderr)
         return 2
-    profiles = optimizer.profiles_from_store(store, hardware, pipeline)
-    plans = [optimizer.optimize(pipeline, profiles, args.load, sla_ms=args.sla, policy=policy, margin=args.margin)
-             for policy in args.policy.split(",")]
     if args.json:
         print(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
     else:
         print(optimizer.comparison_table(plans))
-    used = {profiles[(sp.variant, sp.batch_size)].energy_method for p in plans for sp in p.stages.values()
-            if (sp.variant, sp.batch_size) in profiles}
+    profiles = problem.profile_lookup()
+    used = {profiles[(m.variant, m.batch_size)].energy_method for p in plans for sp in p.stages.values()
+            for m in sp.members() if (m.variant, m.batch_size) in profiles}
     print(f"power (W) and J/request are predictions from profiles of {hardware} measured with "
           f"{'+'.join(sorted(used)) or 'no profile'}", file=sys.stderr)
     return 0
@@ -188,17 +204,18 @@ def _plan(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ipa_energy.demo import run_demo
 
-    return run_demo(duration_s=args.duration, clients=args.clients, port=args.port)
+    return run_demo(out=args.out, pipeline=args.pipeline, seconds=args.seconds, rate_factor=args.rate_factor)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipa-energy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="serve the mini pipelines locally, drive them, change the plan, report")
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
-    demo.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    demo.add_argument("--port", type=int, default=8000)
+    demo = sub.add_parser("demo", help="replay a Twitter window against ipa and ipa-energy locally, write the report")
+    demo.add_argument("--out", default="results", help="results folder (the demo writes <out>/demo)")
+    demo.add_argument("--pipeline", default="classify")
+    demo.add_argument("--seconds", type=int, default=120, help="seconds of the bursty window to replay")
+    demo.add_argument("--rate-factor", type=float, default=0.3, help="scale of the trace's rate for this machine")
     demo.set_defaults(func=_demo)
 
     srv = sub.add_parser("serve", help="start Ray locally (or join --address) and serve the app")
@@ -231,10 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--pipeline", default="")
     plan.add_argument("--load", type=float, default=None, help="predicted load (req/s)")
     plan.add_argument("--sla", type=float, default=None, help="end-to-end SLA (ms; default: the pipeline's)")
-    plan.add_argument("--policy", default="ipa-energy", help="ipa, ipa-energy, fa2-low, fa2-high, rim (comma-separated to compare)")
+    plan.add_argument("--policy", default=None,
+                      help="ipa, ipa-energy, fa2-low, fa2-high, rim, infadapter (comma-separated to compare; "
+                           "default ipa-energy, or the problem file's)")
     plan.add_argument("--margin", type=float, default=1.0, help="headroom multiplier on the load")
     plan.add_argument("--tier", default="mini")
     plan.add_argument("--hardware", default="", help="profile hardware id (default: this machine's)")
+    plan.add_argument("--max-replicas", type=int, default=16, help="replica cap per stage")
+    plan.add_argument("--max-variants", type=int, default=3, help="most variants in an infadapter mix")
+    plan.add_argument("--problem", default="", help="solve this problem JSON (docs/plan-format.md) instead of catalog + store")
+    plan.add_argument("--write-problem", default="", help="also write the problem solved as JSON to this file")
     plan.add_argument("--json", action="store_true", help="print the Plan(s) as JSON (the format PUT /v1/plan takes)")
     plan.add_argument("--benchmark", action="store_true", help="decision time on synthetic 1-9 stages x 1-9 variants")
     plan.add_argument("--repeats", type=int, default=5)

@@ -11,7 +11,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.+-]{0,62}$"
 
@@ -179,20 +179,27 @@ class PipelineSpec(_Model):
         if want != got:
             raise SpecError(f"plan for {self.name!r} must cover stages {sorted(want)}, got {sorted(got)}")
         for stage in self.stages:
-            sp = plan.stages[stage.name]
-            try:
-                variant = stage.variant(sp.variant)
-            except KeyError as e:
-                raise SpecError(str(e.args[0])) from None
-            if sp.batch_size > variant.max_batch_size:
-                raise SpecError(
-                    f"stage {stage.name!r}: batch_size {sp.batch_size} exceeds {variant.name!r}'s "
-                    f"max_batch_size {variant.max_batch_size}"
-                )
+            for member in plan.stages[stage.name].members():  # every variant of a mix too
+                try:
+                    variant = stage.variant(member.variant)
+                except KeyError as e:
+                    raise SpecError(str(e.args[0])) from None
+                if member.batch_size > variant.max_batch_size:
+                    raise SpecError(
+                        f"stage {stage.name!r}: batch_size {member.batch_size} exceeds {variant.name!r}'s "
+                        f"max_batch_size {variant.max_batch_size}"
+                    )
 
     def accuracy(self, plan: Plan) -> float:
-        """Pipeline accuracy of a plan: the product of its stages' published accuracies."""
-        return math.prod(self.stage(s).variant(sp.variant).accuracy.value for s, sp in plan.stages.items())
+        """Pipeline accuracy of a plan: the product of its stages' published accuracies.
+
+        A stage with a variant mix counts the share-weighted mean of its members' accuracies
+        (the expected accuracy of a request, as InfAdapter's objective has it).
+        """
+        return math.prod(
+            sum(m.share * self.stage(s).variant(m.variant).accuracy.value for m in sp.members())
+            for s, sp in plan.stages.items()
+        )
 
 
 class Profile(_Model):
@@ -214,13 +221,127 @@ class Profile(_Model):
     fitted: bool = Field(False, description="True when interpolated from measured batch sizes, not measured.")
 
 
+SHARE_TOL = 1e-4  # how far a mix's shares may sum from 1 (they come from float solvers and JSON)
+
+
+class VariantShare(_Model):
+    """One member of a stage's variant mix: its traffic share and its own deployment settings."""
+
+    variant: str
+    share: float = Field(gt=0, le=1, description="Fraction of the stage's requests routed to this variant.")
+    batch_size: int = Field(1, ge=1, le=1024)
+    replicas: int = Field(1, ge=1, le=1000)
+    batch_wait_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="Longest wait to fill a batch.")
+
+
+class Autoscaling(_Model):
+    """Ray Serve's own autoscaling of the stage's (single) variant, instead of a fixed count."""
+
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    target_ongoing_requests: float = Field(2.0, gt=0, description="Serve's target of in-flight requests per replica.")
+    upscale_delay_s: float | None = Field(None, ge=0, description="None: Serve's default.")
+    downscale_delay_s: float | None = Field(None, ge=0, description="None: Serve's default.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} < min_replicas {self.min_replicas}")
+        return self
+
+    def clamp(self, replicas: int) -> int:
+        return min(self.max_replicas, max(self.min_replicas, replicas))
+
+    def serve_config(self, initial_replicas: int) -> dict[str, Any]:
+        """Serve's `autoscaling_config`, starting at `initial_replicas` clamped into [min, max]."""
+        out: dict[str, Any] = {
+            "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+            "initial_replicas": self.clamp(initial_replicas), "target_ongoing_requests": self.target_ongoing_requests,
+        }
+        for key in ("upscale_delay_s", "downscale_delay_s"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
 class StagePlan(_Model):
-    """What runs for one stage."""
+    """What runs for one stage.
+
+    Either one variant (`variant`, `batch_size`, `replicas`, `batch_wait_timeout_ms`), or a
+    *mix* (InfAdapter): each request goes to one member, at random with probability = its
+    share; every member is its own deployment. In a mix the primary fields mirror the member
+    with the largest share (so code that reads only `variant` still sees the main variant);
+    they may be left out and are then filled in from it. `autoscaling` hands the replica
+    count of a single variant to Ray Serve (`replicas` is then the initial count).
+    """
 
     variant: str
     batch_size: int = Field(1, ge=1, le=1024)
     replicas: int = Field(1, ge=1, le=1000)
     batch_wait_timeout_ms: float = Field(10.0, ge=0, le=10_000, description="Longest wait to fill a batch.")
+    mix: tuple[VariantShare, ...] | None = Field(None, min_length=1, description="Variant mix with traffic shares.")
+    autoscaling: Autoscaling | None = Field(None, description="Serve autoscaling instead of a fixed replica count.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_from_mix(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mix") and "variant" not in data:
+            members = [m if isinstance(m, dict) else m.model_dump() for m in data["mix"]]
+            top = max(members, key=lambda m: m["share"])
+            data = {**{k: v for k, v in top.items() if k != "share"}, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _mix_is_consistent(self) -> StagePlan:
+        if self.mix is None:
+            return self
+        if self.autoscaling is not None:
+            raise ValueError("autoscaling applies to a single variant, not to a mix")
+        names = [m.variant for m in self.mix]
+        if len(set(names)) != len(names):
+            raise ValueError(f"mix names a variant twice: {names}")
+        total = sum(m.share for m in self.mix)
+        if abs(total - 1.0) > SHARE_TOL:
+            raise ValueError(f"mix shares sum to {total:.6g}, not 1")
+        primary = next((m for m in self.mix if m.variant == self.variant), None)
+        if primary is None:
+            raise ValueError(f"primary variant {self.variant!r} is not a member of the mix {names}")
+        if primary.share < max(m.share for m in self.mix) - 1e-12:
+            raise ValueError(f"primary variant {self.variant!r} must be the mix member with the largest share")
+        if (primary.batch_size, primary.replicas, primary.batch_wait_timeout_ms) != (
+                self.batch_size, self.replicas, self.batch_wait_timeout_ms):
+            raise ValueError("batch_size, replicas and batch_wait_timeout_ms must mirror the primary mix member")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_extensions(self, handler: Any) -> dict[str, Any]:
+        # Plans without a mix or autoscaling serialise exactly as before these fields existed.
+        data = handler(self)
+        for key in ("mix", "autoscaling"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+    def members(self) -> tuple[VariantShare, ...]:
+        """The mix, or the single variant as a one-member mix with share 1."""
+        if self.mix is not None:
+            return self.mix
+        return (VariantShare(variant=self.variant, share=1.0, batch_size=self.batch_size, replicas=self.replicas,
+                             batch_wait_timeout_ms=self.batch_wait_timeout_ms),)
+
+    def routes(self) -> tuple[tuple[str, float], ...]:
+        """(variant, share) pairs, sorted: equal routes send the same traffic to the same variants."""
+        return tuple(sorted((m.variant, m.share) for m in self.members()))
+
+    def route(self, u: float) -> str:
+        """The variant a request with uniform draw `u` in [0, 1) goes to."""
+        if self.mix is None:
+            return self.variant
+        for m in self.mix:
+            u -= m.share
+            if u < 0:
+                return m.variant
+        return self.mix[-1].variant  # shares summing to slightly under 1
 
 
 class Plan(_Model):

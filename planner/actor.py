@@ -1,6 +1,7 @@
 """The planner as a detached Ray actor driving a running app (one per app and pipeline).
 
-It reads the per-second arrivals the ingress counts, and runs `PlannerLoop` every interval;
+It reads the per-second arrivals the ingress replicas count, summed over all of them by the
+app's arrivals actor (`serve_app.arrivals`), and runs `PlannerLoop` every interval;
 plans go through `serve_app.control.apply_plan` (make-before-break). Ray restarts the actor
 if it dies (max_restarts=-1); the app keeps serving with the last plan meanwhile, and the
 restarted actor picks the running plan up from the ingress.
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import ray
+
+from serve_app.arrivals import arrivals_actor
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "ipa-energy"
@@ -22,14 +26,11 @@ NAMESPACE = "ipa-energy"
 class PlannerActor:
     def __init__(self, app_name: str, pipeline: str, *, tier: str = "mini", policy: str = "ipa-energy",
                  interval_s: float = 10.0, predictor: str = "lstm", hardware: str | None = None,
-                 max_replicas: int = 4, margin: float = 1.0):
-        from ray import serve
-
+                 max_replicas: int = 4, margin: float = 1.0, history_from_s: float | None = None):
         from planner.loop import PlannerLoop
         from planner.optimizer import profiles_from_store
         from planner.predictor import get_predictor
         from serve_app import control
-        from serve_app.builder import INGRESS
         from workloads import catalog
         from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
 
@@ -44,7 +45,9 @@ class PlannerActor:
         methods = {p.energy_method for p in profiles.values()}
         _, plans = control.current_plans(app_name)
         self.pipeline, self.interval_s = pipeline, interval_s
-        self.ingress = serve.get_deployment_handle(INGRESS, app_name)
+        # arrivals before this time are not this run's (experiments run policies back to back)
+        self.history_from_s = history_from_s
+        self.app_name = app_name
         self.loop = PlannerLoop(
             spec, profiles, get_predictor(predictor), lambda plan: control.apply_plan(plan, app_name=app_name),
             policy=policy, max_replicas=max_replicas, margin=margin, interval_s=interval_s,
@@ -56,8 +59,13 @@ class PlannerActor:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                history = self.ingress.arrival_history.remote(self.pipeline).result(timeout_s=30)
-                self.loop.step(np.asarray(history, dtype=float))
+                # the sum over all ingress replicas; looked up each time (the actor may have restarted)
+                counts = arrivals_actor(self.app_name).history.remote(self.pipeline)
+                history = np.asarray(ray.get(counts, timeout=30), dtype=float)
+                if self.history_from_s is not None:
+                    keep = min(len(history), max(0, int(time.time() - self.history_from_s)))
+                    history = history[len(history) - keep:]
+                self.loop.step(history)
             except Exception:  # an interval that fails is logged and skipped; serving is unaffected
                 logger.exception("planner interval failed")
 

@@ -94,7 +94,7 @@ def print_benchmark(rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m planner.optimizer", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m planner.benchmark", description=__doc__.splitlines()[0])
     ap.add_argument("--benchmark", action="store_true", help="time the program on synthetic problems")
     ap.add_argument("--stages", type=int, nargs="+", default=list(range(1, 10)))
     ap.add_argument("--variants", type=int, nargs="+", default=list(range(1, 10)))
@@ -103,12 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--solver", nargs="+", default=[DEFAULT_SOLVER], choices=["highs", "cbc"])
+    ap.add_argument("--policy", default="ipa-energy", help="any optimizer policy (infadapter: --stages 1)")
     args = ap.parse_args(argv)
     if not args.benchmark:
         ap.print_help()
         return 0
     sizes = tuple(2 ** i for i in range(int(math.log2(args.max_batch)) + 1))
-    benchmark(args.stages, args.variants, sizes, args.max_replicas, args.repeats, args.seed, args.solver)
+    benchmark(args.stages, args.variants, sizes, args.max_replicas, args.repeats, args.seed, args.solver,
+              policy=args.policy)
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.diff import diff_plans
-from planner.optimizer import Weights, is_feasible, optimize
+from planner.optimizer import Weights, check_policy, is_feasible, optimize
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Decision:
     predicted_rps: float
     predictor: str
     policy: str
-    stages: dict[str, dict]  # stage → variant, batch_size, replicas
+    stages: dict[str, dict]  # stage → variant, batch_size, replicas (and mix, for a variant mix)
     accuracy: float
     predicted_power_w: float | None
     predicted_j_per_request: float | None
@@ -48,6 +48,16 @@ class Decision:
 
     def row(self) -> dict:
         return asdict(self)
+
+
+WAIT_HYSTERESIS = 2.0  # a batch wait that moves less than this factor is not worth a reconfigure
+
+
+def _worth_applying(change) -> bool:
+    """The batch wait follows the load ((b-1)/λ), so it moves every interval; only large moves count."""
+    if change.field != "batch_wait_timeout_ms" or not change.old or not change.new:
+        return True
+    return max(change.old, change.new) / min(change.old, change.new) > WAIT_HYSTERESIS
 
 
 class PlannerLoop:
@@ -67,6 +77,7 @@ class PlannerLoop:
         current: Plan | None = None,
         clock: Callable[[], float] = time.time,
     ):
+        check_policy(pipeline, policy)  # a configuration error fails here, not every interval
         self.pipeline, self.profiles, self.predictor, self.apply = pipeline, profiles, predictor, apply
         self.policy, self.weights, self.margin, self.max_replicas = policy, weights, margin, max_replicas
         self.interval_s, self.energy_method, self.current, self.clock = interval_s, energy_method, current, clock
@@ -84,11 +95,12 @@ class PlannerLoop:
             self.pipeline, self.profiles, max(predicted, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
             margin=self.margin, max_replicas=self.max_replicas, current=self.current,
         )
-        changes = [str(c) for c in diff_plans(self.current, plan)] if self.current else ["initial plan"]
+        changes = [str(c) for c in diff_plans(self.current, plan) if _worth_applying(c)] if self.current else ["initial plan"]
         decision = Decision(
             time_s=self.clock(), observed_rps=observed, predicted_rps=predicted,
             predictor=type(self.predictor).__name__, policy=self.policy,
-            stages={s: sp.model_dump(include={"variant", "batch_size", "replicas"}) for s, sp in plan.stages.items()},
+            stages={s: sp.model_dump(mode="json", include={"variant", "batch_size", "replicas", "mix"})
+                    for s, sp in plan.stages.items()},
             accuracy=self.pipeline.accuracy(plan), predicted_power_w=plan.predicted_power_w,
             predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,

@@ -52,8 +52,9 @@ Policies (same program, different restrictions)
   else the pipeline's default plan), evaluated with the profiles, not solved; flagged
   infeasible when it breaks a constraint. An unknown policy name raises ValueError (a
   configuration error, unlike an infeasible load, which never raises).
-* ``infadapter`` (variant mix with traffic split) is not implemented yet: it needs a
-  different program (fractional traffic shares), left for later.
+* ``infadapter`` (InfAdapter's variant mix with a traffic split, single-stage pipelines
+  only): a different program with continuous traffic shares, in :mod:`planner.infadapter`;
+  γ = 0 (InfAdapter is energy-unaware).
 
 Tie-break: fewest changes
 -------------------------
@@ -108,7 +109,7 @@ ProfileLookup = Mapping[tuple[str, int], Profile]
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_MAX_REPLICAS = 16
-POLICIES = ("ipa", "ipa-energy", "fa2-low", "fa2-high", "rim", "static")
+POLICIES = ("ipa", "ipa-energy", "fa2-low", "fa2-high", "rim", "static", "infadapter")
 OBJ_TOL = 1e-7  # ties within this (absolute) count as equal objective values
 _LAT_TOL = 1e-9
 _MAX_WAIT_MS = 10_000.0
@@ -152,23 +153,28 @@ def profiles_from_store(store: Any, hardware: str | None, pipeline: PipelineSpec
     Variants with no measured profile on `hardware` are left out (the planner cannot pick
     them); so are batch sizes the fit cannot produce.
     """
+    return fill_profiles(pipeline, store.load(hardware), batch_sizes)
+
+
+def fill_profiles(pipeline: PipelineSpec, measured: Iterable[Profile],
+                  batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES) -> dict[tuple[str, int], Profile]:
+    """`measured` profiles (of one hardware id) as the lookup `optimize` takes, fitted as above."""
     from workloads.profile_store import predict_profile
 
-    stored = store.load(hardware)
     by_variant: dict[str, list[Profile]] = {}
-    for p in stored:
+    for p in measured:
         by_variant.setdefault(p.variant, []).append(p)
     out: dict[tuple[str, int], Profile] = {}
     for stage in pipeline.stages:
         for v in stage.variants:
-            measured = by_variant.get(v.name)
-            if not measured:
+            series = by_variant.get(v.name)
+            if not series:
                 continue
             for b in dict.fromkeys(int(b) for b in batch_sizes):
                 if b < 1 or b > v.max_batch_size:
                     continue
                 try:
-                    out[(v.name, b)] = predict_profile(measured, b)[0]
+                    out[(v.name, b)] = predict_profile(series, b)[0]
                 except Exception as e:  # e.g. too few measured sizes to fit
                     logger.debug("no profile for %s batch %d: %s", v.name, b, e)
     return out
@@ -232,20 +238,38 @@ def _stage_options(pipeline: PipelineSpec, profiles: ProfileLookup, batch_sizes:
 
 
 def _terms(choice: Sequence[tuple[_Option, int]], lam: float, weights: Weights) -> dict[str, float]:
-    log_acc = sum(o.log_acc for o, _ in choice)
-    cost = sum(o.resources * n for o, n in choice)
-    power = sum(lam * o.energy_j + o.idle_w * n for o, n in choice)
-    batch = float(sum(o.batch for o, _ in choice))
-    obj = weights.alpha * log_acc - weights.beta * cost - weights.gamma * power - weights.delta * batch
+    return _mix_terms([[(o, n, 1.0)] for o, n in choice], lam, weights)
+
+
+def _mix_terms(stages: Sequence[Sequence[tuple[_Option, int, float]]], lam: float, weights: Weights, *,
+               linear_accuracy: bool = False) -> dict[str, float]:
+    """Objective terms of a plan whose stages run members (option, replicas, traffic share).
+
+    Each member's option must be built at its own load share × λ̂ (its batch-fill time). A
+    stage's accuracy is the share-weighted mean of its members'; its latency the slowest
+    member's; its capacity the load at which the first member saturates. With one member of
+    share 1 per stage this is IPA's program exactly. `linear_accuracy`: the objective counts
+    α·accuracy (InfAdapter's) instead of α·log-accuracy.
+    """
+    stage_acc = [sum(sh * o.acc for o, _, sh in st) for st in stages]
+    log_acc = sum(st[0][0].log_acc if len(st) == 1 and st[0][2] == 1.0 else math.log(a)
+                  for st, a in zip(stages, stage_acc))
+    accuracy = math.prod(stage_acc)
+    members = [m for st in stages for m in st]
+    cost = sum(o.resources * n for o, n, _ in members)
+    power = sum(sh * lam * o.energy_j + o.idle_w * n for o, n, sh in members)
+    batch = float(sum(o.batch for o, _, _ in members))
+    obj = weights.alpha * (accuracy if linear_accuracy else log_acc) - weights.beta * cost \
+        - weights.gamma * power - weights.delta * batch
     return {
-        "accuracy": math.prod(o.acc for o, _ in choice),
+        "accuracy": accuracy,
         "log_accuracy": log_acc,
         "cost": cost,
         "power_w": power,
         "batch": batch,
         "objective": obj,
-        "latency_ms": sum(o.latency_ms for o, _ in choice),
-        "capacity_rps": min(o.throughput * n for o, n in choice),
+        "latency_ms": sum(max(o.latency_ms for o, _, _ in st) for st in stages),
+        "capacity_rps": min(o.throughput * n / sh for o, n, sh in members),
     }
 
 
@@ -305,10 +329,7 @@ class _Model:
         return pulp.LpAffineExpression(terms)
 
     def solve(self, solver: str) -> bool:
-        if solver == "highs":
-            return _solve_highs(self.prob)
-        self.prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=0.0, gapAbs=0.0))
-        return self.prob.status == pulp.LpStatusOptimal
+        return solve_problem(self.prob, solver)
 
     def choice(self) -> list[tuple[_Option, int]]:
         out = []
@@ -330,6 +351,14 @@ def _replicas_needed(o: _Option, lam: float, n_max: int) -> int:
     if n > 1 and (n - 1) * o.throughput >= lam:  # float round-up
         n -= 1
     return int(min(n_max, n))
+
+
+def solve_problem(prob: pulp.LpProblem, solver: str) -> bool:
+    """Solve a PuLP MILP exactly with `solver` ("highs" or "cbc"); True if optimal."""
+    if solver == "highs":
+        return _solve_highs(prob)
+    prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=0.0, gapAbs=0.0))
+    return prob.status == pulp.LpStatusOptimal
 
 
 def _solve_highs(prob: pulp.LpProblem) -> bool:
@@ -453,6 +482,19 @@ def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver):
 # --------------------------------------------------------------------------------------------
 
 
+def check_policy(pipeline: PipelineSpec, policy: str) -> None:
+    """Raise ValueError for a policy that cannot plan `pipeline` (a configuration error)."""
+    if policy.startswith("static-"):
+        return
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; known: {POLICIES}")
+    if policy == "infadapter" and len(pipeline.stages) != 1:
+        raise ValueError(
+            f"policy 'infadapter' plans single-stage pipelines only (InfAdapter splits one model's traffic "
+            f"across variants; a split per stage of a chain has no joint accuracy or latency model); "
+            f"{pipeline.name!r} has {len(pipeline.stages)} stages: use ipa, ipa-energy, fa2-low, fa2-high or rim")
+
+
 def _policy_setup(pipeline: PipelineSpec, policy: str, weights: Weights,
                   replicas: int | Mapping[str, int] | None):
     allowed: dict[str, set[str]] | None = None
@@ -507,6 +549,11 @@ def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, l
     t0 = time.perf_counter()
     lam = float(load) * margin
     sla = pipeline.sla_ms if sla_ms is None else sla_ms
+    if any(sp.mix is not None for sp in plan.stages.values()):
+        members = plan_members(pipeline, plan, profiles, lam)
+        terms = _mix_terms(members, lam, weights, linear_accuracy=(policy or plan.policy) == "infadapter")
+        feasible = not check_plan(pipeline, plan, profiles, lam, sla, check_predictions=False)
+        return plan_with_terms(plan, terms, lam, feasible, margin, policy or plan.policy, t0)
     choice = []
     for st in pipeline.stages:
         sp = plan.stages[st.name]
@@ -516,6 +563,27 @@ def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, l
     out = _plan_from_choice(pipeline, choice, lam, weights, policy or plan.policy, feasible, margin, t0)
     # keep the plan's own stage settings (batch wait included)
     return out.model_copy(update={"stages": dict(plan.stages)})
+
+
+def plan_members(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup,
+                 lam: float) -> list[list[tuple[_Option, int, float]]]:
+    """Per stage, (option at the member's load share, replicas, share) of every member."""
+    out = []
+    for st in pipeline.stages:
+        out.append([(_option(st, st.variant(m.variant), m.batch_size, profiles[(m.variant, m.batch_size)],
+                             m.share * lam), m.replicas, m.share)
+                    for m in plan.stages[st.name].members()])
+    return out
+
+
+def plan_with_terms(plan: Plan, terms: dict[str, float], lam: float, feasible: bool, margin: float,
+                    policy: str, t0: float) -> Plan:
+    """`plan` with its predictions and objective terms filled in."""
+    terms = {**terms, "feasible": 1.0 if feasible else 0.0, "load_margin": float(margin)}
+    return plan.model_copy(update={
+        "policy": policy, "predicted_load_rps": max(lam, 0.0), "predicted_power_w": terms["power_w"],
+        "predicted_j_per_request": terms["power_w"] / lam if lam > 0 else None,
+        "objective": terms, "solve_time_s": time.perf_counter() - t0})
 
 
 def optimize(
@@ -533,6 +601,7 @@ def optimize(
     replicas: int | Mapping[str, int] | None = None,
     static_plan: Plan | None = None,
     solver: str = DEFAULT_SOLVER,
+    max_variants: int = 3,
 ) -> Plan:
     """Solve the program for `pipeline` at predicted `load` (req/s) and return the Plan.
 
@@ -540,8 +609,10 @@ def optimize(
     `margin`: headroom multiplier, λ̂ = load × margin (1.0 = none); `sla_ms`: end-to-end SLA
     (default ``pipeline.sla_ms``); `max_replicas`: N per stage; `current`: the running plan,
     for the fewest-changes tie-break; `replicas`: the fixed replica counts of ``rim``;
-    `static_plan`: the plan of ``static``. Never raises for an infeasible load: the result is
-    then a best-effort plan with ``objective["feasible"] == 0`` (see the module docstring).
+    `static_plan`: the plan of ``static``; `max_variants`: the most variants in an
+    ``infadapter`` mix. Never raises for an infeasible load: the result is then a best-effort
+    plan with ``objective["feasible"] == 0`` (see the module docstring). Raises ValueError for
+    an unknown policy, or ``infadapter`` on a multi-stage pipeline (configuration errors).
     """
     t0 = time.perf_counter()
     lam = float(load) * float(margin)
@@ -553,6 +624,13 @@ def optimize(
         except Exception as e:
             logger.warning("static plan cannot be evaluated: %s", e)
             return plan.model_copy(update={"policy": policy, "objective": {"feasible": 0.0}})
+    check_policy(pipeline, policy)
+    if policy == "infadapter":
+        from planner.infadapter import solve_infadapter
+
+        return solve_infadapter(pipeline, profiles, lam, sla, weights.model_copy(update={"gamma": 0.0}),
+                                batch_sizes=batch_sizes, max_replicas=max_replicas, max_variants=max_variants,
+                                margin=margin, solver=solver, current=current, t0=t0)
     w, allowed, fixed = _policy_setup(pipeline, policy, weights, replicas)
     n_max = int(max(max_replicas, max((f for f in fixed if f is not None), default=1)))
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
@@ -584,7 +662,9 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
 
     `load` is the load the plan must serve, λ̂ (default ``plan.predicted_load_rps``); `sla_ms`
     defaults to ``pipeline.sla_ms``. With `check_predictions`, the plan's predicted power,
-    J/request and objective terms must match the recomputation.
+    J/request and objective terms must match the recomputation. A stage with a variant mix:
+    each member must carry its share of λ̂ within the SLA (its batch fills at that share);
+    the stage's latency is its slowest member's, its replicas count together against N.
     """
     problems: list[str] = []
     lam = float(plan.predicted_load_rps or 0.0) if load is None else float(load)
@@ -598,25 +678,38 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     log_acc = 0.0
     for st in pipeline.stages:
         sp = plan.stages[st.name]
-        try:
-            v = st.variant(sp.variant)
-        except KeyError:
-            problems.append(f"{st.name}: unknown variant {sp.variant!r}")
-            continue
-        if sp.batch_size > v.max_batch_size:
-            problems.append(f"{st.name}: batch {sp.batch_size} > max_batch_size {v.max_batch_size}")
-        prof = profiles.get((sp.variant, sp.batch_size))
-        if prof is None:
-            problems.append(f"{st.name}: no profile for {sp.variant} batch {sp.batch_size}")
-            continue
-        if sp.replicas < 1 or (max_replicas is not None and sp.replicas > max_replicas):
-            problems.append(f"{st.name}: {sp.replicas} replicas outside 1..{max_replicas}")
-        cap = prof.throughput_rps * sp.replicas
-        if cap < lam * (1 - 1e-12):
-            problems.append(f"{st.name}: capacity {cap:.4g} req/s < load {lam:.4g} req/s")
-        latency += prof.latency_p99_ms + _fill_ms(sp.batch_size, lam)
-        power += lam * prof.energy_per_request_j + prof.idle_power_w * sp.replicas
-        log_acc += math.log(v.accuracy.value)
+        # A mix: each member serves its share of the load (its own batch fill); a request
+        # takes one member, so the stage's latency is the slowest member's.
+        mixed = sp.mix is not None
+        stage_lat, stage_acc, resolved = 0.0, 0.0, True
+        for m in sp.members():
+            where = f"{st.name}[{m.variant}]" if mixed else st.name
+            lam_m = m.share * lam
+            try:
+                v = st.variant(m.variant)
+            except KeyError:
+                problems.append(f"{where}: unknown variant {m.variant!r}")
+                resolved = False
+                continue
+            if m.batch_size > v.max_batch_size:
+                problems.append(f"{where}: batch {m.batch_size} > max_batch_size {v.max_batch_size}")
+            prof = profiles.get((m.variant, m.batch_size))
+            if prof is None:
+                problems.append(f"{where}: no profile for {m.variant} batch {m.batch_size}")
+                resolved = False
+                continue
+            cap = prof.throughput_rps * m.replicas
+            if cap < lam_m * (1 - (1e-6 if mixed else 1e-12)):  # a mix's shares are solver floats
+                problems.append(f"{where}: capacity {cap:.4g} req/s < load {lam_m:.4g} req/s")
+            stage_lat = max(stage_lat, prof.latency_p99_ms + _fill_ms(m.batch_size, lam_m))
+            power += lam_m * prof.energy_per_request_j + prof.idle_power_w * m.replicas
+            stage_acc += m.share * v.accuracy.value
+        n = sum(m.replicas for m in sp.members())
+        if resolved and (n < 1 or (max_replicas is not None and n > max_replicas)):
+            problems.append(f"{st.name}: {n} replicas outside 1..{max_replicas}")
+        latency += stage_lat
+        if stage_acc > 0:
+            log_acc += math.log(stage_acc)
     if latency > sla + _LAT_TOL:
         problems.append(f"latency {latency:.4g} ms (p99 + batch fill) > SLA {sla:.4g} ms")
     if check_predictions and not problems:
@@ -633,10 +726,18 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     return problems
 
 
+def stage_summary(sp: StagePlan) -> str:
+    """`variant×replicas@bN`, a mix as `60% a×2@b4 + 40% b×1@b1`, autoscaling as `×1..4`."""
+    if sp.mix is not None:
+        return " + ".join(f"{m.share:.0%} {m.variant}×{m.replicas}@b{m.batch_size}" for m in sp.mix)
+    n = f"{sp.autoscaling.min_replicas}..{sp.autoscaling.max_replicas}" if sp.autoscaling else sp.replicas
+    return f"{sp.variant}×{n}@b{sp.batch_size}"
+
+
 def describe(plan: Plan) -> str:
     """One line for notes and test output: policy, accuracy, W, J/request, stages."""
     o = plan.objective
-    stages = ", ".join(f"{s}={sp.variant}×{sp.replicas}@b{sp.batch_size}" for s, sp in plan.stages.items())
+    stages = ", ".join(f"{s}={stage_summary(sp)}" for s, sp in plan.stages.items())
     j = f"{plan.predicted_j_per_request:.3f} J/req" if plan.predicted_j_per_request is not None else "– J/req"
     flag = "" if is_feasible(plan) else " [INFEASIBLE best-effort]"
     return (f"{plan.policy:<10} λ̂={plan.predicted_load_rps or 0:g} req/s  accuracy={o.get('accuracy', float('nan')):.4f}  "
@@ -656,7 +757,7 @@ def comparison_table(plans: Iterable[Plan]) -> str:
              "|---:|---|---:|---:|---:|---:|:---:|---|"]
     for p in plans:
         o = p.objective
-        stages = ", ".join(f"{s}={sp.variant}×{sp.replicas}@b{sp.batch_size}" for s, sp in p.stages.items())
+        stages = ", ".join(f"{s}={stage_summary(sp)}" for s, sp in p.stages.items())
         jpr = f"{p.predicted_j_per_request:.3f}" if p.predicted_j_per_request is not None else "–"
         lines.append(f"| {p.predicted_load_rps or 0:g} | {p.policy} | {o.get('accuracy', float('nan')):.4f} | "
                      f"{p.predicted_power_w or 0:.2f} | {jpr} | {o.get('cost', float('nan')):g} | "

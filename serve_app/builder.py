@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve.deployment import Application, Deployment
 
 import ipa_energy
-from ipa_energy.spec import Plan
+from ipa_energy.spec import Autoscaling, Plan
 from serve_app.config import AppSpec
 
 INGRESS = "Ingress"
@@ -36,13 +36,21 @@ class StageDeployment:
     pipeline: str
     stage: str
     variant: str
-    replicas: int
+    replicas: int  # with autoscaling: the initial count (clamped into [min, max])
     batch_size: int
     batch_wait_timeout_ms: float
+    autoscaling: Autoscaling | None = None
 
     @property
     def name(self) -> str:
         return deployment_name(self.pipeline, self.stage, self.variant)
+
+    @property
+    def replica_options(self) -> dict:
+        """Serve's `num_replicas`, or its `autoscaling_config` (Serve then owns the count)."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.replicas}
+        return {"autoscaling_config": self.autoscaling.serve_config(self.replicas)}
 
     @property
     def user_config(self) -> dict:
@@ -53,12 +61,14 @@ Layout = dict[str, StageDeployment]
 
 
 def layout(plans: dict[str, Plan]) -> Layout:
-    """The stage deployments that `plans` run."""
+    """The stage deployments that `plans` run: one per variant, every member of a mix."""
     out: Layout = {}
     for plan in plans.values():
         for stage, sp in plan.stages.items():
-            d = StageDeployment(plan.pipeline, stage, sp.variant, sp.replicas, sp.batch_size, sp.batch_wait_timeout_ms)
-            out[d.name] = d
+            for m in sp.members():
+                d = StageDeployment(plan.pipeline, stage, m.variant, m.replicas, m.batch_size,
+                                    m.batch_wait_timeout_ms, sp.autoscaling)
+                out[d.name] = d
     return out
 
 
@@ -98,7 +108,7 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
         args = (d.pipeline, d.stage, variant.model_dump(mode="json"), spec.energy.model_dump(mode="json"))
         stages[d.name] = _pinned(StageReplica, *args).options(
             name=d.name,
-            num_replicas=d.replicas,
+            **d.replica_options,
             user_config=d.user_config,
             max_ongoing_requests=max(8, 2 * d.batch_size),
             # A model that fails to load three times will not load on the fourth; fail

@@ -27,9 +27,26 @@ POLL_S = 0.1
 BAD_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
 
 
+# Serve reports an autoscaled deployment UPSCALING/DOWNSCALING while it follows the load.
+AUTOSCALING_STATES = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
+
+
+def settled(want: int | tuple[int, int], status: str, replica_states: dict[str, int]) -> bool:
+    """Whether one deployment runs what is wanted: exactly `want` replicas, all RUNNING and
+    HEALTHY; or, for an autoscaled one (`want` = (min, max)), any RUNNING count in [min, max]
+    (replicas Serve is adding or removing meanwhile do not hold the plan change up)."""
+    if isinstance(want, tuple):
+        lo, hi = want
+        return status in AUTOSCALING_STATES and lo <= replica_states.get("RUNNING", 0) <= hi
+    return status == "HEALTHY" and replica_states == {"RUNNING": want}
+
+
 def wait_converged(app: str, deployments: Layout, ingress_replicas: int, timeout_s: float) -> None:
     """Block until the app runs exactly `deployments` (plus ingress and controller), all healthy."""
-    want = {name: d.replicas for name, d in deployments.items()} | {INGRESS: ingress_replicas, CONTROLLER: 1}
+    want: dict[str, int | tuple[int, int]] = {
+        name: (d.autoscaling.min_replicas, d.autoscaling.max_replicas) if d.autoscaling else d.replicas
+        for name, d in deployments.items()
+    } | {INGRESS: ingress_replicas, CONTROLLER: 1}
     deadline = time.monotonic() + timeout_s
     while True:
         status = serve.status().applications.get(app)
@@ -39,7 +56,7 @@ def wait_converged(app: str, deployments: Layout, ingress_replicas: int, timeout
             if failed:
                 raise PlanApplyError(f"deployments failed: {failed}")
             if set(have) == set(want) and all(
-                str(have[n].status.value) == "HEALTHY" and have[n].replica_states == {"RUNNING": k} for n, k in want.items()
+                settled(k, str(have[n].status.value), have[n].replica_states) for n, k in want.items()
             ):
                 return
         if time.monotonic() > deadline:

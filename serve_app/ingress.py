@@ -5,10 +5,10 @@ No `from __future__ import annotations`: FastAPI reads the route signatures at r
 
 
 import asyncio
-import collections
 import hmac
 import json
 import logging
+import random
 import time
 from typing import Any
 
@@ -21,12 +21,14 @@ import ipa_energy
 from ipa_energy.errors import PayloadError, SpecError
 from ipa_energy.spec import Plan
 from energy.actor import ensure_node_actors
+from serve_app.arrivals import HISTORY_S, ArrivalCounter, Pusher, arrivals_actor
 from serve_app.builder import deployment_name
 from serve_app.config import AppSpec
 from serve_app.requests import check_body_size, parse_body, request_model
 
 logger = logging.getLogger("ray.serve")
-ARRIVAL_HISTORY_S = 600  # seconds of per-second arrival counts kept for the planner
+ARRIVAL_HISTORY_S = HISTORY_S  # seconds of per-second arrival counts kept for the planner
+ARRIVAL_PUSH_S = 1.0  # how often this replica pushes its counts to the app's arrivals actor
 
 api = FastAPI(
     title="ipa-energy",
@@ -63,20 +65,40 @@ class Ingress:
         self.pipelines = {p.name: p for p in self.spec.pipelines}
         self.schemas = {p.name: request_model(p) for p in self.spec.pipelines}
         self.controller = controller
-        self.app_name = serve.get_replica_context().app_name
+        context = serve.get_replica_context()
+        self.app_name = context.app_name
+        # Picks the member of a variant mix per request; seeded per replica (reproducible).
+        self._rng = random.Random(context.replica_id.unique_id)
         self.plans: dict[str, Plan] = {}
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, dict] = {}  # pipeline → requests, J, methods (this replica)
-        self.arrivals: dict[str, collections.Counter] = {p: collections.Counter() for p in self.pipelines}
+        self.arrivals = ArrivalCounter(self.pipelines)
+        self._pusher = Pusher(self.arrivals, context.replica_id.unique_id)
         self._energy_actors = self._start_energy_actors()
         self._node_watch: asyncio.Task | None = None
+        self._arrival_push: asyncio.Task | None = None
 
     async def _watch_nodes(self, period_s: float = 30.0) -> None:
         """Start energy actors on nodes that join after the app started."""
         while True:
             await asyncio.sleep(period_s)
             self._energy_actors = await asyncio.to_thread(self._start_energy_actors)
+
+    async def _push_arrivals(self) -> None:
+        """Send this replica's per-second counts to the app's arrivals actor (the planner
+        reads the sum over all ingress replicas there; see serve_app.arrivals)."""
+        actor = None
+        while True:
+            await asyncio.sleep(ARRIVAL_PUSH_S)
+            try:
+                actor = actor or await asyncio.to_thread(arrivals_actor, self.app_name)
+                reply = await asyncio.wait_for(actor.update.remote(*self._pusher.payload(time.time())), 10)
+                self._pusher.acknowledge(reply)
+            except Exception as e:  # serving never depends on the count; resend everything next time
+                logger.debug("arrival counts not pushed: %s", e)
+                self._pusher.acknowledge(None)
+                actor = None
 
     def _start_energy_actors(self) -> dict:
         try:
@@ -144,19 +166,15 @@ class Ingress:
             "nodes": nodes,
         }
 
-    def _count_arrival(self, pipeline: str, keep_s: int = ARRIVAL_HISTORY_S) -> None:
-        now = int(time.time())
-        counts = self.arrivals[pipeline]
-        counts[now] += 1
-        if counts[now] == 1 and len(counts) > keep_s:  # a new second: forget those past the window
-            for second in [s for s in counts if s < now - keep_s]:
-                del counts[second]
+    def _count_arrival(self, pipeline: str) -> None:
+        self.arrivals.count(pipeline, time.time())
+        if self._arrival_push is None:
+            self._arrival_push = asyncio.get_running_loop().create_task(self._push_arrivals())
 
     def arrival_history(self, pipeline: str, seconds: int = ARRIVAL_HISTORY_S) -> list[int]:
-        """Arrivals per second for the last `seconds` complete seconds, oldest first (this replica)."""
-        now = int(time.time())
-        counts = self.arrivals.get(pipeline, collections.Counter())
-        return [counts.get(s, 0) for s in range(now - seconds, now)]
+        """Arrivals per second for the last `seconds` complete seconds, oldest first (this replica
+        only; the planner reads the sum over replicas from serve_app.arrivals)."""
+        return self.arrivals.history(pipeline, time.time(), seconds)
 
     def current(self) -> dict:
         """For the plan controller: the routing state this replica serves with."""
@@ -207,7 +225,8 @@ class Ingress:
         outputs, variants, weights, timing, batches, replicas, compute, energy = {}, {}, {}, {}, {}, {}, {}, {}
         for stage in pipeline.stages:
             # Read the plan per stage: after a switch, no new call goes to a draining variant.
-            variant = self.plans[name].stages[stage.name].variant
+            # A variant mix: one member, at random with probability = its share.
+            variant = self.plans[name].stages[stage.name].route(self._rng.random())
             t0 = time.perf_counter()
             try:
                 result = await self._handle(deployment_name(name, stage.name, variant)).remote(

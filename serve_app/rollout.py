@@ -1,8 +1,10 @@
 """Make-before-break: the sequence of app states that takes one plan set to another.
 
-1. make   — new variants' replicas start (and existing ones grow) while traffic stays put;
+1. make   — new variants' replicas start (and existing ones grow) while traffic stays put
+             (new members of a variant mix too);
 2. switch — the ingress routes by the new plans;
-3. break  — what the new plans no longer need drains (Serve's graceful shutdown) and stops.
+3. break  — what the new plans no longer need drains (Serve's graceful shutdown) and stops
+             (members dropped from a mix too).
 Steps that would change nothing are left out. Pure functions: no Ray needed.
 """
 
@@ -22,9 +24,10 @@ class Step:
 
 
 def same_routes(current: dict[str, Plan], new: dict[str, Plan]) -> bool:
-    """True when every stage keeps its variant (only batching or replica counts change)."""
+    """True when every stage keeps its variants and traffic shares (only batching or replica
+    counts change). A mix that gains, loses or reweights a member moves traffic: a route change."""
     return all(
-        current.get(p) is not None and current[p].stages[s].variant == sp.variant
+        current.get(p) is not None and s in current[p].stages and current[p].stages[s].routes() == sp.routes()
         for p, plan in new.items()
         for s, sp in plan.stages.items()
     )

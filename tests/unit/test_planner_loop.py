@@ -63,3 +63,17 @@ def test_a_failed_apply_keeps_the_old_plan_and_is_logged(setup):
 def test_no_traffic_plans_for_a_minimal_load(setup):
     d = loop(setup, []).step(np.zeros(30))
     assert d.predicted_rps == 0.0 and d.feasible and d.changed
+
+
+def test_small_batch_wait_moves_are_not_plan_changes():
+    """(b-1)/λ moves with every load estimate; reconfiguring for a few ms each interval is churn."""
+    from ipa_energy.spec import Plan, StagePlan
+    from planner.diff import diff_plans
+    from planner.loop import _worth_applying
+
+    def plan(wait, batch=4):
+        return Plan(pipeline="p", stages={"s": StagePlan(variant="v", batch_size=batch, batch_wait_timeout_ms=wait)})
+
+    assert not [c for c in diff_plans(plan(300), plan(400)) if _worth_applying(c)]
+    assert [c for c in diff_plans(plan(300), plan(700)) if _worth_applying(c)]
+    assert [c for c in diff_plans(plan(300), plan(400, batch=8)) if _worth_applying(c)]  # the batch size itself counts

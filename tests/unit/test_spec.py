@@ -98,3 +98,72 @@ def test_stage_plan_bounds():
         StagePlan(variant="a", replicas=0)
     with pytest.raises(ValidationError):
         StagePlan(variant="a", batch_size=0)
+
+
+# -- variant mix and autoscaling ---------------------------------------------------------------
+
+MIX = [{"variant": "det-a", "share": 0.25}, {"variant": "det-b", "share": 0.75, "batch_size": 2, "replicas": 3}]
+
+
+def test_mix_fills_the_primary_from_the_largest_share_and_round_trips():
+    sp = StagePlan(mix=MIX)
+    assert (sp.variant, sp.batch_size, sp.replicas) == ("det-b", 2, 3)
+    assert sp.routes() == (("det-a", 0.25), ("det-b", 0.75))
+    assert StagePlan.model_validate_json(sp.model_dump_json()) == sp
+    # a plan without a mix or autoscaling serialises exactly as before these fields existed
+    assert StagePlan(variant="a").model_dump() == {"variant": "a", "batch_size": 1, "replicas": 1,
+                                                   "batch_wait_timeout_ms": 10.0}
+    assert "mix" in sp.model_dump() and "autoscaling" not in sp.model_dump()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"mix": [{"variant": "a", "share": 0.5}, {"variant": "b", "share": 0.4}]}, "sum to 0.9"),
+    ({"mix": [{"variant": "a", "share": 0.5}, {"variant": "a", "share": 0.5}]}, "twice"),
+    ({"variant": "c", "mix": [{"variant": "a", "share": 0.5}, {"variant": "b", "share": 0.5}]}, "not a member"),
+    ({"variant": "a", "mix": [{"variant": "a", "share": 0.4}, {"variant": "b", "share": 0.6}]}, "largest share"),
+    ({"variant": "a", "batch_size": 4, "mix": [{"variant": "a", "share": 1.0}]}, "mirror"),
+    ({"mix": []}, "at least 1"),
+    ({"mix": [{"variant": "a", "share": 0.0}, {"variant": "b", "share": 1.0}]}, "greater than 0"),
+    ({"mix": [{"variant": "a", "share": 1.0}],
+      "autoscaling": {"min_replicas": 1, "max_replicas": 2}}, "not to a mix"),
+])
+def test_mix_validation(kw, match):
+    with pytest.raises(ValidationError, match=match):
+        StagePlan(**kw)
+
+
+def test_route_follows_the_shares():
+    sp = StagePlan(mix=[{"variant": "a", "share": 0.2}, {"variant": "b", "share": 0.8}])
+    assert [sp.route(u) for u in (0.0, 0.19, 0.2, 0.5, 0.999999)] == ["a", "a", "b", "b", "b"]
+    assert StagePlan(variant="x").route(0.7) == "x"
+
+
+def test_mixed_stage_accuracy_is_share_weighted_and_every_member_is_checked():
+    p = two_stage()
+    plan = Plan(pipeline="video", stages={"detector": StagePlan(mix=MIX), "classifier": StagePlan(variant="cls-a")})
+    p.check_plan(plan)
+    assert math.isclose(p.accuracy(plan), (0.25 * 0.3 + 0.75 * 0.4) * 0.7)
+    bad = Plan(pipeline="video", stages={"detector": StagePlan(mix=[{"variant": "det-a", "share": 0.5},
+                                                                     {"variant": "nope", "share": 0.5}]),
+                                         "classifier": StagePlan(variant="cls-a")})
+    with pytest.raises(SpecError, match="no variant 'nope'"):
+        p.check_plan(bad)
+    big = Plan(pipeline="video", stages={"detector": StagePlan(variant="det-a"), "classifier": StagePlan(
+        mix=[{"variant": "cls-a", "share": 1.0, "batch_size": 16}])})
+    with pytest.raises(SpecError, match="exceeds"):
+        p.check_plan(big)
+
+
+def test_autoscaling_bounds_and_serve_config():
+    from ipa_energy.spec import Autoscaling
+
+    a = Autoscaling(min_replicas=2, max_replicas=4, target_ongoing_requests=2, upscale_delay_s=3)
+    assert a.serve_config(1) == {"min_replicas": 2, "max_replicas": 4, "initial_replicas": 2,
+                                 "target_ongoing_requests": 2.0, "upscale_delay_s": 3}
+    assert a.serve_config(9)["initial_replicas"] == 4 and a.serve_config(3)["initial_replicas"] == 3
+    for bad in ({"min_replicas": 3, "max_replicas": 2}, {"min_replicas": 0, "max_replicas": 2},
+                {"max_replicas": 2, "target_ongoing_requests": 0}):
+        with pytest.raises(ValidationError):
+            Autoscaling(**bad)
+    sp = StagePlan(variant="a", autoscaling=a)
+    assert StagePlan.model_validate_json(sp.model_dump_json()) == sp

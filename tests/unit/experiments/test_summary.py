@@ -102,7 +102,7 @@ def test_missing_optional_files_and_empty_run(synthetic):
     run = load_run(run_dir)
     assert run.missing == ["decisions.jsonl", "energy.jsonl", "replicas.jsonl"]
     s = summarize_run(run)
-    assert (s.requests, s.throughput_rps, s.slo_attainment, s.plan_changes) == (0, 0.0, 0.0, 0)
+    assert (s.requests, s.throughput_rps, s.slo_attainment, s.plan_changes) == (0, 0.0, None, 0)
     assert s.p50_ms is s.accuracy is s.cost_units is s.j_per_request is s.energy_j is s.carbon_g is None
 
 

@@ -1,0 +1,155 @@
+"""Arrivals per second summed over every ingress replica, for the planner.
+
+A deployment handle reaches one ingress replica, so with `ingress_replicas > 1` asking the
+ingress undercounts. Instead each ingress replica pushes its per-second counts, about once
+a second, to one small detached actor per app (`arrivals-<app>`), which sums them:
+
+* a push carries the seconds completed since the replica's last acknowledged push, and
+  *sets* (replica, pipeline, second) → count, never adds, so a retried or repeated push
+  cannot double-count; after a failed push the replica resends its whole window;
+* a replica that restarts comes back with a new replica id; what its predecessor pushed
+  stays (it was served), and a replica that stops pushing no longer holds the history back;
+* the history ends at the last second every live replica has pushed (complete seconds
+  only), so the newest second is never undercounted while a push is in flight;
+* if the actor itself restarts (it is restartable, its state is not persisted), replicas
+  notice its new incarnation in the reply and resend their whole window.
+
+`ArrivalCounter` (per replica) and `ArrivalBook` (the sum) are plain Python, tested
+without Ray; `ArrivalsActor` wraps the book.
+"""
+
+from __future__ import annotations
+
+import collections
+import uuid
+
+import ray
+
+NAMESPACE = "ipa-energy"
+HISTORY_S = 600  # seconds of per-second counts kept
+STALE_S = 5.0  # a replica silent for longer no longer bounds the history's end
+
+
+class ArrivalCounter:
+    """One ingress replica's arrivals per pipeline per whole Unix second."""
+
+    def __init__(self, pipelines, keep_s: int = HISTORY_S):
+        self.keep_s = keep_s
+        self.counts: dict[str, collections.Counter] = {p: collections.Counter() for p in pipelines}
+
+    def count(self, pipeline: str, now: float) -> None:
+        second = int(now)
+        counts = self.counts.setdefault(pipeline, collections.Counter())
+        counts[second] += 1
+        if counts[second] == 1 and len(counts) > self.keep_s:  # a new second: forget those past the window
+            for old in [s for s in counts if s < second - self.keep_s]:
+                del counts[old]
+
+    def history(self, pipeline: str, now: float, seconds: int = HISTORY_S) -> list[int]:
+        """This replica's counts for the last `seconds` complete seconds, oldest first."""
+        end = int(now)
+        counts = self.counts.get(pipeline, collections.Counter())
+        return [counts.get(s, 0) for s in range(end - seconds, end)]
+
+    def complete(self, now: float, since: int) -> dict[str, dict[int, int]]:
+        """Non-zero counts of the complete seconds from `since` on (the current one is still open)."""
+        end = int(now)
+        return {p: {s: n for s, n in c.items() if since <= s < end} for p, c in self.counts.items()}
+
+
+class ArrivalBook:
+    """The sum over replicas of what they pushed."""
+
+    def __init__(self, keep_s: int = HISTORY_S, stale_s: float = STALE_S):
+        self.keep_s, self.stale_s = keep_s, stale_s
+        self.incarnation = uuid.uuid4().hex  # new on every (re)start of the holder
+        self.counts: dict[str, dict[str, dict[int, int]]] = {}  # replica → pipeline → second → count
+        self.pushed: dict[str, tuple[int, float]] = {}  # replica → (last complete second, when pushed)
+
+    def update(self, replica: str, counts: dict[str, dict[int, int]], complete_through: int, now: float) -> str:
+        """Record `replica`'s counts (complete up to and including `complete_through`); returns the incarnation."""
+        mine = self.counts.setdefault(replica, {})
+        for pipeline, seconds in counts.items():
+            mine.setdefault(pipeline, {}).update({int(s): int(n) for s, n in seconds.items()})
+        self.pushed[replica] = (int(complete_through), now)
+        self._prune(now)
+        return self.incarnation
+
+    def end(self, now: float) -> int:
+        """First second not yet complete for every live replica (exclusive end of the history)."""
+        live = [through for through, at in self.pushed.values() if now - at <= self.stale_s]
+        return min([int(now)] + [through + 1 for through in live])
+
+    def history(self, pipeline: str, now: float, seconds: int = HISTORY_S) -> list[int]:
+        """Arrivals per second over all replicas for `seconds` complete seconds, oldest first."""
+        end = self.end(now)
+        total: collections.Counter = collections.Counter()
+        for by_pipeline in self.counts.values():
+            total.update(by_pipeline.get(pipeline, {}))
+        return [total.get(s, 0) for s in range(end - seconds, end)]
+
+    def by_replica(self, pipeline: str) -> dict[str, int]:
+        """Arrivals kept per replica (to see how the ingress replicas share the load)."""
+        return {r: sum(c.get(pipeline, {}).values()) for r, c in self.counts.items()}
+
+    def _prune(self, now: float) -> None:
+        oldest = int(now) - self.keep_s
+        for replica in list(self.counts):
+            for pipeline, seconds in self.counts[replica].items():
+                for s in [s for s in seconds if s < oldest]:
+                    del seconds[s]
+            if self.pushed.get(replica, (0, 0.0))[1] < now - self.keep_s:  # gone for a whole window
+                del self.counts[replica]
+                self.pushed.pop(replica, None)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
+class ArrivalsActor:
+    def __init__(self):
+        self.book = ArrivalBook()
+
+    def update(self, replica: str, counts: dict, complete_through: int) -> str:
+        import time
+
+        return self.book.update(replica, counts, complete_through, time.time())
+
+    def history(self, pipeline: str, seconds: int = HISTORY_S) -> list[int]:
+        import time
+
+        return self.book.history(pipeline, time.time(), seconds)
+
+    def by_replica(self, pipeline: str) -> dict[str, int]:
+        return self.book.by_replica(pipeline)
+
+
+def actor_name(app_name: str) -> str:
+    return f"arrivals-{app_name}"
+
+
+def arrivals_actor(app_name: str):
+    """The app's aggregator (created by whoever asks first; detached: outlives replicas)."""
+    return ArrivalsActor.options(
+        name=actor_name(app_name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    ).remote()
+
+
+class Pusher:
+    """The ingress side: what to push next, given the last reply (plain Python)."""
+
+    def __init__(self, counter: ArrivalCounter, replica: str):
+        self.counter, self.replica = counter, replica
+        self.incarnation: str | None = None  # None: the book may lack our history, send it all
+        self.through = self._pending = 0  # last complete second the book has from us
+
+    def payload(self, now: float) -> tuple[str, dict[str, dict[int, int]], int]:
+        """Arguments of `ArrivalsActor.update`: what the book may lack, complete through now - 1."""
+        since = 0 if self.incarnation is None else self.through + 1
+        self._pending = int(now) - 1
+        return self.replica, self.counter.complete(now, since), self._pending
+
+    def acknowledge(self, incarnation: str | None) -> None:
+        """Call with the book's reply to the last payload, or None when the push failed."""
+        if incarnation is None or self.incarnation not in (None, incarnation):
+            self.incarnation = None  # failed, or the book restarted since: resend everything next time
+        else:
+            self.incarnation, self.through = incarnation, self._pending
