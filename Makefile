@@ -27,7 +27,7 @@ demo: install
 # serve-autoscaling) on the classify pipeline, the rising edge of IPA's bursty window; ~25 min.
 bench: install
 	$(BIN)/ipa-energy experiment --pipeline classify --policies all --trace bursty --offset 340 --seconds 120 \
-		--rate-factor 0.2 --name bench-classify-bursty --report
+		--rate-factor 0.3 --name bench-classify-bursty --report
 
 sweeps: install
 	$(BIN)/ipa-energy sweep all --out results/sweeps
