@@ -19,7 +19,7 @@ def _experiment(args: argparse.Namespace) -> int:
         cfg = ExperimentConfig(
             name=args.name or f"{args.pipeline}-{trace.name}", pipeline=args.pipeline, policies=parse_policies(args.policies),
             trace=trace, tier=args.tier, hardware=args.hardware or None, out=Path(args.out), force=args.force,
-            address=args.address, url=args.url, interval_s=args.interval, predictor=args.predictor,
+            address=args.address, url=args.url, interval_s=args.interval, predictor=args.predictor, margin=args.margin,
             max_replicas=args.max_replicas, senders=args.senders, drain_s=args.drain,
         )
     except (ValueError, FileNotFoundError) as e:
@@ -90,6 +90,7 @@ def add_parsers(sub) -> None:
     exp.add_argument("--url", default=None, help="base URL of an app already serving there")
     exp.add_argument("--interval", type=float, default=10.0, help="planner interval (s)")
     exp.add_argument("--predictor", default="lstm", help="lstm, reactive or max")
+    exp.add_argument("--margin", type=float, default=1.0, help="plan for predicted load × this (headroom)")
     exp.add_argument("--max-replicas", type=int, default=2)
     exp.add_argument("--senders", type=int, default=200, help="Locust users (most requests in flight)")
     exp.add_argument("--drain", type=float, default=60.0, help="seconds to wait for answers after the trace ends")

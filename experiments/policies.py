@@ -48,15 +48,14 @@ def _only(pipeline: PipelineSpec, pick) -> PipelineSpec:
 
 
 def initial_plan(policy: str, pipeline: PipelineSpec, profiles: Mapping, *, mean_rps: float, peak_rps: float,
-                 max_replicas: int, autoscale_target: float = 2.0) -> Plan:
+                 max_replicas: int, margin: float = 1.0, autoscale_target: float = 2.0) -> Plan:
     """The plan a run starts with (and, for static policies, keeps)."""
     from ipa_energy.spec import Autoscaling, StagePlan
     from planner.optimizer import optimize
 
     kind = policy_kind(policy)
     if kind == "planner":  # what the planner itself would pick for the opening load
-        start = optimize(pipeline, profiles, max(mean_rps, 0.1), policy=policy, max_replicas=max_replicas)
-        return start
+        return optimize(pipeline, profiles, max(mean_rps, 0.1), policy=policy, max_replicas=max_replicas, margin=margin)
     if policy == "static-max-accuracy":
         fixed = _only(pipeline, lambda s: max(s.variants, key=lambda v: (v.accuracy.value, v.name)))
     elif policy == "static-min-energy":
@@ -67,7 +66,7 @@ def initial_plan(policy: str, pipeline: PipelineSpec, profiles: Mapping, *, mean
             return stage.variant(min(joules, key=lambda n: (joules[n], n)))
         fixed = _only(pipeline, least_energy)
     else:  # serve-autoscaling: ipa's variants for the mean load, Serve scales the replicas
-        chosen = optimize(pipeline, profiles, max(mean_rps, 0.1), policy="ipa", max_replicas=max_replicas)
+        chosen = optimize(pipeline, profiles, max(mean_rps, 0.1), policy="ipa", max_replicas=max_replicas, margin=margin)
         stages = {
             name: StagePlan(variant=sp.variant, batch_size=sp.batch_size, replicas=1,
                             batch_wait_timeout_ms=sp.batch_wait_timeout_ms,
@@ -79,5 +78,5 @@ def initial_plan(policy: str, pipeline: PipelineSpec, profiles: Mapping, *, mean
             for name, sp in chosen.stages.items()
         }
         return Plan(pipeline=pipeline.name, stages=stages, policy=policy, predicted_load_rps=mean_rps)
-    plan = optimize(fixed, profiles, max(peak_rps, 0.1), policy="ipa", max_replicas=max_replicas)
+    plan = optimize(fixed, profiles, max(peak_rps, 0.1), policy="ipa", max_replicas=max_replicas, margin=margin)
     return plan.model_copy(update={"policy": policy})

@@ -47,6 +47,7 @@ class ExperimentConfig(BaseModel):
     num_cpus: int | None = Field(None, description="Logical CPUs of a local Ray (default max(4, cores)).")
     interval_s: float = Field(10.0, gt=0)
     predictor: str = "lstm"
+    margin: float = Field(1.0, gt=0, description="Planner headroom: plans for predicted load × margin.")
     max_replicas: int = Field(2, ge=1)
     senders: int = Field(200, ge=1, description="Locust users: the most requests in flight.")
     drain_s: float = Field(60.0, ge=0)
@@ -182,7 +183,7 @@ def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
     kind = policy_kind(policy)
     offered = traces.rates(cfg.trace)
     plan = initial_plan(policy, session.pipeline, session.profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
-                        peak_rps=float(offered.max()), max_replicas=cfg.max_replicas)
+                        peak_rps=float(offered.max()), max_replicas=cfg.max_replicas, margin=cfg.margin)
     weights = {v.weights for s in session.pipeline.stages for v in s.variants}
     meta = RunMeta(
         experiment=cfg.name, pipeline=cfg.pipeline, policy=policy, policy_kind=kind, trace=cfg.trace,
@@ -191,7 +192,7 @@ def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
         predictor=cfg.predictor if kind == "planner" else None, load_start_s=time.time(), started_at=time.time(),
         variants=_variants(session.pipeline), initial_plan=plan.model_dump(mode="json"),
         carbon_g_per_kwh=session.spec.energy.carbon_g_per_kwh, pue=session.spec.energy.pue,
-        notes=[f"planner profiles: {session.hardware}"],
+        notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}"],
     )
     (run_dir / "run.json").write_text(meta.model_dump_json(indent=2))
     with console.status(f"{policy}: applying the opening plan…"):
@@ -201,7 +202,7 @@ def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
     if kind == "planner":
         planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
                                 predictor=cfg.predictor, hardware=session.hardware, max_replicas=cfg.max_replicas,
-                                history_from_s=time.time())
+                                margin=cfg.margin, history_from_s=time.time())
     record = run_dir / "requests.jsonl"
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", session.url, "--headless", "--only-summary",
            "--pipeline", cfg.pipeline, "--trace", _trace_arg(cfg.trace), "--seconds", str(cfg.trace.seconds),

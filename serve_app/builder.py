@@ -111,6 +111,8 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
             **d.replica_options,
             user_config=d.user_config,
             max_ongoing_requests=max(8, 2 * d.batch_size),
+            # a removed variant finishes what it holds (a saturated CPU drains slowly)
+            graceful_shutdown_timeout_s=120,
             # A model that fails to load three times will not load on the fourth; fail
             # fast so the plan controller can roll back.
             max_constructor_retry_count=3,

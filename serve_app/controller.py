@@ -80,6 +80,23 @@ class PlanController:
         serve.run(app, name=self.app_name, route_prefix=self.route_prefix)
         wait_converged(self.app_name, deployments, self.spec.ingress_replicas, timeout_s)
 
+    def _drain(self, deployments: list[str], timeout_s: float) -> None:
+        """Wait until the ingress has no call in flight to `deployments` (queued ones included).
+
+        Removing a deployment whose handle still holds queued calls would leave those calls
+        unanswered. With several ingress replicas each is asked in turn (the handle spreads calls).
+        """
+        ingress = serve.get_deployment_handle(INGRESS, self.app_name)
+        deadline = time.monotonic() + timeout_s
+        clear = 0
+        while clear < max(1, self.spec.ingress_replicas) * 2 and time.monotonic() < deadline:
+            pending = ingress.in_flight_to.remote(deployments).result(timeout_s=30)
+            clear = clear + 1 if pending == 0 else 0
+            if pending:
+                time.sleep(0.2)
+        if clear == 0:
+            logger.warning("calls to %s still in flight after %.0f s; removing them anyway", deployments, timeout_s)
+
     def apply(self, plans: list[dict], timeout_s: float = 300.0) -> dict:
         """Apply `plans` (one per pipeline to change); returns what changed and how long it took."""
         start = time.monotonic()
@@ -102,9 +119,13 @@ class PlanController:
         self.route_prefix = self._route_prefix()
         steps_done = []
         try:
+            running = layout(current)
             for step in rollout(current, new):
                 t0 = time.monotonic()
+                if step.name == "break":  # no call may still be on its way to what is removed
+                    self._drain([n for n in running if n not in step.deployments], timeout_s)
                 self._deploy(step.deployments, step.routing, version + 1, timeout_s)
+                running = step.deployments
                 steps_done.append({"step": step.name, "seconds": round(time.monotonic() - t0, 3)})
                 logger.info("plan v%d: step %s done in %.2f s", version + 1, step.name, time.monotonic() - t0)
         except Exception as e:

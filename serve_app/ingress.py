@@ -5,6 +5,7 @@ No `from __future__ import annotations`: FastAPI reads the route signatures at r
 
 
 import asyncio
+import collections
 import hmac
 import json
 import logging
@@ -73,6 +74,7 @@ class Ingress:
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, dict] = {}  # pipeline → requests, J, methods (this replica)
+        self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
         self.arrivals = ArrivalCounter(self.pipelines)
         self._pusher = Pusher(self.arrivals, context.replica_id.unique_id)
         self._energy_actors = self._start_energy_actors()
@@ -176,6 +178,10 @@ class Ingress:
         only; the planner reads the sum over replicas from serve_app.arrivals)."""
         return self.arrivals.history(pipeline, time.time(), seconds)
 
+    def in_flight_to(self, deployments: list[str]) -> int:
+        """Calls this replica has sent to `deployments` and not yet got back."""
+        return sum(self.in_flight[d] for d in deployments)
+
     def current(self) -> dict:
         """For the plan controller: the routing state this replica serves with."""
         return {"version": self.plan_version, "plans": {n: p.model_dump(mode="json") for n, p in self.plans.items()}}
@@ -228,16 +234,18 @@ class Ingress:
             # A variant mix: one member, at random with probability = its share.
             variant = self.plans[name].stages[stage.name].route(self._rng.random())
             t0 = time.perf_counter()
+            target = deployment_name(name, stage.name, variant)
+            self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
             try:
-                result = await self._handle(deployment_name(name, stage.name, variant)).remote(
-                    {k: payload[k] for k in stage.consumes}
-                )
+                result = await self._handle(target).remote({k: payload[k] for k in stage.consumes})
             except Exception as e:
                 cause = getattr(e, "cause", None)  # what the replica raised, unwrapped
                 if isinstance(cause, PayloadError):  # e.g. pixels that do not decode
                     return JSONResponse(cause.to_json(), status_code=cause.status_code)
                 logger.exception("stage %s of %s failed", stage.name, name)
                 return _error(503, f"stage {stage.name!r} ({variant}) failed: {type(e).__name__}: {cause or e}")
+            finally:
+                self.in_flight[target] -= 1
             timing[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
             payload.update(result["output"])
             outputs[stage.name] = result["output"]
