@@ -94,16 +94,13 @@ class Session:
         self.spec, plans = from_args({"pipelines": cfg.pipeline, "tier": cfg.tier})
         self.pipeline = self.spec.pipeline(cfg.pipeline)
         self.machine = hardware_id("cpu")
-        store = ProfileStore(PROFILES_DIR)
-        hardware = cfg.hardware or self.machine
-        if not store.path(hardware).exists():
-            shipped = sorted(p.stem for p in PROFILES_DIR.glob("cpu-*.json"))
-            console.print(f"[yellow]no profiles for {hardware}; planning with {shipped[0]}[/yellow]")
-            hardware = shipped[0]
-        from planner.optimizer import profiles_from_store
+        from planner.profiles import planning_hardware, profiles_from_store
 
-        self.hardware = hardware
-        self.profiles = profiles_from_store(store, hardware, self.pipeline)
+        store = ProfileStore(PROFILES_DIR)
+        self.hardware, warning = planning_hardware(store, cfg.hardware or self.machine)
+        if warning:
+            console.print(f"[yellow]{warning}[/yellow]")
+        self.profiles = profiles_from_store(store, self.hardware, self.pipeline)
         if cfg.url:
             self.url = cfg.url.rstrip("/")
         else:

@@ -152,8 +152,8 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from planner import optimizer
     from planner.problem import Problem, problem_from_catalog
+    from planner.tables import comparison_table
 
     if args.benchmark:
         from planner import benchmark
@@ -192,7 +192,7 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([p.model_dump(mode="json") for p in plans], indent=2))
     else:
-        print(optimizer.comparison_table(plans))
+        print(comparison_table(plans))
     profiles = problem.profile_lookup()
     used = {profiles[(m.variant, m.batch_size)].energy_method for p in plans for sp in p.stages.values()
             for m in sp.members() if (m.variant, m.batch_size) in profiles}

@@ -28,19 +28,17 @@ class PlannerActor:
                  interval_s: float = 10.0, predictor: str = "lstm", hardware: str | None = None,
                  max_replicas: int = 4, margin: float = 1.0, history_from_s: float | None = None):
         from planner.loop import PlannerLoop
-        from planner.optimizer import profiles_from_store
         from planner.predictor import get_predictor
+        from planner.profiles import planning_hardware, profiles_from_store
         from serve_app import control
         from workloads import catalog
-        from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
+        from workloads.profile_store import PROFILES_DIR, ProfileStore
 
         spec = catalog.pipeline(pipeline, tier)
         store = ProfileStore(PROFILES_DIR)
-        hardware = hardware or hardware_id("cpu")
-        if not store.path(hardware).exists():  # e.g. a CPU of another model: use the shipped CPU class
-            shipped = sorted(p.stem for p in PROFILES_DIR.glob("cpu-*.json"))
-            logger.warning("no profiles for %s; planning with %s", hardware, shipped[:1])
-            hardware = shipped[0]
+        hardware, warning = planning_hardware(store, hardware)  # e.g. another CPU model: the shipped class
+        if warning:
+            logger.warning(warning)
         profiles = profiles_from_store(store, hardware, spec)
         methods = {p.energy_method for p in profiles.values()}
         _, plans = control.current_plans(app_name)

@@ -103,11 +103,12 @@ from ipa_energy.spec import (
     VariantSpec,
 )
 
+from planner.profiles import DEFAULT_BATCH_SIZES
+
 logger = logging.getLogger(__name__)
 
 ProfileLookup = Mapping[tuple[str, int], Profile]
 
-DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_MAX_REPLICAS = 16
 POLICIES = ("ipa", "ipa-energy", "fa2-low", "fa2-high", "rim", "static", "infadapter")
 OBJ_TOL = 1e-7  # ties within this (absolute) count as equal objective values
@@ -137,47 +138,6 @@ class Weights(BaseModel):
     beta: float = Field(0.01, ge=0, description="Per resource unit (logical CPU or GPU) allocated.")
     gamma: float = Field(0.01, ge=0, description="Per watt of predicted power (0 = IPA).")
     delta: float = Field(1e-4, ge=0, description="Per unit of batch size, summed over stages.")
-
-
-# --------------------------------------------------------------------------------------------
-# Profiles
-# --------------------------------------------------------------------------------------------
-
-
-def profiles_from_store(store: Any, hardware: str | None, pipeline: PipelineSpec,
-                        batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES) -> dict[tuple[str, int], Profile]:
-    """Profiles of every variant of `pipeline` at each batch size (≤ its max_batch_size).
-
-    Measured profiles are used as they are; missing batch sizes are filled with
-    ``workloads.profile_store.predict_profile`` (IPA's quadratic latency fit, ``fitted=True``).
-    Variants with no measured profile on `hardware` are left out (the planner cannot pick
-    them); so are batch sizes the fit cannot produce.
-    """
-    return fill_profiles(pipeline, store.load(hardware), batch_sizes)
-
-
-def fill_profiles(pipeline: PipelineSpec, measured: Iterable[Profile],
-                  batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES) -> dict[tuple[str, int], Profile]:
-    """`measured` profiles (of one hardware id) as the lookup `optimize` takes, fitted as above."""
-    from workloads.profile_store import predict_profile
-
-    by_variant: dict[str, list[Profile]] = {}
-    for p in measured:
-        by_variant.setdefault(p.variant, []).append(p)
-    out: dict[tuple[str, int], Profile] = {}
-    for stage in pipeline.stages:
-        for v in stage.variants:
-            series = by_variant.get(v.name)
-            if not series:
-                continue
-            for b in dict.fromkeys(int(b) for b in batch_sizes):
-                if b < 1 or b > v.max_batch_size:
-                    continue
-                try:
-                    out[(v.name, b)] = predict_profile(series, b)[0]
-                except Exception as e:  # e.g. too few measured sizes to fit
-                    logger.debug("no profile for %s batch %d: %s", v.name, b, e)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -605,7 +565,7 @@ def optimize(
 ) -> Plan:
     """Solve the program for `pipeline` at predicted `load` (req/s) and return the Plan.
 
-    `profiles`: ``{(variant, batch): Profile}`` (see :func:`profiles_from_store`);
+    `profiles`: ``{(variant, batch): Profile}`` (see :func:`planner.profiles.profiles_from_store`);
     `margin`: headroom multiplier, λ̂ = load × margin (1.0 = none); `sla_ms`: end-to-end SLA
     (default ``pipeline.sla_ms``); `max_replicas`: N per stage; `current`: the running plan,
     for the fewest-changes tie-break; `replicas`: the fixed replica counts of ``rim``;
@@ -726,40 +686,7 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     return problems
 
 
-def stage_summary(sp: StagePlan) -> str:
-    """`variant×replicas@bN`, a mix as `60% a×2@b4 + 40% b×1@b1`, autoscaling as `×1..4`."""
-    if sp.mix is not None:
-        return " + ".join(f"{m.share:.0%} {m.variant}×{m.replicas}@b{m.batch_size}" for m in sp.mix)
-    n = f"{sp.autoscaling.min_replicas}..{sp.autoscaling.max_replicas}" if sp.autoscaling else sp.replicas
-    return f"{sp.variant}×{n}@b{sp.batch_size}"
-
-
-def describe(plan: Plan) -> str:
-    """One line for notes and test output: policy, accuracy, W, J/request, stages."""
-    o = plan.objective
-    stages = ", ".join(f"{s}={stage_summary(sp)}" for s, sp in plan.stages.items())
-    j = f"{plan.predicted_j_per_request:.3f} J/req" if plan.predicted_j_per_request is not None else "– J/req"
-    flag = "" if is_feasible(plan) else " [INFEASIBLE best-effort]"
-    return (f"{plan.policy:<10} λ̂={plan.predicted_load_rps or 0:g} req/s  accuracy={o.get('accuracy', float('nan')):.4f}  "
-            f"power={plan.predicted_power_w or 0:.2f} W  {j}  cost={o.get('cost', float('nan')):g}  "
-            f"[{stages}]{flag}")
-
-
 def compare_policies(pipeline: PipelineSpec, profiles: ProfileLookup, loads: Iterable[float],
                      policies: Sequence[str] = ("ipa", "ipa-energy"), **kw: Any) -> list[Plan]:
     """One plan per (load, policy), loads outermost; `kw` goes to :func:`optimize`."""
     return [optimize(pipeline, profiles, load, policy=p, **kw) for load in loads for p in policies]
-
-
-def comparison_table(plans: Iterable[Plan]) -> str:
-    """A markdown table of plans: load, policy, accuracy, W, J/request, cost, stages."""
-    lines = ["| load (req/s) | policy | accuracy | power (W) | J/request | cost | feasible | stages |",
-             "|---:|---|---:|---:|---:|---:|:---:|---|"]
-    for p in plans:
-        o = p.objective
-        stages = ", ".join(f"{s}={stage_summary(sp)}" for s, sp in p.stages.items())
-        jpr = f"{p.predicted_j_per_request:.3f}" if p.predicted_j_per_request is not None else "–"
-        lines.append(f"| {p.predicted_load_rps or 0:g} | {p.policy} | {o.get('accuracy', float('nan')):.4f} | "
-                     f"{p.predicted_power_w or 0:.2f} | {jpr} | {o.get('cost', float('nan')):g} | "
-                     f"{'yes' if is_feasible(p) else 'NO'} | {stages} |")
-    return "\n".join(lines)

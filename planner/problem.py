@@ -18,10 +18,10 @@ from planner.optimizer import (
     DEFAULT_MAX_REPLICAS,
     DEFAULT_SOLVER,
     Weights,
-    fill_profiles,
     optimize,
 )
 
+from planner.profiles import fill_profiles
 
 class Problem(BaseModel):
     """Everything :func:`planner.optimizer.optimize` needs; defaults are its defaults."""

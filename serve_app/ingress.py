@@ -22,13 +22,12 @@ import ipa_energy
 from ipa_energy.errors import PayloadError, SpecError
 from ipa_energy.spec import Plan
 from energy.actor import ensure_node_actors
-from serve_app.arrivals import HISTORY_S, ArrivalCounter, Pusher, arrivals_actor
+from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.builder import deployment_name
 from serve_app.config import AppSpec
 from serve_app.requests import check_body_size, parse_body, request_model
 
 logger = logging.getLogger("ray.serve")
-ARRIVAL_HISTORY_S = HISTORY_S  # seconds of per-second arrival counts kept for the planner
 ARRIVAL_PUSH_S = 1.0  # how often this replica pushes its counts to the app's arrivals actor
 
 api = FastAPI(
@@ -172,11 +171,6 @@ class Ingress:
         self.arrivals.count(pipeline, time.time())
         if self._arrival_push is None:
             self._arrival_push = asyncio.get_running_loop().create_task(self._push_arrivals())
-
-    def arrival_history(self, pipeline: str, seconds: int = ARRIVAL_HISTORY_S) -> list[int]:
-        """Arrivals per second for the last `seconds` complete seconds, oldest first (this replica
-        only; the planner reads the sum over replicas from serve_app.arrivals)."""
-        return self.arrivals.history(pipeline, time.time(), seconds)
 
     def in_flight_to(self, deployments: list[str]) -> int:
         """Calls this replica has sent to `deployments` and not yet got back."""

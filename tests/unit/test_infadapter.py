@@ -11,7 +11,8 @@ import pytest
 
 from ipa_energy.spec import PipelineSpec, Plan, Resources, StageSpec
 from planner.loop import PlannerLoop
-from planner.optimizer import Weights, check_plan, describe, is_feasible, optimize
+from planner.optimizer import Weights, check_plan, is_feasible, optimize
+from planner.tables import describe
 from planner.predictor import MaxPredictor
 from tests.unit.test_optimizer import _profile, _variant, random_problem
 

@@ -14,11 +14,11 @@ from planner.optimizer import (
     Weights,
     check_plan,
     compare_policies,
-    comparison_table,
     is_feasible,
     optimize,
-    profiles_from_store,
 )
+from planner.profiles import profiles_from_store
+from planner.tables import comparison_table
 
 BATCHES = (1, 2, 4)
 NOW = datetime(2026, 11, 28, tzinfo=timezone.utc)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from planner.loop import PlannerLoop
-from planner.optimizer import profiles_from_store
+from planner.profiles import profiles_from_store
 from planner.predictor import MaxPredictor
 from workloads import catalog
 from workloads.profile_store import PROFILES_DIR, ProfileStore

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ipa_energy.spec import Plan
-from planner.optimizer import optimize, profiles_from_store
+from planner.optimizer import optimize
+from planner.profiles import profiles_from_store
 from planner.problem import Problem, problem_from_catalog
 from workloads import catalog
 from workloads.profile_store import PROFILES_DIR, ProfileStore

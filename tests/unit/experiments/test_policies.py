@@ -3,7 +3,7 @@
 import pytest
 
 from experiments.policies import ALL_POLICIES, initial_plan, parse_policies, policy_kind
-from planner.optimizer import profiles_from_store
+from planner.profiles import profiles_from_store
 from workloads import catalog
 from workloads.profile_store import PROFILES_DIR, ProfileStore
 

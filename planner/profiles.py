@@ -1,0 +1,67 @@
+"""The profiles the planner plans with: which hardware id, and the (variant, batch) lookup.
+
+Measured profiles come from the profile store (workloads/profiles/<hardware>.json); batch
+sizes that were not measured are filled with IPA's quadratic latency fit (``fitted=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ipa_energy.spec import PipelineSpec, Profile
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
+def planning_hardware(store: Any, hardware: str | None = None) -> tuple[str, str | None]:
+    """(hardware id to plan with, a warning or None): `hardware` (default this machine's CPU
+    class) if the store has its profiles, else the first shipped CPU class."""
+    from workloads.profile_store import hardware_id
+
+    wanted = hardware or hardware_id("cpu")
+    if store.path(wanted).exists():
+        return wanted, None
+    shipped = sorted(p.stem for p in store.root.glob("cpu-*.json"))
+    if not shipped:
+        raise FileNotFoundError(f"no profiles for {wanted!r} and no CPU profiles in {store.root}")
+    return shipped[0], f"no profiles for {wanted}; planning with {shipped[0]}"
+
+
+def profiles_from_store(store: Any, hardware: str | None, pipeline: PipelineSpec,
+                        batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES) -> dict[tuple[str, int], Profile]:
+    """Profiles of every variant of `pipeline` at each batch size (≤ its max_batch_size).
+
+    Measured profiles are used as they are; missing batch sizes are filled with
+    ``workloads.profile_store.predict_profile`` (IPA's quadratic latency fit, ``fitted=True``).
+    Variants with no measured profile on `hardware` are left out (the planner cannot pick
+    them); so are batch sizes the fit cannot produce.
+    """
+    return fill_profiles(pipeline, store.load(hardware), batch_sizes)
+
+
+def fill_profiles(pipeline: PipelineSpec, measured: Iterable[Profile],
+                  batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES) -> dict[tuple[str, int], Profile]:
+    """`measured` profiles (of one hardware id) as the lookup `optimize` takes, fitted as above."""
+    from workloads.profile_store import predict_profile
+
+    by_variant: dict[str, list[Profile]] = {}
+    for p in measured:
+        by_variant.setdefault(p.variant, []).append(p)
+    out: dict[tuple[str, int], Profile] = {}
+    for stage in pipeline.stages:
+        for v in stage.variants:
+            series = by_variant.get(v.name)
+            if not series:
+                continue
+            for b in dict.fromkeys(int(b) for b in batch_sizes):
+                if b < 1 or b > v.max_batch_size:
+                    continue
+                try:
+                    out[(v.name, b)] = predict_profile(series, b)[0]
+                except Exception as e:  # e.g. too few measured sizes to fit
+                    logger.debug("no profile for %s batch %d: %s", v.name, b, e)
+    return out
