@@ -3,7 +3,7 @@
 Runs ResNet50 (random weights, batch 32, fp16) on GPU 0 under steady load for --seconds,
 and over the same window measures the energy three ways:
   1. ZeusMonitor (Zeus's own window API),
-  2. energy.zeus_meter.ZeusGpuMeter (the counters our node actor samples),
+  2. energy.meters.zeus.ZeusGpuMeter (the counters our node actor samples),
   3. nvidia-smi's power.draw sampled every 100 ms, integrated over time (trapezoid),
 plus the TDP estimate (TDP × utilisation) for the same window, to show how far the
 estimate used on machines without counters is from a measurement. Exit code 1 when the
@@ -53,9 +53,10 @@ def main() -> int:
     import torchvision
     from zeus.monitor import ZeusMonitor
 
-    from energy.base import Measurement
-    from energy.tdp import gpu_tdp_w
-    from energy.zeus_meter import ZeusGpuMeter
+    from energy.meters.base import Measurement
+    from energy.meters.tdp import DEFAULT_IDLE_FRACTION
+    from energy.meters.tdp_tables import gpu_tdp_w
+    from energy.meters.zeus import ZeusGpuMeter
 
     device = torch.device(f"cuda:{args.gpu}")
     model = torchvision.models.resnet50(weights=None).to(device).half().eval()
@@ -95,7 +96,7 @@ def main() -> int:
     name = meter.names()[f"gpu:{args.gpu}"]
     tdp = gpu_tdp_w(name)
     mean_util = sum(util) / len(util) / 100 if util else 0.0
-    idle = 0.3 * tdp if tdp else None
+    idle = DEFAULT_IDLE_FRACTION * tdp if tdp else None
     tdp_j = (idle + (tdp - idle) * mean_util) * (t1 - t0) if tdp else None
     result = {
         "gpu": name,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import time
-from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -27,6 +25,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 
+from ipa_energy.files import write_json  # noqa: E402
 from ipa_energy.spec import PipelineSpec, Plan, Resources, StagePlan, StageSpec  # noqa: E402
 from loadgen.driver import open_loop, summarize  # noqa: E402
 from serve_app import control  # noqa: E402
@@ -73,10 +72,12 @@ class Bare:
 
 def measure(url: str, rates: list[float], seconds: float) -> dict[float, dict]:
     body = payloads.image_request(224, 224)
-    asyncio.run(open_loop(url, lambda i: body, rate_rps=2, duration_s=5))  # warm-up, not recorded
+    # The client reads only the status (read_answer=False): both paths pay the same client cost.
+    asyncio.run(open_loop(url, lambda i: body, rate_rps=2, duration_s=5, read_answer=False))  # warm-up, not recorded
     out = {}
     for rate in rates:
-        records = asyncio.run(open_loop(url, lambda i: body, rate_rps=rate, duration_s=seconds, seed=int(rate * 10)))
+        records = asyncio.run(open_loop(url, lambda i: body, rate_rps=rate, duration_s=seconds, seed=int(rate * 10),
+                                        read_answer=False))
         out[rate] = summarize(records, window_s=seconds)
     return out
 
@@ -117,10 +118,9 @@ def main() -> None:
                       f"{p['p50_ms']:.1f}", f"{p['p99_ms']:.1f}", f"{p['throughput_rps']:.2f}",
                       f"{row['p50_ratio']:.3f}", f"{row['p99_ratio']:.3f}")
     Console().print(table)
-    out = Path("results/bench-overhead.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "variant": VARIANT.name,
-                               "seconds_per_rate": args.seconds, "rows": rows}, indent=2))
+    out = write_json("results/bench-overhead.json", {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                     "variant": VARIANT.name, "seconds_per_rate": args.seconds,
+                                                     "rows": rows})
     print(f"wrote {out}")
 
 

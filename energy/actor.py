@@ -1,4 +1,11 @@
-"""One detached energy actor per Ray node, and how replicas find the one on their node."""
+"""One detached energy actor per Ray node, and how replicas find the one on their node.
+
+Each actor is pinned to its node (NodeAffinitySchedulingStrategy) and named after it
+(:func:`actor_name`, in :data:`ipa_energy.RAY_NAMESPACE`), so replicas register with, and read
+rates from, the actor of their own node. Its answers are dumped :mod:`ipa_energy.energy` models:
+``rates()`` an :class:`EnergyRates`, ``window()`` :class:`EnergyWindow` rows, ``summary()`` a
+:class:`NodeEnergyReport`; validate them on receipt (``Model.model_validate``).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +18,26 @@ import psutil
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from energy.accounting.node import NodeEnergy
 from energy.config import EnergyConfig
-from energy.node import NAMESPACE, NodeEnergy, actor_name, select_meters
+from energy.meters.select import select_meters
+from ipa_energy import RAY_NAMESPACE
+from ipa_energy.energy import join_methods
+
+__all__ = ["MAX_CONCURRENCY", "NodeEnergyActor", "actor_name", "ensure_node_actors", "node_actor"]
 
 logger = logging.getLogger(__name__)
 
+#: concurrent calls an actor serves (replicas' rates and registrations, the ingress's summaries)
+MAX_CONCURRENCY = 16
 
-@ray.remote(num_cpus=0, max_concurrency=16)
+
+def actor_name(node_id: str) -> str:
+    """The name of the energy actor of `node_id` (in :data:`ipa_energy.RAY_NAMESPACE`)."""
+    return f"energy-node-{node_id}"
+
+
+@ray.remote(num_cpus=0, max_concurrency=MAX_CONCURRENCY)
 class NodeEnergyActor:
     """Samples this node's meters on its own threads; answers rates, windows and summaries."""
 
@@ -77,7 +97,7 @@ class NodeEnergyActor:
                     self._energy.inc(delta, tags=tags)
                 if dt > 0:
                     self._power.set(delta / dt, tags=tags)
-        method = "+".join(sorted({m.method for m in self.state.meters}))
+        method = join_methods(m.method for m in self.state.meters)
         totals = {**self.state.totals, "(other processes)": self.state.other_j, "(idle)": self.state.idle_j}
         for name, total in totals.items():
             delta = total - previous_totals.get(name, 0.0)
@@ -96,23 +116,24 @@ class NodeEnergyActor:
         self.state.report_busy(consumer, seconds)
 
     def rates(self) -> dict:
-        return self.state.rates()
+        """A dumped :class:`~ipa_energy.energy.EnergyRates`."""
+        return self.state.rates().model_dump()
 
     def window(self, t0: float, t1: float) -> list[dict]:
-        return [
-            {"start_s": a.window.start_s, "end_s": a.window.end_s, "method": a.window.method,
-             "energy_j": a.window.energy_j, "consumers_j": a.consumers_j, "other_j": a.other_j, "idle_j": a.idle_j}
-            for a in self.state.window(t0, t1)
-        ]
+        """Dumped :class:`~ipa_energy.energy.EnergyWindow` rows of this node, one per meter."""
+        return [w.model_dump() for w in self.state.energy_windows(self.node_id, t0, t1)]
 
     def summary(self) -> dict:
+        """A dumped :class:`~ipa_energy.energy.NodeEnergyReport`, with this actor's own CPU cost."""
         wall0, cpu0 = self._started
-        elapsed = max(time.time() - wall0, 1e-9)
-        overhead = (self._cpu_s() - cpu0) / elapsed * 100
-        return {"node_id": self.node_id, **self.state.summary(),
-                "actor_cpu_s": self._cpu_s(), "actor_time_s": time.time(),
-                "overhead_cpu_percent_of_one_core": overhead,
-                "overhead_cpu_percent_of_node": overhead / (psutil.cpu_count() or 1)}
+        cpu_s = self._cpu_s()
+        overhead = (cpu_s - cpu0) / max(time.time() - wall0, 1e-9) * 100
+        report = self.state.summary(self.node_id).model_copy(update={
+            "actor_cpu_s": cpu_s,
+            "overhead_cpu_percent_of_one_core": overhead,
+            "overhead_cpu_percent_of_node": overhead / (psutil.cpu_count() or 1),
+        })
+        return report.model_dump()
 
 
 def node_actor(node_id: str | None = None, config: EnergyConfig | None = None):
@@ -120,7 +141,7 @@ def node_actor(node_id: str | None = None, config: EnergyConfig | None = None):
     node_id = node_id or ray.get_runtime_context().get_node_id()
     return NodeEnergyActor.options(
         name=actor_name(node_id),
-        namespace=NAMESPACE,
+        namespace=RAY_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+__all__ = ["EnergyConfig"]
+
 
 class EnergyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -31,14 +31,19 @@ import math
 import re
 import subprocess
 import threading
-from typing import get_args
 
-from energy.base import Measurement, Meter, Sample
+from energy.meters.base import Measurement, Meter, Sample
+from ipa_energy.energy import METHODS
 from ipa_energy.errors import IpaEnergyError
-from ipa_energy.spec import EnergyMethod
+
+__all__ = [
+    "DEFAULT_INTERVAL_S", "ETRACE2_VERSION", "NEAR_ZERO_J", "Etrace2FormatError", "format_etrace2", "measure_command",
+    "parse_etrace2",
+]
 
 ETRACE2_VERSION = "0.1"
 NEAR_ZERO_J = 1e-9  # |ENERGY| below this is etrace2's "incorrectly ~0" total
+DEFAULT_INTERVAL_S = 0.5  # measure_command's sampling period (s): well below any RAPL wrap period
 
 _LINE = re.compile(r"^#\s*([A-Z][A-Z0-9_]*)\s*=\s*(\S*)\s*$")
 _PART = re.compile(r"^ENERGY_(SOCKET|DRAM|GPU)(\d+)$")
@@ -109,8 +114,8 @@ def parse_etrace2(text: str) -> Measurement:
     method: str = "etrace2"
     if "METHOD" in values:
         method = values["METHOD"]
-        if method not in get_args(EnergyMethod):
-            known = list(get_args(EnergyMethod))
+        if method not in METHODS:
+            known = list(METHODS)
             raise Etrace2FormatError(f"etrace2 METHOD={method!r} is not one of {known}")
 
     start_s = _number("START_TIME", values["START_TIME"]) if "START_TIME" in values else 0.0
@@ -149,7 +154,7 @@ def format_etrace2(m: Measurement) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure_command(argv: list[str], meter: Meter, interval_s: float = 0.5) -> tuple[int, Measurement]:
+def measure_command(argv: list[str], meter: Meter, interval_s: float = DEFAULT_INTERVAL_S) -> tuple[int, Measurement]:
     """Run ``argv`` and measure the energy ``meter`` sees meanwhile (J per device, window in s).
 
     Like etrace2 in spawn mode: one sample before the command starts, one every ``interval_s``

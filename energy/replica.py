@@ -3,9 +3,11 @@
 A batch's CPU part = its CPU seconds × the node's active (idle excluded) energy per busy
 CPU second; its GPU part = batch wall time × the replica's GPU share × the GPU's active
 energy per busy second. Both rates come from the node's energy actor (refreshed in the
-background, never on the request path; unused once older than STALE_S); per request = the
-batch's energy ÷ its requests. Each part names its method, and the basis says that this is
-a marginal-rate allocation of measured (or estimated) node energy.
+background every REFRESH_S, never on the request path; unused once older than STALE_S); per
+request = the batch's energy ÷ its requests. Each part names its method, and the basis
+(:data:`ipa_energy.energy.BASIS`) says that this is a marginal-rate allocation of measured (or
+estimated) node energy. Rates arrive as a dumped :class:`EnergyRates`, validated here; a charge
+is a :class:`BatchEnergy`.
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+
+from ipa_energy.energy import BatchEnergy, EnergyPart, EnergyRates, join_methods
+
+__all__ = ["RATES_TIMEOUT_S", "REFRESH_S", "STALE_S", "ReplicaEnergy"]
 
 logger = logging.getLogger("ray.serve")
 
-REFRESH_S = 2.0
-STALE_S = 30.0
-BASIS = "dynamic energy: node active-energy rate x this batch's CPU seconds (and GPU busy time), / requests"
+REFRESH_S = 2.0  # how often a replica asks its node's actor for rates (s)
+STALE_S = 30.0  # rates older than this charge nothing (s)
+RATES_TIMEOUT_S = 5.0  # how long a refresh waits for the actor (s)
 
 
 class ReplicaEnergy:
+    """A replica's link to its node's energy actor: registers, refreshes rates, charges batches."""
+
     def __init__(self, consumer: str, labels: dict[str, str], gpu_fraction: float, config: dict | None = None):
         import ray
 
@@ -36,7 +43,7 @@ class ReplicaEnergy:
         # (UUIDs, MIG) get no GPU part rather than a wrong one.
         ids = [str(i) for i in ray.get_gpu_ids()] if gpu_fraction > 0 else []
         self.gpu_devices = [f"gpu:{i}" for i in ids if i.isdigit()]
-        self.rates: dict[str, Any] | None = None
+        self.rates: EnergyRates | None = None
         self._refreshed = 0.0
         self._refreshing: asyncio.Task | None = None
         try:
@@ -57,26 +64,26 @@ class ReplicaEnergy:
 
     async def _refresh(self) -> None:
         try:
-            self.rates = await asyncio.wait_for(self.actor.rates.remote(), 5)
+            self.rates = EnergyRates.model_validate(await asyncio.wait_for(self.actor.rates.remote(), RATES_TIMEOUT_S))
         except Exception as e:
             logger.warning("energy rates unavailable: %s", e)
 
-    def charge(self, cpu_s: float, wall_s: float, requests: int, now: float | None = None) -> dict | None:
+    def charge(self, cpu_s: float, wall_s: float, requests: int, now: float | None = None) -> BatchEnergy | None:
         """Energy per request of a batch (J), by part with its method; None without fresh rates."""
         if self.gpu_devices and self.actor is not None:  # GPU busy time feeds attribution, rates or not
             self.actor.report_busy.remote(self.consumer, wall_s)
         rates = self.rates
-        if not rates or requests <= 0 or (now or time.time()) - rates["time_s"] > STALE_S:
+        if rates is None or requests <= 0 or (now or time.time()) - rates.time_s > STALE_S:
             return None
-        methods = rates["methods"]
+        methods = rates.methods
         cpu_method = next((m for d, m in methods.items() if not d.startswith("gpu:")), None)
-        parts = {}
+        parts: dict[str, EnergyPart] = {}
         if cpu_method is not None:
-            parts["cpu"] = {"j": cpu_s * rates["j_per_cpu_s"] / requests, "method": cpu_method}
+            parts["cpu"] = EnergyPart(j=cpu_s * rates.j_per_cpu_s / requests, method=cpu_method)
         for d in self.gpu_devices:
-            if d in rates["gpu_j_per_busy_s"]:
-                parts[d] = {"j": wall_s * self.gpu_share * rates["gpu_j_per_busy_s"][d] / requests, "method": methods[d]}
+            if d in rates.gpu_j_per_busy_s:
+                parts[d] = EnergyPart(j=wall_s * self.gpu_share * rates.gpu_j_per_busy_s[d] / requests, method=methods[d])
         if not parts:
             return None
-        return {"j": sum(p["j"] for p in parts.values()), "parts": parts, "basis": BASIS,
-                "method": "+".join(sorted({p["method"] for p in parts.values()}))}
+        return BatchEnergy(j=sum(p.j for p in parts.values()), parts=parts,
+                           method=join_methods(p.method for p in parts.values()))

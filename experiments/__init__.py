@@ -1,1 +1,2 @@
-"""Experiments: runner, result schema, summaries, reports and sweeps."""
+"""Experiments: the runner (policies one after another on one trace), the result schema,
+summaries, reports with plots, and sweeps over the stored profiles."""

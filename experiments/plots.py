@@ -17,7 +17,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments.schema import RequestRow, RunSummary
-from experiments.summary import Run, join_methods, request_accuracy, window_energy
+from experiments.summary import Run, request_accuracy, window_energy
+from ipa_energy.energy import ESTIMATE, join_methods, split_methods
+
+__all__ = [
+    "POLICY_ORDER", "accuracy_per_bucket", "arrivals_per_second", "bucket_seconds", "energy_accuracy_png",
+    "latency_cdf_png", "method_label", "new_figure", "no_data", "p99_per_bucket", "per_bucket", "plain_log_y",
+    "policy_color", "power_per_bucket", "save", "timeseries_png",
+]
 
 POLICY_ORDER = ("ipa", "ipa-energy", "fa2-low", "fa2-high", "rim",
                 "static-max-accuracy", "static-min-energy", "serve-autoscaling")
@@ -59,7 +66,7 @@ def method_label(method: str | None) -> str:
     """The method as a label; an estimate says so (it is never a measurement)."""
     if not method:
         return "no energy data"
-    return f"{method}, an estimate" if "tdp-estimate" in method.split("+") else method
+    return f"{method}, an estimate" if ESTIMATE in split_methods(method) else method
 
 
 # ------------------------------------------------------------------------------------------
@@ -150,7 +157,7 @@ def timeseries_png(runs: Sequence[Run], path: Path, title: str) -> Path:
         load.step(*arrivals_per_second(run), where="post", color=c, lw=0.8, alpha=0.7,
                   label=f"{run.meta.policy}: observed")
         if run.decisions:
-            times, predicted = [d["time_s"] for d in run.decisions], [d["predicted_rps"] for d in run.decisions]
+            times, predicted = [d.time_s for d in run.decisions], [d.predicted_rps for d in run.decisions]
             x, y = _steps(times, predicted, t0, seconds)
             load.step(x, y, where="post", color=c, ls="--", lw=1.2, label=f"{run.meta.policy}: predicted")
         acc.plot(*accuracy_per_bucket(run, bucket), color=c, marker=".", label=run.meta.policy)

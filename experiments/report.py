@@ -10,21 +10,26 @@ unless partial runs are accepted.
 
 from __future__ import annotations
 
-import argparse
 import html
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import plots
+from ipa_energy.energy import ESTIMATE, join_methods, split_methods
+from ipa_energy.files import write_atomic
 from experiments.schema import ExperimentMeta, RunSummary
 from experiments.summary import (
     Run, RunFormatError, energy_coverage, load_experiment_meta, load_run, load_run_meta, summarize_run, write_summary,
 )
 
-ESTIMATE = "tdp-estimate"
+__all__ = [
+    "DEFINITIONS", "ExperimentGroup", "HEADERS", "MAX_LAG_MS", "MIN_ENERGY_COVERAGE", "build_report", "collect",
+    "headline_rows", "headline_table", "ipa_energy_ratio", "markdown_table", "render_html", "render_markdown",
+    "write_report",
+]
+
 MIN_ENERGY_COVERAGE = 0.95
 HEADERS = ("policy", "J/request", "mean W", "total J", "g CO2e", "accuracy", "cost (units)",
            "p50 ms", "p99 ms", "SLO attainment", "failed / sent", "plan changes")
@@ -167,7 +172,7 @@ def _notes(group: ExperimentGroup) -> list[str]:
     if ratio:
         notes.append(ratio)
     estimated = [s.policy for s in group.summaries
-                 if ESTIMATE in f"{s.energy_method}+{s.j_per_request_method}".split("+")]
+                 if ESTIMATE in split_methods(join_methods([s.energy_method, s.j_per_request_method]))]
     if estimated:
         notes.append(f"**Energy method `{ESTIMATE}`** ({', '.join(estimated)}): these energy figures are an "
                      "estimate (idle + (TDP − idle) × utilisation), **not a measurement**.")
@@ -292,7 +297,7 @@ def write_report(paths: Iterable[str | Path] | str | Path, out_dir: str | Path, 
         blocks += _experiment_blocks(group, out_dir)
     blocks += [("h2", "Definitions"), ("ul", DEFINITIONS)]
     path = out_dir / f"report.{fmt}"
-    path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks, title), encoding="utf-8")
+    write_atomic(path, render_markdown(blocks) if fmt == "md" else render_html(blocks, title))
     return path, groups
 
 
@@ -304,25 +309,3 @@ def build_report(paths: Iterable[str | Path] | str | Path, out_dir: str | Path, 
     run's summary.json. Raises RunFormatError for a malformed file.
     """
     return write_report(paths, out_dir, fmt, allow_partial=allow_partial, write_summaries=write_summaries)[0]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n")[0])
-    ap.add_argument("paths", nargs="+", help="experiment folders and/or run folders")
-    ap.add_argument("--out", default="report", help="output folder (default: ./report)")
-    ap.add_argument("--format", choices=("md", "html"), default="md")
-    ap.add_argument("--allow-partial", action="store_true", help="include runs whose status is not complete")
-    args = ap.parse_args(argv)
-    try:
-        path, groups = write_report(args.paths, args.out, args.format, allow_partial=args.allow_partial)
-    except RunFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for group in groups:
-        print(f"\n{group.name}\n\n{headline_table(group.summaries)}")
-    print(f"\nreport: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

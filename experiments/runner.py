@@ -9,7 +9,6 @@ energy actor and the replica counts; then write the run in the schema of
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -22,9 +21,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 import ipa_energy
-from experiments.policies import initial_plan, policy_kind
-from experiments.schema import EnergyWindow, ExperimentMeta, ReplicaSample, RunMeta, TraceSpec, VariantInfo
+from experiments.schema import (
+    Decision,
+    EnergyWindow,
+    ExperimentMeta,
+    ReplicaSample,
+    RunMeta,
+    TraceSpec,
+    VariantInfo,
+)
+from ipa_energy.energy import NodeEnergyReport
+from ipa_energy.files import write_atomic, write_json, write_jsonl
+from ipa_energy.records import LoadStart
 from loadgen import traces
+from planner.baselines import initial_plan
+from planner.policies import policy_kind
+from serve_app.constants import APP_NAME
+
+__all__ = ["ExperimentConfig", "run_experiment"]
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadgen" / "locustfile.py"
@@ -43,7 +57,7 @@ class ExperimentConfig(BaseModel):
     force: bool = False
     address: str | None = Field(None, description="Join this Ray cluster (e.g. 'auto') instead of starting one.")
     url: str | None = Field(None, description="Base URL of an app already serving on that cluster.")
-    app_name: str = "ipa"
+    app_name: str = APP_NAME
     num_cpus: int | None = Field(None, description="Logical CPUs of a local Ray (default max(4, cores)).")
     interval_s: float = Field(10.0, gt=0)
     predictor: str = "lstm"
@@ -63,15 +77,9 @@ def _free_port() -> int:
 
 def _complete(run_dir: Path) -> bool:
     try:
-        return json.loads((run_dir / "run.json").read_text()).get("status") == "complete"
+        return RunMeta.model_validate_json((run_dir / "run.json").read_bytes()).status == "complete"
     except (OSError, ValueError):
         return False
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    with path.open("w") as f:
-        for row in rows:
-            f.write((row.model_dump_json() if isinstance(row, BaseModel) else json.dumps(row, default=str)) + "\n")
 
 
 class Session:
@@ -153,12 +161,10 @@ class EnergyPoller:
                 rows = ray.get(actor.window.remote(self.cursor[node], time.time()), timeout=10)
             except Exception:  # a node that does not answer this time is asked again next poll
                 continue
-            for w in rows:
-                if w["end_s"] <= self.cursor[node]:
-                    continue
-                self.windows.append(EnergyWindow(node_id=node, **w))
-            if rows:
-                self.cursor[node] = max(self.cursor[node], max(w["end_s"] for w in rows))
+            windows = [EnergyWindow.model_validate(w) for w in rows]
+            self.windows += [w for w in windows if w.end_s > self.cursor[node]]
+            if windows:
+                self.cursor[node] = max(self.cursor[node], max(w.end_s for w in windows))
 
 
 def _variants(pipeline) -> dict[str, VariantInfo]:
@@ -169,8 +175,8 @@ def _variants(pipeline) -> dict[str, VariantInfo]:
     }
 
 
-def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
-    from planner.actor import start_planner, stop_planner
+def _start_run(session: Session, policy: str, run_dir: Path) -> RunMeta:
+    """Apply the policy's opening plan and record run.json as "running"."""
     from serve_app import control
 
     cfg, console = session.cfg, session.console
@@ -191,69 +197,87 @@ def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
         carbon_g_per_kwh=session.spec.energy.carbon_g_per_kwh, pue=session.spec.energy.pue,
         notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}"],
     )
-    (run_dir / "run.json").write_text(meta.model_dump_json(indent=2))
+    write_json(run_dir / "run.json", meta)
     with console.status(f"{policy}: applying the opening plan…"):
         control.apply_plan(plan, app_name=cfg.app_name)
         time.sleep(cfg.settle_s)
-    planner = None
-    if kind == "planner":
-        planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
-                                predictor=cfg.predictor, hardware=session.hardware, max_replicas=cfg.max_replicas,
-                                margin=cfg.margin, history_from_s=time.time())
+    return meta
+
+
+def _locust_command(session: Session, record: Path) -> list[str]:
+    cfg, trace = session.cfg, session.cfg.trace
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", session.url, "--headless", "--only-summary",
+            "--pipeline", cfg.pipeline, "--trace", trace.argument(), "--seconds", str(trace.seconds),
+            "--offset", str(trace.offset_s), "--rate-factor", str(trace.rate_factor), "--seed", str(trace.seed),
+            "--senders", str(cfg.senders), "--drain", str(cfg.drain_s), "--record", str(record),
+            "--exit-code-on-error", "0"]  # failed requests are data (in the record), not a failed run
+
+
+def _replay(session: Session, meta: RunMeta, cmd: list[str], run_dir: Path, energy: EnergyPoller,
+            replicas: list[ReplicaSample]) -> subprocess.Popen:
+    """Run Locust to the end of the trace (+ drain), polling energy and replica counts meanwhile."""
+    cfg, trace = session.cfg, session.cfg.trace
     record = run_dir / "requests.jsonl"
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", session.url, "--headless", "--only-summary",
-           "--pipeline", cfg.pipeline, "--trace", _trace_arg(cfg.trace), "--seconds", str(cfg.trace.seconds),
-           "--offset", str(cfg.trace.offset_s), "--rate-factor", str(cfg.trace.rate_factor), "--seed", str(cfg.trace.seed),
-           "--senders", str(cfg.senders), "--drain", str(cfg.drain_s), "--record", str(record),
-           "--exit-code-on-error", "0"]  # failed requests are data (in the record), not a failed run
-    energy = EnergyPoller(session.energy_actors(), time.time())
-    replicas = [session.replicas()]
-    proc = None
-    try:
-        with (run_dir / "locust.log").open("w") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.time() + cfg.trace.seconds + cfg.drain_s + 120
-            with console.status(f"{policy}: replaying {cfg.trace.name} ×{cfg.trace.rate_factor}…") as status:
+    with (run_dir / "locust.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + trace.seconds + cfg.drain_s + 120
+            with session.console.status(f"{meta.policy}: replaying {trace.name} ×{trace.rate_factor}…") as status:
                 while proc.poll() is None and time.time() < deadline:
                     time.sleep(cfg.poll_s)
                     energy.poll()
                     replicas.append(session.replicas())
                     done = sum(1 for _ in record.open()) if record.exists() else 0
-                    status.update(f"{policy}: {time.time() - meta.started_at:.0f} s, {done} answered "
-                                  f"({cfg.trace.name} ×{cfg.trace.rate_factor}, {cfg.trace.seconds} s)")
-        energy.poll()
-        decisions = []
-        if planner is not None:
-            import ray
+                    status.update(f"{meta.policy}: {time.time() - meta.started_at:.0f} s, {done} answered "
+                                  f"({trace.name} ×{trace.rate_factor}, {trace.seconds} s)")
+        finally:  # an interrupted run leaves no load generator behind (run.json stays "running")
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    energy.poll()
+    return proc
 
-            decisions = ray.get(planner.decisions.remote())
-    finally:  # an interrupted run leaves no load generator or planner behind (run.json stays "running")
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
+    """One policy's run, every file of the result schema written; run.json's "complete" goes last."""
+    import ray
+
+    from planner.actor import start_planner, stop_planner
+
+    cfg = session.cfg
+    meta = _start_run(session, policy, run_dir)
+    planner = None
+    if meta.policy_kind == "planner":
+        planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
+                                predictor=cfg.predictor, hardware=session.hardware, max_replicas=cfg.max_replicas,
+                                margin=cfg.margin, history_from_s=time.time())
+    record = run_dir / "requests.jsonl"
+    cmd = _locust_command(session, record)
+    energy = EnergyPoller(session.energy_actors(), time.time())
+    replicas = [session.replicas()]
+    try:
+        proc = _replay(session, meta, cmd, run_dir, energy, replicas)
+        decisions = [Decision.model_validate(d) for d in ray.get(planner.decisions.remote())] if planner else []
+    finally:  # an interrupted run leaves no planner behind
         if planner is not None:
             stop_planner(cfg.app_name, cfg.pipeline)
     start = record.with_suffix(".start.json")
     if proc.returncode != 0 or not start.exists():
         meta.status, meta.error = "failed", f"locust exited {proc.returncode}; see locust.log"
     else:
-        meta.load_start_s = json.loads(start.read_text())["load_start_s"]
+        meta.load_start_s = LoadStart.model_validate_json(start.read_bytes()).load_start_s
         meta.status = "complete"
-    _write_jsonl(run_dir / "decisions.jsonl", decisions)
-    _write_jsonl(run_dir / "energy.jsonl", energy.windows)
-    _write_jsonl(run_dir / "replicas.jsonl", replicas)
-    counts = traces.counts(offered)
-    (run_dir / "load.csv").write_text("second,scheduled\n" + "".join(f"{i},{c}\n" for i, c in enumerate(counts)))
+    write_jsonl(run_dir / "decisions.jsonl", decisions)
+    write_jsonl(run_dir / "energy.jsonl", energy.windows)
+    write_jsonl(run_dir / "replicas.jsonl", replicas)
+    counts = traces.counts(traces.rates(cfg.trace))
+    write_atomic(run_dir / "load.csv", "second,scheduled\n" + "".join(f"{i},{c}\n" for i, c in enumerate(counts)))
     meta.consumers = _consumers(energy.actors)
     meta.energy_methods = sorted({w.method for w in energy.windows})
     meta.locust = {"command": cmd, "exit_code": proc.returncode, "senders": cfg.senders}
     meta.ended_at = time.time()
-    (run_dir / "run.json").write_text(meta.model_dump_json(indent=2))  # "complete" goes last
+    write_json(run_dir / "run.json", meta)  # "complete" goes last
     return meta
-
-
-def _trace_arg(trace: TraceSpec) -> str:
-    return {"twitter": trace.name, "constant": f"constant:{trace.rate_rps}", "csv": trace.path or trace.name}[trace.kind]
 
 
 def _consumers(actors: dict) -> dict[str, dict[str, str]]:
@@ -262,7 +286,8 @@ def _consumers(actors: dict) -> dict[str, dict[str, str]]:
     out = {}
     for actor in actors.values():
         try:
-            out |= {c: {k: str(v) for k, v in labels.items()} for c, labels in ray.get(actor.summary.remote(), timeout=10)["consumers"].items()}
+            report = NodeEnergyReport.model_validate(ray.get(actor.summary.remote(), timeout=10))
+            out |= {c: {k: str(v) for k, v in labels.items()} for c, labels in report.consumers.items()}
         except Exception:
             continue
     return out
@@ -291,7 +316,7 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> Pat
     session = Session(cfg, console)
     try:
         meta.hardware = session.machine
-        meta_path.write_text(meta.model_dump_json(indent=2))
+        write_json(meta_path, meta)
         for policy in pending:
             run = run_policy(session, policy, exp_dir / policy)
             _summarize(exp_dir / policy, console, run)
@@ -301,20 +326,18 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> Pat
 
 
 def _summarize(run_dir: Path, console: Console, run: RunMeta) -> None:
+    from experiments.summary import load_run, summarize_run, write_summary
+
     if run.status != "complete":
         console.print(f"[red]{run.policy}: {run.error}[/red]")
         return
     try:
-        from experiments.summary import write_summary
-    except ImportError:  # summaries are rebuilt by the report anyway
-        return
-    try:
-        write_summary(run_dir)
-        from experiments.summary import load_run, summarize_run
-
-        s = summarize_run(load_run(run_dir))
-    except Exception as e:
+        loaded = load_run(run_dir)
+        write_summary(run_dir, run=loaded)
+        summary = summarize_run(loaded)
+    except Exception as e:  # a broken summary is reported; the run's files are kept as they are
         console.print(f"[red]{run.policy}: summary failed: {e}[/red]")
         return
-    console.print(f"{run.policy}: {s.requests} requests, {s.failed} failed, p99 {s.p99_ms or 0:.0f} ms, "
-                  f"SLO {s.slo_attainment or 0:.1%}, {s.j_per_request or 0:.3f} J/request ({s.j_per_request_method})")
+    console.print(f"{run.policy}: {summary.requests} requests, {summary.failed} failed, p99 {summary.p99_ms or 0:.0f} ms, "
+                  f"SLO {summary.slo_attainment or 0:.1%}, {summary.j_per_request or 0:.3f} J/request "
+                  f"({summary.j_per_request_method})")

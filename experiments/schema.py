@@ -6,14 +6,15 @@ On disk::
     <out>/<experiment>/experiment.json        ExperimentMeta
     <out>/<experiment>/<policy>/run.json      RunMeta (status "complete" once every file is written)
     <out>/<experiment>/<policy>/requests.jsonl  one RequestRow per request Locust sent
-    <out>/<experiment>/<policy>/decisions.jsonl planner.loop.Decision rows (planner policies only)
-    <out>/<experiment>/<policy>/energy.jsonl    one EnergyWindow per node per poll
+    <out>/<experiment>/<policy>/decisions.jsonl one Decision per planner interval (planner policies only)
+    <out>/<experiment>/<policy>/energy.jsonl    one EnergyWindow per node, meter and poll
     <out>/<experiment>/<policy>/replicas.jsonl  one ReplicaSample per poll
     <out>/<experiment>/<policy>/load.csv        second,scheduled (the trace after the rate factor)
     <out>/<experiment>/<policy>/summary.json    RunSummary (derived; rebuilt by the report)
 
 Times are Unix seconds (float) unless a field says otherwise; energy is joules, power
-watts, latency milliseconds. Every energy figure carries its method.
+watts, latency milliseconds. Every energy figure carries its method. The row types are the
+ground floor's (ipa_energy.records, ipa_energy.energy); this module adds the run-level ones.
 """
 
 from __future__ import annotations
@@ -22,27 +23,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ipa_energy.energy import EnergyWindow, MethodLabel
+from ipa_energy.records import Decision, ReplicaSample, RequestRow, TraceSpec
+
+__all__ = [
+    "SCHEMA_VERSION", "Decision", "EnergyWindow", "ExperimentMeta", "ReplicaSample", "RequestRow", "RunMeta",
+    "RunSummary", "TraceSpec", "VariantInfo",
+]
+
 SCHEMA_VERSION = 1
-EnergyMethodName = str  # "zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate", or "a+b" joined
 
 
 class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TraceSpec(_Row):
-    """What load was offered: a Twitter window, a constant rate or a per-second CSV."""
-
-    kind: Literal["twitter", "constant", "csv"]
-    name: str = Field(description="Window name (bursty, steady_low, ...), 'constant', or the CSV's file name.")
-    start_s: int | None = Field(None, description="First second of the window in the Twitter trace.")
-    offset_s: int = Field(0, ge=0, description="Seconds of the window skipped before the replay starts.")
-    seconds: int = Field(gt=0, description="Length of the replayed load (s).")
-    rate_factor: float = Field(gt=0, description="Multiplier applied to the trace (after IPA's damping of 8).")
-    damping: float = Field(1.0, gt=0, description="Divisor applied before the rate factor (8 for Twitter, as IPA).")
-    rate_rps: float | None = Field(None, description="The rate of a constant trace (req/s, before the rate factor).")
-    path: str | None = Field(None, description="CSV path for kind 'csv'.")
-    seed: int = Field(0, description="Seed of the exponential arrival times within each second.")
 
 
 class VariantInfo(_Row):
@@ -87,7 +80,7 @@ class RunMeta(_Row):
     ended_at: float | None = None
     variants: dict[str, VariantInfo] = Field(description="Every variant of the pipeline, by name.")
     initial_plan: dict = Field(description="The Plan (JSON) the run started with.")
-    energy_methods: list[EnergyMethodName] = Field(default_factory=list)
+    energy_methods: list[MethodLabel] = Field(default_factory=list)
     carbon_g_per_kwh: float
     pue: float
     consumers: dict[str, dict[str, str]] = Field(default_factory=dict, description="Energy consumer id → labels (deployment, pipeline, stage, variant).")
@@ -95,40 +88,6 @@ class RunMeta(_Row):
     status: Literal["running", "complete", "failed"] = "running"
     error: str | None = None
     notes: list[str] = Field(default_factory=list)
-
-
-class RequestRow(_Row):
-    """One request as Locust saw it."""
-
-    scheduled_s: float | None = Field(None, description="When the trace said to send it; sent_s - scheduled_s is the generator's lag.")
-    sent_s: float
-    finished_s: float
-    latency_ms: float
-    status: int = Field(description="HTTP status; 0 when no response arrived.")
-    error: str = ""
-    plan_version: int | None = None
-    variants: dict[str, str] = Field(default_factory=dict, description="stage → variant that served it.")
-    energy_j: float | None = Field(None, description="Dynamic energy attributed to this request (J).")
-    energy_method: EnergyMethodName | None = None
-
-
-class EnergyWindow(_Row):
-    """A node's energy over [start_s, end_s], per device, with the attribution (as energy.actor.window)."""
-
-    node_id: str
-    start_s: float
-    end_s: float
-    method: EnergyMethodName
-    energy_j: dict[str, float] = Field(description="device (cpu:0, dram:0, gpu:0, ...) → J in the window.")
-    consumers_j: dict[str, float] = Field(default_factory=dict)
-    other_j: float = 0.0
-    idle_j: float = 0.0
-
-
-class ReplicaSample(_Row):
-    time_s: float
-    replicas: dict[str, int] = Field(description="Stage deployment → RUNNING replicas.")
-    cost_units: float = Field(description="Σ replicas × resource units of their variant.")
 
 
 class RunSummary(_Row):
@@ -151,11 +110,11 @@ class RunSummary(_Row):
     accuracy: float | None = Field(description="Mean pipeline accuracy (product of stage accuracies) over answered requests.")
     cost_units: float | None = Field(description="Time-mean Σ replicas × resource units.")
     j_per_request: float | None = Field(description="Mean attributed dynamic energy per answered request (J).")
-    j_per_request_method: EnergyMethodName | None
+    j_per_request_method: MethodLabel | None
     requests_with_energy: int = Field(0, description="Answered requests that carried an energy figure (J/request averages these).")
     energy_j: float | None = Field(description="Node energy over the load window, idle included (J).")
     mean_power_w: float | None = Field(description="Node mean power over the load window (W).")
-    energy_method: EnergyMethodName | None
+    energy_method: MethodLabel | None
     energy_coverage: float | None = Field(None, description="Share of the load window the energy windows cover.")
     carbon_g: float | None = Field(description="energy_j × g/kWh × PUE / 3.6e6 (g CO2e).")
     plan_changes: int

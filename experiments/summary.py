@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,23 @@ from typing import TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from experiments.schema import EnergyWindow, ExperimentMeta, ReplicaSample, RequestRow, RunMeta, RunSummary
+from experiments.schema import (
+    Decision,
+    EnergyWindow,
+    ExperimentMeta,
+    ReplicaSample,
+    RequestRow,
+    RunMeta,
+    RunSummary,
+)
+from ipa_energy.energy import join_methods
+from ipa_energy.files import write_json
+
+__all__ = [
+    "IncompleteRunError", "OPTIONAL_FILES", "Run", "RunFormatError", "clipped_windows", "energy_coverage",
+    "load_experiment_meta", "load_run", "load_run_meta", "percentile", "request_accuracy", "summarize_run",
+    "time_weighted_cost", "window_energy", "write_summary",
+]
 
 OPTIONAL_FILES = ("decisions.jsonl", "energy.jsonl", "replicas.jsonl", "load.csv")
 M = TypeVar("M", bound=BaseModel)
@@ -42,7 +56,7 @@ class Run:
     run_dir: Path
     meta: RunMeta
     requests: list[RequestRow]
-    decisions: list[dict] = field(default_factory=list)  # planner.loop.Decision.row() dicts
+    decisions: list[Decision] = field(default_factory=list)
     energy: list[EnergyWindow] = field(default_factory=list)
     replicas: list[ReplicaSample] = field(default_factory=list)
     load: list[tuple[int, float]] = field(default_factory=list)  # (second of the trace, scheduled requests)
@@ -99,18 +113,6 @@ def _read_jsonl(path: Path, parse: Callable[[dict], object], tolerate_torn_tail:
     return rows
 
 
-def _decision_row(obj: dict) -> dict:
-    from planner.loop import Decision
-
-    try:
-        Decision(**obj)  # the exact field set of Decision.row()
-    except TypeError as e:
-        raise ValueError(f"not a planner.loop.Decision row: {str(e).removeprefix('Decision.__init__() ')}") from None
-    if not isinstance(obj["time_s"], (int, float)) or not isinstance(obj["changed"], bool):
-        raise ValueError("time_s must be a number and changed a boolean")
-    return obj
-
-
 def _read_load_csv(path: Path) -> list[tuple[int, float]]:
     rows: list[tuple[int, float]] = []
     with path.open(newline="", encoding="utf-8") as f:
@@ -147,7 +149,7 @@ def load_run(run_dir: str | Path, *, allow_partial: bool = False) -> Run:
         requests = _read_jsonl(requests_path, RequestRow.model_validate, torn_ok)
     run = Run(run_dir=run_dir, meta=meta, requests=requests)
     readers: dict[str, Callable[[Path], list]] = {
-        "decisions.jsonl": lambda p: _read_jsonl(p, _decision_row, torn_ok),
+        "decisions.jsonl": lambda p: _read_jsonl(p, Decision.model_validate, torn_ok),
         "energy.jsonl": lambda p: _read_jsonl(p, EnergyWindow.model_validate, torn_ok),
         "replicas.jsonl": lambda p: _read_jsonl(p, ReplicaSample.model_validate, torn_ok),
         "load.csv": _read_load_csv,
@@ -174,12 +176,6 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     """numpy's linear-interpolation percentile; None for no values."""
     arr = np.asarray(list(values), dtype=float)
     return float(np.percentile(arr, q)) if arr.size else None
-
-
-def join_methods(methods: Iterable[str | None]) -> str | None:
-    """Distinct methods, sorted, joined by '+' (a joined name is split first); None if none."""
-    names = sorted({m for joined in methods if joined for m in joined.split("+")})
-    return "+".join(names) or None
 
 
 def request_accuracy(row: RequestRow, meta: RunMeta) -> float | None:
@@ -284,7 +280,7 @@ def summarize_run(run: Run) -> RunSummary:
         energy_method=join_methods(w.method for w, _ in clipped_windows(run.energy, start, end)),
         energy_coverage=energy_coverage(run),
         carbon_g=energy * meta.carbon_g_per_kwh * meta.pue / 3.6e6 if energy is not None else None,
-        plan_changes=sum(1 for d in run.decisions if d.get("changed")),
+        plan_changes=sum(1 for d in run.decisions if d.changed),
         weights=meta.weights,
     )
 
@@ -293,13 +289,5 @@ def write_summary(run_dir: str | Path, *, allow_partial: bool = False, run: Run 
     """Write <run_dir>/summary.json (atomically: a reader never sees half a file)."""
     run = run or load_run(run_dir, allow_partial=allow_partial)
     path = Path(run_dir) / "summary.json"
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(summarize_run(run).model_dump_json(indent=2) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, summarize_run(run))
     return path

@@ -9,23 +9,26 @@ Profiles passed in); nothing is measured here. Every energy figure carries its m
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from energy.base import MEASURED
 from experiments.plots import method_label, new_figure, no_data, plain_log_y, save
 from experiments.report import markdown_table
-from experiments.summary import join_methods
+from ipa_energy.energy import ESTIMATE, MEASURED, join_methods, split_methods
+from ipa_energy.files import write_atomic
 from ipa_energy.spec import PipelineSpec, Profile
+from workloads.constants import TIERS
+
+__all__ = [
+    "CatalogView", "ESTIMATE_SUFFIX", "KINDS", "SWEEPS", "TITLES", "catalog_view", "hardware_class", "select",
+    "sweep",
+]
 
 KINDS = ("batch", "model", "hardware", "method")
-ESTIMATE = "tdp-estimate"
 ESTIMATE_SUFFIX = "+estimate"  # hardware id of estimate profiles kept beside measured ones
 
 
@@ -43,7 +46,7 @@ def catalog_view(pipelines: Iterable[PipelineSpec] | None = None) -> CatalogView
     if pipelines is None:
         from workloads import catalog  # imports torchvision (seconds): only when asked
 
-        pipelines = [p for tier in catalog.TIERS for p in catalog.pipelines(tier).values()]
+        pipelines = [p for tier in TIERS for p in catalog.pipelines(tier).values()]
     view = CatalogView()
     for pipe in pipelines:
         for stage in pipe.stages:
@@ -72,7 +75,7 @@ def _j(p: Profile) -> str:
 def _caveats(profiles: Sequence[Profile]) -> list[str]:
     notes = []
     methods = join_methods(p.energy_method for p in profiles)
-    if methods and ESTIMATE in methods.split("+"):
+    if ESTIMATE in split_methods(methods):
         notes.append(f"Energy method `{ESTIMATE}` appears: those figures are an estimate "
                      "(idle + (TDP − idle) × utilisation), not a measurement.")
     if any(p.weights == "random" for p in profiles):
@@ -281,25 +284,5 @@ def sweep(kind: str, out_dir: str | Path, *, hardware_ids: Sequence[str] | None 
     if rows:
         parts.append(markdown_table(headers, rows))
     path = out_dir / f"sweep-{kind}.md"
-    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    write_atomic(path, "\n\n".join(parts) + "\n")
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n")[0])
-    ap.add_argument("kind", choices=KINDS + ("all",))
-    ap.add_argument("--out", default="sweeps")
-    ap.add_argument("--hardware", action="append", help="hardware id (repeatable)")
-    ap.add_argument("--pipeline", action="append", help="catalog pipeline (repeatable)")
-    ap.add_argument("--family", action="append", help="variant family, e.g. resnet, qwen2.5, sam (repeatable)")
-    ap.add_argument("--variant", action="append")
-    ap.add_argument("--batch-size", type=int)
-    args = ap.parse_args(argv)
-    for kind in KINDS if args.kind == "all" else (args.kind,):
-        print(sweep(kind, args.out, hardware_ids=args.hardware, pipelines=args.pipeline, families=args.family,
-                    variants=args.variant, batch_size=args.batch_size))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,7 @@
 """A small error hierarchy shared by every package."""
 
+__all__ = ["IpaEnergyError", "PayloadError", "PlanApplyError", "SpecError"]
+
 
 class IpaEnergyError(Exception):
     """Base class of every error this project raises on purpose."""

@@ -13,10 +13,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from ipa_energy.energy import EnergyMethod
+from ipa_energy.errors import SpecError
+
+__all__ = [
+    "NAME_PATTERN", "SHARE_TOL", "TASK_IO", "Accuracy", "Autoscaling", "PipelineSpec", "Plan", "Profile", "Resources",
+    "StagePlan", "StageSpec", "Task", "VariantShare", "VariantSpec",
+]
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.+-]{0,62}$"
 
 Task = Literal["classify", "detect", "classify-crops", "generate", "segment", "segment-detections"]
-EnergyMethod = Literal["zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate"]
 
 # Which payload keys a task reads and which it adds. A pipeline's request must supply every
 # key its stages read that no earlier stage produced (checked in PipelineSpec).
@@ -171,8 +178,6 @@ class PipelineSpec(_Model):
 
     def check_plan(self, plan: Plan) -> None:
         """Raise SpecError unless `plan` names exactly this pipeline's stages and known variants."""
-        from ipa_energy.errors import SpecError
-
         if plan.pipeline != self.name:
             raise SpecError(f"plan is for pipeline {plan.pipeline!r}, not {self.name!r}")
         want, got = {s.name for s in self.stages}, set(plan.stages)

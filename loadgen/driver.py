@@ -10,46 +10,33 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
 
+from ipa_energy.records import RequestRow
+from loadgen.replay import row_from_response
 
-@dataclass
-class RequestRecord:
-    """One request as the client saw it. Times are seconds on the monotonic clock."""
-
-    sent: float
-    latency_s: float
-    status: int  # HTTP status; 0 when no response arrived (connection error, timeout)
-    error: str = ""
-    variants: dict = field(default_factory=dict)
-    plan_version: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
+__all__ = ["closed_loop", "open_loop", "summarize"]
 
 
-async def _send(client: httpx.AsyncClient, url: str, body: dict) -> RequestRecord:
-    sent = time.monotonic()
+async def _send(client: httpx.AsyncClient, url: str, body: dict, read_answer: bool) -> RequestRow:
+    """One request; with `read_answer` a 200 must carry a valid PipelineAnswer (variants, energy)."""
+    sent = time.time()
     try:
         r = await client.post(url, json=body)
     except httpx.HTTPError as e:
-        return RequestRecord(sent, time.monotonic() - sent, 0, f"{type(e).__name__}: {e}")
-    latency = time.monotonic() - sent
-    if r.status_code != 200:
-        return RequestRecord(sent, latency, r.status_code, r.text[:300])
-    data = r.json()
-    return RequestRecord(sent, latency, 200, "", data.get("variants", {}), data.get("plan_version"))
+        return row_from_response(None, sent, time.time(), 0, None, f"{type(e).__name__}: {e}")
+    finished = time.time()
+    return row_from_response(None, sent, finished, r.status_code, r.content if read_answer or r.status_code != 200 else None)
 
 
 async def closed_loop(
-    url: str, make_body: Callable[[int], dict], clients: int, duration_s: float, timeout_s: float = 120.0
-) -> list[RequestRecord]:
+    url: str, make_body: Callable[[int], dict], clients: int, duration_s: float, timeout_s: float = 120.0,
+    read_answer: bool = True,
+) -> list[RequestRow]:
     """`clients` clients each send a request, wait for its answer, and repeat for `duration_s`."""
-    records: list[RequestRecord] = []
+    records: list[RequestRow] = []
     deadline = time.monotonic() + duration_s
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -58,7 +45,7 @@ async def closed_loop(
         async def worker(n: int) -> None:
             i = 0
             while time.monotonic() < deadline:
-                records.append(await _send(client, url, make_body(n * 1_000_003 + i)))
+                records.append(await _send(client, url, make_body(n * 1_000_003 + i), read_answer))
                 i += 1
 
         await asyncio.gather(*(worker(n) for n in range(clients)))
@@ -66,8 +53,9 @@ async def closed_loop(
 
 
 async def open_loop(
-    url: str, make_body: Callable[[int], dict], rate_rps: float, duration_s: float, seed: int = 0, timeout_s: float = 120.0
-) -> list[RequestRecord]:
+    url: str, make_body: Callable[[int], dict], rate_rps: float, duration_s: float, seed: int = 0, timeout_s: float = 120.0,
+    read_answer: bool = True,
+) -> list[RequestRow]:
     """Poisson arrivals at `rate_rps` for `duration_s`, regardless of how fast answers come."""
     rng = random.Random(seed)
     bodies = [make_body(i) for i in range(8)]  # encode payloads up front: the sender must not lag
@@ -80,16 +68,16 @@ async def open_loop(
             if t > duration_s:
                 break
             await asyncio.sleep(max(0.0, start + t - time.monotonic()))
-            tasks.append(asyncio.create_task(_send(client, url, bodies[i % len(bodies)])))
+            tasks.append(asyncio.create_task(_send(client, url, bodies[i % len(bodies)], read_answer)))
             i += 1
         return list(await asyncio.gather(*tasks))
 
 
-def summarize(records: list[RequestRecord], window_s: float | None = None) -> dict:
+def summarize(records: list[RequestRow], window_s: float | None = None) -> dict:
     """Counts, failures, latency percentiles (ms) and throughput of successful requests."""
-    ok = [r for r in records if r.ok]
-    lat = np.array([r.latency_s * 1000 for r in ok]) if ok else np.array([np.nan])
-    span = window_s or (max(r.sent + r.latency_s for r in records) - min(r.sent for r in records) if records else 0)
+    ok = [r for r in records if r.status == 200]
+    lat = np.array([r.latency_ms for r in ok]) if ok else np.array([np.nan])
+    span = window_s or (max(r.finished_s for r in records) - min(r.sent_s for r in records) if records else 0)
     return {
         "requests": len(records),
         "failed": len(records) - len(ok),

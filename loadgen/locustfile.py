@@ -22,8 +22,9 @@ import urllib.request
 import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
+from ipa_energy.messages import PipelineInfo
+from loadgen.options import add_replay_arguments, trace_from_arguments
 from loadgen.replay import Replay, row_from_response
-from loadgen.traces import parse_trace
 from workloads import payloads
 
 STATE: dict = {"replay": None, "bodies": [], "path": ""}
@@ -33,28 +34,22 @@ LEAD_S = 2.0  # users spawn before second 0 of the trace
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     group = parser.add_argument_group("ipa-energy trace replay")
-    group.add_argument("--pipeline", default="video", help="served pipeline to load")
-    group.add_argument("--trace", default="bursty", help="Twitter window name, constant:RPS, or a per-second CSV path")
-    group.add_argument("--seconds", type=int, default=0, help="seconds of the trace to replay (0 = all)")
-    group.add_argument("--offset", type=int, default=0, help="seconds of the trace to skip first")
-    group.add_argument("--rate-factor", type=float, default=1.0, help="multiply the trace's rate by this")
-    group.add_argument("--seed", type=int, default=0, help="seed of the arrival times within each second")
-    group.add_argument("--senders", type=int, default=100, help="concurrent senders (in-flight requests at most)")
-    group.add_argument("--drain", type=float, default=60.0, help="seconds after the trace's end to wait for answers")
-    group.add_argument("--record", default="", help="write every request to this JSONL file (experiments.schema.RequestRow)")
+    add_replay_arguments(group)
+    group.add_argument("--record", default="", help="write every request to this JSONL file (ipa_energy.records.RequestRow)")
 
 
 def _bodies(host: str, pipeline: str, n: int = 8) -> list[bytes]:
     """Valid bodies for the pipeline's request schema, as the server states it."""
     with urllib.request.urlopen(f"{host.rstrip('/')}/v1/pipelines/{pipeline}", timeout=30) as r:
-        keys = tuple(json.load(r)["request_schema"].get("properties", {}))
+        info = PipelineInfo.model_validate_json(r.read())
+    keys = tuple(info.request_schema.get("properties", {}))
     return [json.dumps(payloads.request_for(keys, seed=s)).encode() for s in range(n)]
 
 
 @events.test_start.add_listener
 def _start(environment, **_) -> None:
     o = environment.parsed_options
-    trace = parse_trace(o.trace, o.seconds or None, rate_factor=o.rate_factor, offset_s=o.offset, seed=o.seed)
+    trace = trace_from_arguments(o)
     if STATE["replay"] is not None:
         STATE["replay"].close()
     STATE["replay"] = Replay(trace, o.record or None)

@@ -8,7 +8,6 @@ users are busy the lag shows up as `sent_s - scheduled_s` in the record.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -16,8 +15,14 @@ from typing import IO
 
 import numpy as np
 
-from experiments.schema import RequestRow, TraceSpec
+from pydantic import ValidationError
+
+from ipa_energy.messages import PipelineAnswer
+from ipa_energy.files import write_json
+from ipa_energy.records import LoadStart, RequestRow, TraceSpec
 from loadgen.traces import schedule
+
+__all__ = ["Replay", "per_second", "row_from_response"]
 
 
 class Replay:
@@ -44,8 +49,7 @@ class Replay:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.record_path.open("w")
             # the runner reads second 0 of the trace from here (RunMeta.load_start_s)
-            self.meta_path.write_text(json.dumps({"load_start_s": self.t0, "trace": self.trace.model_dump(),
-                                                  "scheduled": int(self.counts.sum())}))
+            write_json(self.meta_path, LoadStart(load_start_s=self.t0, trace=self.trace, scheduled=int(self.counts.sum())))
 
     @property
     def meta_path(self) -> Path:
@@ -98,20 +102,21 @@ class Replay:
 
 def row_from_response(scheduled: float, sent: float, finished: float, status: int, body: bytes | str | None,
                       error: str = "") -> RequestRow:
-    """A RequestRow from what came back (the pipeline's JSON answer, or an error)."""
-    row = {"scheduled_s": scheduled, "sent_s": sent, "finished_s": finished,
-           "latency_ms": (finished - sent) * 1000, "status": status, "error": error[:300]}
+    """A RequestRow from what came back (the pipeline's JSON answer, validated, or an error)."""
+    row = RequestRow(scheduled_s=scheduled, sent_s=sent, finished_s=finished, latency_ms=(finished - sent) * 1000,
+                     status=status, error=error[:300])
     if status == 200 and body:
         try:
-            data = json.loads(body)
-            energy = data.get("energy") or {}
-            row |= {"plan_version": data.get("plan_version"), "variants": data.get("variants") or {},
-                    "energy_j": energy.get("j"), "energy_method": energy.get("method")}
-        except (ValueError, AttributeError) as e:
-            row |= {"status": 0, "error": f"unreadable answer: {e}"}
+            answer = PipelineAnswer.model_validate_json(body)
+        except ValidationError as e:
+            row.status, row.error = 0, f"unreadable answer: {e.errors()[0]['msg']}"[:300]
+            return row
+        row.plan_version, row.variants = answer.plan_version, answer.variants
+        if answer.energy is not None:
+            row.energy_j, row.energy_method = answer.energy.j, answer.energy.method
     elif status != 200 and not error and body:
-        row["error"] = (body.decode(errors="replace") if isinstance(body, bytes) else body)[:300]
-    return RequestRow.model_validate(row)
+        row.error = (body.decode(errors="replace") if isinstance(body, bytes) else body)[:300]
+    return row
 
 
 def per_second(times: np.ndarray, seconds: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Load traces → per-second request counts → arrival times, as IPA replays them.
+"""Load traces: IPA's Twitter trace and its windows, constant rates, per-second CSVs → arrival times.
 
 A trace is a per-second rate (req/s): one of IPA's Twitter windows (damped by 8, as IPA),
 a constant rate, or any per-second CSV. The rate factor scales it to the machine. Counts
@@ -6,25 +6,116 @@ per second are rounded with carry (the running total is rounded, not each second
 window keeps its total and every second is within one request of the scaled rate. Within a
 second, arrivals are spread with exponential gaps, as IPA's load generator does.
 
-The Twitter windows ship in ``loadgen/data/twitter_windows.csv`` (raw per-second counts of
-the four windows of ``shared/data/README.md``), so replays work without the 22-day trace;
-``twitter_windows.csv`` was cut from ``twitter-2018-04-rps.txt.bz2`` by ``planner.trace``.
+The Twitter trace (``shared/data/twitter-2018-04-rps.txt.bz2``, see ``shared/data/README.md``)
+holds 1,899,061 whitespace-separated integers, one per second (≈ 22 days); :func:`load_trace`
+reads it (the LSTM predictor trains on it). Seconds with a count of 0 are missing data in the
+archive (runs of ~1,739 s about once a day plus short gaps), not idle seconds. Damping is a
+float division (3.375 RPS stays 3.375), which is what the data README's RPS ranges use; IPA's
+``barazmoon.twitter.twitter_workload_generator`` truncates with ``int(l / damping_factor)``.
+
+IPA's four windows also ship in ``loadgen/data/twitter_windows.csv`` (raw per-second counts,
+cut from the full trace with :func:`window`), so replays work without the 22-day file.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
-from experiments.schema import TraceSpec
+from ipa_energy.records import TraceSpec
 
+__all__ = [
+    "DAMPING", "DEFAULT_TRACE", "ENV_VAR", "WINDOWS", "arrival_times", "counts", "load_trace", "parse_trace", "rates",
+    "read_rate_csv", "schedule", "spans", "twitter", "twitter_windows", "window",
+]
+
+ENV_VAR = "IPA_ENERGY_TRACE"
+#: <repo root>/../shared/data/... (parents[2] of this file); $IPA_ENERGY_TRACE overrides it
+#: at call time in ``load_trace``.
+DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared/data/twitter-2018-04-rps.txt.bz2"
 WINDOWS_CSV = Path(__file__).parent / "data" / "twitter_windows.csv"
-TWITTER_DAMPING = 8.0
-#: first second of each window in the full trace (shared/data/README.md); fluctuating is two spans
-WINDOW_START = {"bursty": 1301160, "steady_low": 1299600, "steady_high": 1768800, "fluctuating": 1301400}
+#: IPA divides the Twitter trace by 8
+DAMPING = 8.0
+
+Span = tuple[int, int]
+
+#: IPA's named windows, second indices [start, end) into the undamped-length trace (from
+#: shared/data/README.md). ``fluctuating`` is two spans played back to back.
+#: ``steady_high`` is 600 s; IPA plays it twice (``window(..., repeat=2)`` if wanted).
+WINDOWS: dict[str, Union[Span, tuple[Span, ...]]] = {
+    "bursty": (1301160, 1302360),
+    "steady_low": (1299600, 1300800),
+    "steady_high": (1768800, 1769400),
+    "fluctuating": ((1301400, 1302000), (1308600, 1309200)),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# The full Twitter trace
+# ------------------------------------------------------------------------------------------
+
+def spans(name: str) -> list[Span]:
+    """The window ``name`` as a list of (start, end) spans."""
+    try:
+        w = WINDOWS[name]
+    except KeyError:
+        raise KeyError(f"unknown trace window {name!r}; known: {sorted(WINDOWS)}") from None
+    if isinstance(w[0], tuple):
+        return [tuple(s) for s in w]  # type: ignore[misc]
+    return [tuple(w)]  # type: ignore[list-item]
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, damping: float) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"Twitter trace not found at {p}. Expected shared/data/"
+            f"twitter-2018-04-rps.txt.bz2 next to the repository (see shared/data/README.md) "
+            f"or a path in ${ENV_VAR}."
+        )
+    opener = bz2.open if p.suffix == ".bz2" else open
+    with opener(p, "rb") as f:
+        raw = f.read()
+    arr = np.array(raw.split(), dtype=np.float64)
+    if damping != 1.0:
+        arr /= float(damping)
+    arr.setflags(write=False)  # shared cached array: callers must copy to modify
+    return arr
+
+
+def load_trace(path: Union[str, Path, None] = None, damping: float = DAMPING) -> np.ndarray:
+    """Per-second RPS (float64, read-only, cached) of the trace divided by ``damping``.
+
+    ``path`` None means ``$IPA_ENERGY_TRACE`` if set, else ``DEFAULT_TRACE``.
+    """
+    if path is None:
+        path = os.environ.get(ENV_VAR) or DEFAULT_TRACE
+    return _load(str(Path(path).resolve()), float(damping))
+
+
+def window(name: str, trace: np.ndarray | None = None, repeat: int = 1) -> np.ndarray:
+    """Per-second RPS of IPA's named window (spans concatenated, optionally repeated)."""
+    if trace is None:
+        trace = load_trace()
+    parts = []
+    for start, end in spans(name):
+        if end > len(trace):
+            raise ValueError(f"window {name!r} ends at {end} > trace length {len(trace)}")
+        parts.append(np.asarray(trace[start:end], dtype=np.float64))
+    out = np.concatenate(parts)
+    return np.tile(out, repeat) if repeat != 1 else out
+
+
+# ------------------------------------------------------------------------------------------
+# Replayable traces
+# ------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
@@ -70,8 +161,8 @@ def twitter(name: str, seconds: int | None = None, *, offset_s: int = 0, rate_fa
     length = len(windows[name]) - offset_s
     if length <= 0:
         raise ValueError(f"offset {offset_s} s is past the end of window {name!r} ({len(windows[name])} s)")
-    return TraceSpec(kind="twitter", name=name, start_s=WINDOW_START[name], offset_s=offset_s,
-                     seconds=min(seconds or length, length), rate_factor=rate_factor, damping=TWITTER_DAMPING, seed=seed)
+    return TraceSpec(kind="twitter", name=name, start_s=spans(name)[0][0], offset_s=offset_s,
+                     seconds=min(seconds or length, length), rate_factor=rate_factor, damping=DAMPING, seed=seed)
 
 
 def parse_trace(text: str, seconds: int | None = None, *, rate_factor: float = 1.0, offset_s: int = 0, seed: int = 0) -> TraceSpec:

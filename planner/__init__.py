@@ -1,7 +1,13 @@
-"""Planning: profiles → integer program → Plan; load prediction; the planner actor.
+"""Planning: profiles → integer program → Plan; load prediction; the adaptation loop and its actor.
 
-Modules: ``optimizer`` (IPA's integer program with energy, PuLP; policies ipa, ipa-energy,
-fa2-low/high, rim, static; decision-time benchmark), ``predictor`` (IPA's LSTM and the
-reactive / max baselines), ``trace`` (the Twitter trace and IPA's windows), ``diff`` (plan
-changes, used by serve_app and the fewest-changes tie-break).
+* ``optimizer`` — IPA's integer program with energy (:func:`planner.optimizer.optimize`);
+  ``terms`` (options and objective terms), ``solver`` (HiGHS / CBC bridge), ``checks``
+  (constraints recomputed, plan evaluation), ``infadapter`` (InfAdapter's variant mix);
+* ``policies`` — the one policy registry; ``baselines`` — opening plans of the outside baselines;
+* ``profiles`` — which profiles a plan is made from; ``problem`` — a problem as JSON;
+  ``tables`` — plans as text; ``benchmark`` — decision time;
+* ``predictor`` — IPA's LSTM and the reactive / max baselines (trained by ``train_predictor``
+  on :func:`loadgen.traces.load_trace`);
+* ``loop`` — observe → predict → solve → apply, with the decision log; ``actor`` — the loop
+  as a detached Ray actor against a running app.
 """

@@ -16,10 +16,12 @@ import time
 import numpy as np
 import ray
 
+from ipa_energy import RAY_NAMESPACE
 from serve_app.arrivals import arrivals_actor
 
+__all__ = ["PlannerActor", "start_planner", "stop_planner"]
+
 logger = logging.getLogger(__name__)
-NAMESPACE = "ipa-energy"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
@@ -68,7 +70,8 @@ class PlannerActor:
                 logger.exception("planner interval failed")
 
     def decisions(self) -> list[dict]:
-        return [d.row() for d in self.loop.decisions]
+        """The decision log, dumped (validate with ipa_energy.records.Decision)."""
+        return [d.model_dump(mode="json") for d in self.loop.decisions]
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,13 +80,13 @@ class PlannerActor:
 def start_planner(app_name: str, pipeline: str, **options):
     """Start (or find) the planner of `pipeline` in `app_name`; returns its actor handle."""
     return PlannerActor.options(
-        name=f"planner-{app_name}-{pipeline}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        name=f"planner-{app_name}-{pipeline}", namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True,
     ).remote(app_name, pipeline, **options)
 
 
 def stop_planner(app_name: str, pipeline: str) -> None:
     try:
-        actor = ray.get_actor(f"planner-{app_name}-{pipeline}", namespace=NAMESPACE)
+        actor = ray.get_actor(f"planner-{app_name}-{pipeline}", namespace=RAY_NAMESPACE)
     except ValueError:
         return
     ray.get(actor.stop.remote())

@@ -13,7 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ipa_energy.spec import Accuracy, PipelineSpec, Profile, Resources, StageSpec, VariantSpec
-from planner.optimizer import DEFAULT_BATCH_SIZES, DEFAULT_SOLVER, is_feasible, optimize
+from planner.checks import is_feasible
+from planner.constants import DEFAULT_BATCH_SIZES
+from planner.optimizer import optimize
+from planner.solver import DEFAULT_SOLVER
+
+__all__ = [
+    "benchmark", "main", "print_benchmark", "synthetic_problem",
+]
 
 def synthetic_problem(n_stages: int, n_variants: int, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                       seed: int = 0) -> tuple[PipelineSpec, dict[tuple[str, int], Profile], float, float]:

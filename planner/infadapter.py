@@ -2,7 +2,7 @@
 
 InfAdapter serves one model task with a small *set* of variants at once and splits the
 load between them, maximising the expected accuracy of a request minus a resource cost. On
-the same profiles as the IPA program (:mod:`planner.optimizer`), for the single stage of the
+the same profiles as the IPA program (the same options and terms, :mod:`planner.terms`), for the single stage of the
 pipeline, options (m, b) = (variant, batch size) with a profile, λ̂ = load × margin:
 
 * ``x[m,b]`` binary: variant m runs at batch size b; at most one batch size per variant;
@@ -19,13 +19,13 @@ pipeline, options (m, b) = (variant, batch size) with a profile, λ̂ = load × 
 * objective: ``max α·Σ (l/λ̂)·a(m) − β·Σ r(m)·n − γ·P − δ·Σ b·x`` with P the predicted
   power as in the IPA program. The first term is InfAdapter's weighted average accuracy.
 
-Default weights: :class:`planner.optimizer.Weights` with γ = 0 (InfAdapter is energy-unaware):
+Default weights: :class:`planner.terms.Weights` with γ = 0 (InfAdapter is energy-unaware):
 α = 1 per unit of average accuracy (a fraction), β = 0.01 per resource unit (logical CPU or
 GPU), so one percentage point of accuracy is worth one CPU, the price the IPA policies put on
 resources; δ = 1e-4 per unit of batch size per member, which also breaks ties towards fewer
 members. InfAdapter leaves α and β to the operator.
 
-Only single-stage pipelines: :func:`planner.optimizer.check_policy` raises ValueError for a
+Only single-stage pipelines: :func:`planner.policies.check_policy` raises ValueError for a
 chain (a split per stage would need a joint accuracy and latency model InfAdapter does not
 have). An infeasible load gives a best-effort plan flagged ``objective["feasible"] = 0`` (as
 the other policies): the most served load t ≤ λ̂ (keeping the SLA when any option meets it),
@@ -43,30 +43,25 @@ from collections.abc import Sequence
 import pulp
 
 from ipa_energy.spec import PipelineSpec, Plan, StagePlan, VariantShare
-from planner.optimizer import (
-    _LAT_TOL,
-    _MAX_WAIT_MS,
+from planner.constants import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_MAX_REPLICAS,
-    DEFAULT_SOLVER,
-    ProfileLookup,
-    Weights,
-    _fill_ms,
-    _mix_terms,
-    _option,
-    _Option,
-    plan_with_terms,
-    solve_problem,
+    DEFAULT_MAX_VARIANTS,
+    LAT_TOL,
+    MAX_WAIT_MS,
 )
+from planner.solver import DEFAULT_SOLVER, solve_problem
+from planner.terms import Option, ProfileLookup, Weights, fill_ms, mix_terms, option, plan_with_terms
+
+__all__ = ["solve_infadapter"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_VARIANTS = 3
 _MIN_SHARE = 1e-9  # members routed less than this fraction of the load are dropped
 _TRICKLE_RPS = 0.01
 
 
-def _min_load(o: _Option, sla_ms: float) -> float:
+def _min_load(o: Option, sla_ms: float) -> float:
     """Least load at which batches of o.batch fill within the SLA (0 at batch 1)."""
     if o.batch <= 1:
         return 0.0
@@ -76,7 +71,7 @@ def _min_load(o: _Option, sla_ms: float) -> float:
 class _MixModel:
     """The program over `options` (their latency_ms is l99 alone: the fill time is per member)."""
 
-    def __init__(self, options: Sequence[_Option], target: float | None, lam: float, sla_ms: float | None,
+    def __init__(self, options: Sequence[Option], target: float | None, lam: float, sla_ms: float | None,
                  n_max: int, k_max: int):
         self.options = options
         self.prob = pulp.LpProblem("infadapter", pulp.LpMaximize)
@@ -108,7 +103,7 @@ class _MixModel:
                       (n, -w.beta * o.resources - w.gamma * o.idle_w), (x, -w.delta * o.batch)]
         return pulp.LpAffineExpression(terms)
 
-    def members(self) -> list[tuple[_Option, int, float]]:
+    def members(self) -> list[tuple[Option, int, float]]:
         """(option, replicas, load) of the chosen options that get traffic."""
         chosen = [(o, int(round(n.varValue or 0)), max(0.0, l.varValue or 0.0))
                   for o, x, n, l in zip(self.options, self.x, self.n, self.l) if (x.varValue or 0) > 0.5]
@@ -118,7 +113,7 @@ class _MixModel:
 
 def _solve(options, lam, sla, n_max, k_max, weights, solver):
     """(members, feasible) or (None, False)."""
-    keep = [o for o in options if o.latency_ms <= sla + _LAT_TOL and (o.batch == 1 or o.latency_ms < sla)]
+    keep = [o for o in options if o.latency_ms <= sla + LAT_TOL and (o.batch == 1 or o.latency_ms < sla)]
     if keep and lam > 0:
         m = _MixModel(keep, lam, lam, sla, n_max, k_max)
         m.prob.setObjective(m.objective(weights, lam))
@@ -159,7 +154,7 @@ def solve_infadapter(pipeline: PipelineSpec, profiles: ProfileLookup, lam: float
         raise ValueError(f"max_variants must be at least 1, not {max_variants}")
     stage = pipeline.stages[0]
     # Built at an infinite load: latency_ms is then l99 alone (the fill time depends on the split).
-    options = [_option(stage, v, b, profiles[(v.name, b)], math.inf)
+    options = [option(stage, v, b, profiles[(v.name, b)], math.inf)
                for v in stage.variants for b in sorted({int(b) for b in batch_sizes})
                if 1 <= b <= v.max_batch_size and (v.name, b) in profiles]
     try:
@@ -179,14 +174,14 @@ def solve_infadapter(pipeline: PipelineSpec, profiles: ProfileLookup, lam: float
     total = sum(l for _, _, l in members)
     members.sort(key=lambda m: (-m[2], m[0].variant))  # the largest share is the primary
     shares = [VariantShare(variant=o.variant, share=l / total, batch_size=o.batch, replicas=n,
-                           batch_wait_timeout_ms=round(min(_fill_ms(o.batch, lam * l / total), _MAX_WAIT_MS), 3))
+                           batch_wait_timeout_ms=round(min(fill_ms(o.batch, lam * l / total), MAX_WAIT_MS), 3))
               for o, n, l in members]
     top = shares[0]
     stage_plan = StagePlan(variant=top.variant, batch_size=top.batch_size, replicas=top.replicas,
                            batch_wait_timeout_ms=top.batch_wait_timeout_ms, mix=tuple(shares) if len(shares) > 1 else None)
     plan = Plan(pipeline=pipeline.name, stages={stage.name: stage_plan}, policy="infadapter")
     # Terms at the plan's own split of λ̂ (a best-effort plan is charged the whole offered load).
-    terms = _mix_terms([[(_option(stage, stage.variant(s.variant), s.batch_size, profiles[(s.variant, s.batch_size)],
+    terms = mix_terms([[(option(stage, stage.variant(s.variant), s.batch_size, profiles[(s.variant, s.batch_size)],
                                   s.share * lam), s.replicas, s.share) for s in shares]],
                        lam, weights, linear_accuracy=True)
     terms["mix_size"] = float(len(shares))

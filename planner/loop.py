@@ -12,48 +12,24 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ipa_energy.diff import StageChange, diff_plans
+from ipa_energy.records import Decision
 from ipa_energy.spec import PipelineSpec, Plan
-from planner.diff import diff_plans
-from planner.optimizer import Weights, check_policy, is_feasible, optimize
+from planner.checks import is_feasible
+from planner.constants import MIN_LOAD_RPS, WAIT_HYSTERESIS
+from planner.optimizer import optimize
+from planner.policies import check_policy
+from planner.terms import Weights
+
+__all__ = ["PlannerLoop"]
 
 logger = logging.getLogger(__name__)
 
-MIN_LOAD_RPS = 0.1  # solving for zero load is degenerate (batch-fill time (b-1)/λ)
 
-
-@dataclass
-class Decision:
-    """One adaptation interval (IPA's adaptation_log, plus energy)."""
-
-    time_s: float
-    observed_rps: float  # mean arrival rate over the last interval
-    predicted_rps: float
-    predictor: str
-    policy: str
-    stages: dict[str, dict]  # stage → variant, batch_size, replicas (and mix, for a variant mix)
-    accuracy: float
-    predicted_power_w: float | None
-    predicted_j_per_request: float | None
-    energy_method: str
-    feasible: bool
-    solve_time_s: float
-    changed: bool
-    changes: list[str] = field(default_factory=list)
-    apply_s: float | None = None  # None while the change is still being applied
-    error: str | None = None
-
-    def row(self) -> dict:
-        return asdict(self)
-
-
-WAIT_HYSTERESIS = 2.0  # a batch wait that moves less than this factor is not worth a reconfigure
-
-
-def _worth_applying(change) -> bool:
+def _worth_applying(change: StageChange) -> bool:
     """The batch wait follows the load ((b-1)/λ), so it moves every interval; only large moves count."""
     if change.field != "batch_wait_timeout_ms" or not change.old or not change.new:
         return True

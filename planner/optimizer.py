@@ -1,4 +1,4 @@
-"""IPA's integer program, corrected, with energy as a third objective (DESIGN.md "Planning").
+"""IPA's integer program, corrected, with energy as a third objective (docs/design.md, "Planning").
 
 The program
 -----------
@@ -40,28 +40,18 @@ replica's idle power charge (0.6 W·γ = 0.006), and the batch penalty (8·δ = 
 only breaks ties between otherwise equal batch sizes, as IPA's small batch weight does. The
 ``ipa`` policy is the same program with γ = 0.
 
-Policies (same program, different restrictions)
------------------------------------------------
-* ``ipa``: γ = 0 (IPA's objective); ``ipa-energy``: the weights as given (γ > 0);
-* ``fa2-low`` / ``fa2-high``: variant fixed to the least / most accurate variant of each
-  stage (ties: fewer resources, then name); batch and replicas free; γ = 0 (FA2 is
-  energy-unaware);
-* ``rim``: replicas fixed (``replicas``: an int or a per-stage mapping; default 1); variant
-  and batch free; γ = 0;
-* ``static`` (or any ``static-<name>``): the given ``static_plan`` (else the current plan,
-  else the pipeline's default plan), evaluated with the profiles, not solved; flagged
-  infeasible when it breaks a constraint. An unknown policy name raises ValueError (a
-  configuration error, unlike an infeasible load, which never raises).
-* ``infadapter`` (InfAdapter's variant mix with a traffic split, single-stage pipelines
-  only): a different program with continuous traffic shares, in :mod:`planner.infadapter`;
-  γ = 0 (InfAdapter is energy-unaware).
+Policies (:mod:`planner.policies`) are this program under restrictions: ``ipa`` sets γ = 0,
+``fa2-*`` fix the variant, ``rim`` the replicas; ``static*`` evaluate a given plan
+(:func:`planner.checks.evaluate_plan`) instead of solving; ``infadapter`` is a program of
+its own (:mod:`planner.infadapter`). An unknown policy name raises ValueError (a
+configuration error, unlike an infeasible load, which never raises).
 
 Tie-break: fewest changes
 -------------------------
 With a ``current`` plan, a second solve keeps the objective ≥ optimum − 1e-7 (absolute;
 the profiles are far noisier than that) and minimises the number of changes: per stage one
 for a variant switch, one for a batch-size change, one for a replica-count change (the
-fields :func:`planner.diff.diff_plans` reports, except the batch wait which follows the
+fields :func:`ipa_energy.diff.diff_plans` reports, except the batch wait which follows the
 batch size). A second solve rather than an ε penalty because the objective's coefficients
 are measured reals with no granularity to derive a safe ε from. If the second solve fails
 numerically, the first solution is kept.
@@ -74,12 +64,7 @@ throughput t = min_s Σ h·y (capped at λ̂), keeping the latency constraint wh
 variants and batches meets the SLA at all (else dropping it), and among the plans with the
 largest t (within 1e-7) maximises the real objective. ``objective["capacity_rps"]`` is t.
 
-Solvers
--------
-``solver="highs"`` (the default when SciPy is importable) solves the PuLP model with HiGHS
-in-process through ``scipy.optimize.milp`` (``highspy`` is not installed here);
-``solver="cbc"`` uses ``PULP_CBC_CMD(msg=False)`` (a subprocess per solve). Both are exact
-(zero MIP gap). HiGHS avoids the subprocess and file round trip; see :func:`benchmark`.
+The model is solved exactly by :mod:`planner.solver` (HiGHS in-process, or CBC).
 """
 
 from __future__ import annotations
@@ -87,166 +72,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pulp
-from pydantic import BaseModel, ConfigDict, Field
 
-from ipa_energy.spec import (
-    PipelineSpec,
-    Plan,
-    Profile,
-    Resources,
-    StagePlan,
-    StageSpec,
-    VariantSpec,
-)
+from ipa_energy.spec import PipelineSpec, Plan
+from planner.checks import evaluate_plan
+from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS, LAT_TOL, OBJ_TOL
+from planner.infadapter import solve_infadapter
+from planner.policies import check_policy, is_static, restrictions
+from planner.solver import DEFAULT_SOLVER, solve_problem
+from planner.terms import Option, ProfileLookup, Weights, choice_terms, plan_from_choice, stage_options
 
-from planner.profiles import DEFAULT_BATCH_SIZES
+__all__ = ["compare_policies", "optimize"]
 
 logger = logging.getLogger(__name__)
-
-ProfileLookup = Mapping[tuple[str, int], Profile]
-
-DEFAULT_MAX_REPLICAS = 16
-POLICIES = ("ipa", "ipa-energy", "fa2-low", "fa2-high", "rim", "static", "infadapter")
-OBJ_TOL = 1e-7  # ties within this (absolute) count as equal objective values
-_LAT_TOL = 1e-9
-_MAX_WAIT_MS = 10_000.0
-
-try:  # HiGHS through SciPy, in-process
-    import numpy as _np
-    from scipy.optimize import Bounds as _Bounds
-    from scipy.optimize import LinearConstraint as _LinearConstraint
-    from scipy.optimize import milp as _milp
-    from scipy.sparse import coo_matrix as _coo_matrix
-
-    HAVE_HIGHS = True
-except Exception:  # pragma: no cover - SciPy missing
-    HAVE_HIGHS = False
-
-DEFAULT_SOLVER = "highs" if HAVE_HIGHS else "cbc"
-
-
-class Weights(BaseModel):
-    """Objective weights: max α·log-accuracy − β·cost − γ·power − δ·Σ batch (see module doc)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    alpha: float = Field(1.0, ge=0, description="Per unit of log pipeline accuracy.")
-    beta: float = Field(0.01, ge=0, description="Per resource unit (logical CPU or GPU) allocated.")
-    gamma: float = Field(0.01, ge=0, description="Per watt of predicted power (0 = IPA).")
-    delta: float = Field(1e-4, ge=0, description="Per unit of batch size, summed over stages.")
-
-
-# --------------------------------------------------------------------------------------------
-# Options and evaluation
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Option:
-    variant: str
-    batch: int
-    latency_ms: float  # l99 + batch fill at λ̂
-    throughput: float
-    energy_j: float
-    idle_w: float
-    resources: float
-    log_acc: float
-    acc: float
-
-
-def _fill_ms(b: int, lam: float) -> float:
-    if b <= 1:
-        return 0.0
-    return math.inf if lam <= 0 else 1000.0 * (b - 1) / lam
-
-
-def _resource_units(r: Resources) -> float:
-    return float(r.num_cpus) + float(r.num_gpus)
-
-
-def _option(stage: StageSpec, variant: VariantSpec, b: int, prof: Profile, lam: float) -> _Option:
-    return _Option(
-        variant=variant.name, batch=b,
-        latency_ms=prof.latency_p99_ms + _fill_ms(b, lam),
-        throughput=prof.throughput_rps, energy_j=prof.energy_per_request_j,
-        idle_w=prof.idle_power_w, resources=_resource_units(prof.resources),
-        log_acc=math.log(variant.accuracy.value), acc=variant.accuracy.value,
-    )
-
-
-def _stage_options(pipeline: PipelineSpec, profiles: ProfileLookup, batch_sizes: Sequence[int],
-                   lam: float, allowed: Mapping[str, set[str]] | None = None) -> list[list[_Option]]:
-    out = []
-    for stage in pipeline.stages:
-        opts = []
-        for v in stage.variants:
-            if allowed is not None and v.name not in allowed.get(stage.name, set()):
-                continue
-            for b in batch_sizes:
-                prof = profiles.get((v.name, b))
-                if prof is None or b > v.max_batch_size:
-                    continue
-                opt = _option(stage, v, b, prof, lam)
-                if math.isfinite(opt.latency_ms):
-                    opts.append(opt)
-        out.append(opts)
-    return out
-
-
-def _terms(choice: Sequence[tuple[_Option, int]], lam: float, weights: Weights) -> dict[str, float]:
-    return _mix_terms([[(o, n, 1.0)] for o, n in choice], lam, weights)
-
-
-def _mix_terms(stages: Sequence[Sequence[tuple[_Option, int, float]]], lam: float, weights: Weights, *,
-               linear_accuracy: bool = False) -> dict[str, float]:
-    """Objective terms of a plan whose stages run members (option, replicas, traffic share).
-
-    Each member's option must be built at its own load share × λ̂ (its batch-fill time). A
-    stage's accuracy is the share-weighted mean of its members'; its latency the slowest
-    member's; its capacity the load at which the first member saturates. With one member of
-    share 1 per stage this is IPA's program exactly. `linear_accuracy`: the objective counts
-    α·accuracy (InfAdapter's) instead of α·log-accuracy.
-    """
-    stage_acc = [sum(sh * o.acc for o, _, sh in st) for st in stages]
-    log_acc = sum(st[0][0].log_acc if len(st) == 1 and st[0][2] == 1.0 else math.log(a)
-                  for st, a in zip(stages, stage_acc))
-    accuracy = math.prod(stage_acc)
-    members = [m for st in stages for m in st]
-    cost = sum(o.resources * n for o, n, _ in members)
-    power = sum(sh * lam * o.energy_j + o.idle_w * n for o, n, sh in members)
-    batch = float(sum(o.batch for o, _, _ in members))
-    obj = weights.alpha * (accuracy if linear_accuracy else log_acc) - weights.beta * cost \
-        - weights.gamma * power - weights.delta * batch
-    return {
-        "accuracy": accuracy,
-        "log_accuracy": log_acc,
-        "cost": cost,
-        "power_w": power,
-        "batch": batch,
-        "objective": obj,
-        "latency_ms": sum(max(o.latency_ms for o, _, _ in st) for st in stages),
-        "capacity_rps": min(o.throughput * n / sh for o, n, sh in members),
-    }
-
-
-def objective_value(log_accuracy: float, cost: float, power_w: float, batch: float, weights: Weights) -> float:
-    """α·log-accuracy − β·cost − γ·power − δ·Σ batch (the program's objective)."""
-    return weights.alpha * log_accuracy - weights.beta * cost - weights.gamma * power_w - weights.delta * batch
-
-
-# --------------------------------------------------------------------------------------------
-# The program
-# --------------------------------------------------------------------------------------------
 
 
 class _Model:
     """The PuLP model of the program over the given options."""
 
-    def __init__(self, options: list[list[_Option]], lam: float, sla_ms: float, n_max: int,
+    def __init__(self, options: list[list[Option]], lam: float, sla_ms: float, n_max: int,
                  fixed_n: Sequence[int | None], *, latency: bool = True, throughput: bool = True,
                  cut: Weights | None = None, cut_all: bool = False, target: float | None = None):
         self.options, self.lam, self.n_max = options, lam, n_max
@@ -291,7 +138,7 @@ class _Model:
     def solve(self, solver: str) -> bool:
         return solve_problem(self.prob, solver)
 
-    def choice(self) -> list[tuple[_Option, int]]:
+    def choice(self) -> list[tuple[Option, int]]:
         out = []
         for opts, xs, n in zip(self.options, self.x, self.n):
             j = max(range(len(opts)), key=lambda k: xs[k].varValue or 0.0)
@@ -299,11 +146,11 @@ class _Model:
         return out
 
 
-def _replica_penalty(o: _Option, w: Weights) -> float:
+def _replica_penalty(o: Option, w: Weights) -> float:
     return w.beta * o.resources + w.gamma * o.idle_w
 
 
-def _replicas_needed(o: _Option, lam: float, n_max: int) -> int:
+def _replicas_needed(o: Option, lam: float, n_max: int) -> int:
     """Fewest replicas of `o` that serve λ̂ (capped at n_max, at least 1)."""
     if o.throughput <= 0:
         return n_max
@@ -313,59 +160,14 @@ def _replicas_needed(o: _Option, lam: float, n_max: int) -> int:
     return int(min(n_max, n))
 
 
-def solve_problem(prob: pulp.LpProblem, solver: str) -> bool:
-    """Solve a PuLP MILP exactly with `solver` ("highs" or "cbc"); True if optimal."""
-    if solver == "highs":
-        return _solve_highs(prob)
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=0.0, gapAbs=0.0))
-    return prob.status == pulp.LpStatusOptimal
 
-
-def _solve_highs(prob: pulp.LpProblem) -> bool:
-    """Solve a PuLP MILP with HiGHS via scipy.optimize.milp; set varValue; True if optimal."""
-    variables = prob.variables()
-    index = {v.name: i for i, v in enumerate(variables)}
-    k = len(variables)
-    c = _np.zeros(k)
-    for v, coef in prob.objective.items():
-        c[index[v.name]] = coef
-    if prob.sense == pulp.LpMaximize:
-        c = -c
-    rows, cols, vals, lo, hi = [], [], [], [], []
-    for r, con in enumerate(prob.constraints.values()):
-        for v, coef in con.items():
-            rows.append(r)
-            cols.append(index[v.name])
-            vals.append(coef)
-        rhs = -con.constant
-        if con.sense == pulp.LpConstraintEQ:
-            lo.append(rhs), hi.append(rhs)
-        elif con.sense == pulp.LpConstraintLE:
-            lo.append(-_np.inf), hi.append(rhs)
-        else:
-            lo.append(rhs), hi.append(_np.inf)
-    a = _coo_matrix((vals, (rows, cols)), shape=(len(lo), k)).tocsr()
-    integrality = _np.array([1 if v.cat == pulp.LpInteger else 0 for v in variables])
-    lb = _np.array([-_np.inf if v.lowBound is None else v.lowBound for v in variables], dtype=float)
-    ub = _np.array([_np.inf if v.upBound is None else v.upBound for v in variables], dtype=float)
-    res = _milp(c, constraints=[_LinearConstraint(a, lo, hi)], integrality=integrality,
-                bounds=_Bounds(lb, ub), options={"mip_rel_gap": 0.0, "presolve": True})
-    if res.x is None or res.status != 0:
-        prob.status = pulp.LpStatusInfeasible if res.status == 2 else pulp.LpStatusNotSolved
-        return False
-    for v, val in zip(variables, res.x):
-        v.varValue = float(round(val)) if v.cat == pulp.LpInteger else float(val)
-    prob.status = pulp.LpStatusOptimal
-    return True
-
-
-def _presolve(options: list[list[_Option]], lam: float, sla_ms: float, n_max: int,
-              fixed_n: Sequence[int | None], *, latency: bool, throughput: bool) -> list[list[_Option]]:
+def _presolve(options: list[list[Option]], lam: float, sla_ms: float, n_max: int,
+              fixed_n: Sequence[int | None], *, latency: bool, throughput: bool) -> list[list[Option]]:
     out = []
     for opts, fixed in zip(options, fixed_n):
         cap = n_max if fixed is None else fixed
         out.append([o for o in opts
-                    if (not latency or o.latency_ms <= sla_ms + _LAT_TOL)
+                    if (not latency or o.latency_ms <= sla_ms + LAT_TOL)
                     and (not throughput or o.throughput * cap >= lam)])
     return out
 
@@ -373,7 +175,7 @@ def _presolve(options: list[list[_Option]], lam: float, sla_ms: float, n_max: in
 def _solve_main(options, lam, sla, n_max, fixed_n, weights, solver, current_stages):
     """Optimum of the program (with the fewest-changes tie-break); None if infeasible."""
     opts = _presolve(options, lam, sla, n_max, fixed_n, latency=True, throughput=True)
-    if any(not o for o in opts) or sum(min(o.latency_ms for o in so) for so in opts) > sla + _LAT_TOL:
+    if any(not o for o in opts) or sum(min(o.latency_ms for o in so) for so in opts) > sla + LAT_TOL:
         return None
     m = _Model(opts, lam, sla, n_max, fixed_n, cut=weights)
     obj = m.objective(weights)
@@ -383,7 +185,7 @@ def _solve_main(options, lam, sla, n_max, fixed_n, weights, solver, current_stag
     choice = m.choice()
     if current_stages is None:
         return choice
-    best = _terms(choice, lam, weights)["objective"]
+    best = choice_terms(choice, lam, weights)["objective"]
     # Second solve: stay at the optimum, minimise changes.
     m.prob += obj >= best - OBJ_TOL, "stay_optimal"
     changes = []
@@ -403,7 +205,7 @@ def _solve_main(options, lam, sla, n_max, fixed_n, weights, solver, current_stag
     m.prob.setObjective(pulp.lpSum(changes))
     if m.solve(solver):
         alt = m.choice()
-        if _terms(alt, lam, weights)["objective"] >= best - OBJ_TOL:
+        if choice_terms(alt, lam, weights)["objective"] >= best - OBJ_TOL:
             return alt
     return choice
 
@@ -413,7 +215,7 @@ def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver):
     if any(not o for o in options):
         return None
     min_lat = sum(min(o.latency_ms for o in so) for so in options)
-    keep_latency = min_lat <= sla + _LAT_TOL
+    keep_latency = min_lat <= sla + LAT_TOL
     opts = _presolve(options, lam, sla, n_max, fixed_n, latency=keep_latency, throughput=False)
     m = _Model(opts, lam, sla, n_max, fixed_n, latency=keep_latency, throughput=False, cut_all=True)
     t = pulp.LpVariable("served", 0, max(lam, 0.0))
@@ -423,7 +225,7 @@ def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver):
     if not m.solve(solver):
         return None
     first = m.choice()
-    served = min(_terms(first, lam, weights)["capacity_rps"], max(lam, 0.0))
+    served = min(choice_terms(first, lam, weights)["capacity_rps"], max(lam, 0.0))
     # Second solve: the program itself with throughput target `served` (latency as above).
     target = served * (1 - 1e-12)
     opts2 = _presolve(options, target, sla, n_max, fixed_n, latency=keep_latency, throughput=True)
@@ -432,118 +234,10 @@ def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver):
         m2.prob.setObjective(m2.objective(weights))
         if m2.solve(solver):
             second = m2.choice()
-            if min(_terms(second, lam, weights)["capacity_rps"], lam) >= served - OBJ_TOL:
+            if min(choice_terms(second, lam, weights)["capacity_rps"], lam) >= served - OBJ_TOL:
                 return second
     return first
 
-
-# --------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------
-
-
-def check_policy(pipeline: PipelineSpec, policy: str) -> None:
-    """Raise ValueError for a policy that cannot plan `pipeline` (a configuration error)."""
-    if policy.startswith("static-"):
-        return
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; known: {POLICIES}")
-    if policy == "infadapter" and len(pipeline.stages) != 1:
-        raise ValueError(
-            f"policy 'infadapter' plans single-stage pipelines only (InfAdapter splits one model's traffic "
-            f"across variants; a split per stage of a chain has no joint accuracy or latency model); "
-            f"{pipeline.name!r} has {len(pipeline.stages)} stages: use ipa, ipa-energy, fa2-low, fa2-high or rim")
-
-
-def _policy_setup(pipeline: PipelineSpec, policy: str, weights: Weights,
-                  replicas: int | Mapping[str, int] | None):
-    allowed: dict[str, set[str]] | None = None
-    fixed: list[int | None] = [None] * len(pipeline.stages)
-    if policy != "ipa-energy":
-        weights = weights.model_copy(update={"gamma": 0.0})
-    if policy in ("fa2-low", "fa2-high"):
-        allowed = {}
-        for st in pipeline.stages:
-            key = (lambda v: (v.accuracy.value, _resource_units(v.resources), v.name)) if policy == "fa2-low" \
-                else (lambda v: (-v.accuracy.value, _resource_units(v.resources), v.name))
-            allowed[st.name] = {min(st.variants, key=key).name}
-    elif policy == "rim":
-        for i, st in enumerate(pipeline.stages):
-            if replicas is None:
-                fixed[i] = 1
-            elif isinstance(replicas, int):
-                fixed[i] = replicas
-            else:
-                fixed[i] = int(replicas.get(st.name, 1))
-    elif policy not in ("ipa", "ipa-energy"):
-        raise ValueError(f"unknown policy {policy!r}; known: {POLICIES}")
-    return weights, allowed, fixed
-
-
-def _plan_from_choice(pipeline: PipelineSpec, choice, lam: float, weights: Weights, policy: str,
-                      feasible: bool, margin: float, t0: float) -> Plan:
-    terms = _terms(choice, lam, weights)
-    stages = {}
-    for st, (o, n) in zip(pipeline.stages, choice):
-        wait = min(_fill_ms(o.batch, lam), _MAX_WAIT_MS)
-        stages[st.name] = StagePlan(variant=o.variant, batch_size=o.batch, replicas=max(1, n),
-                                    batch_wait_timeout_ms=round(wait, 3))
-    terms.update(feasible=1.0 if feasible else 0.0, load_margin=float(margin))
-    return Plan(
-        pipeline=pipeline.name, stages=stages, policy=policy,
-        predicted_load_rps=max(lam, 0.0), predicted_power_w=terms["power_w"],
-        predicted_j_per_request=terms["power_w"] / lam if lam > 0 else None,
-        objective=terms, solve_time_s=time.perf_counter() - t0,
-    )
-
-
-def is_feasible(plan: Plan) -> bool:
-    """False for a flagged best-effort plan (``objective["feasible"] == 0``)."""
-    return plan.objective.get("feasible", 1.0) > 0.5
-
-
-def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float,
-                  sla_ms: float | None = None, weights: Weights = Weights(), *, policy: str | None = None,
-                  margin: float = 1.0) -> Plan:
-    """`plan` with its predicted load/power/objective terms filled in from `profiles` at `load`."""
-    t0 = time.perf_counter()
-    lam = float(load) * margin
-    sla = pipeline.sla_ms if sla_ms is None else sla_ms
-    if any(sp.mix is not None for sp in plan.stages.values()):
-        members = plan_members(pipeline, plan, profiles, lam)
-        terms = _mix_terms(members, lam, weights, linear_accuracy=(policy or plan.policy) == "infadapter")
-        feasible = not check_plan(pipeline, plan, profiles, lam, sla, check_predictions=False)
-        return plan_with_terms(plan, terms, lam, feasible, margin, policy or plan.policy, t0)
-    choice = []
-    for st in pipeline.stages:
-        sp = plan.stages[st.name]
-        prof = profiles[(sp.variant, sp.batch_size)]
-        choice.append((_option(st, st.variant(sp.variant), sp.batch_size, prof, lam), sp.replicas))
-    feasible = not check_plan(pipeline, plan, profiles, lam, sla, check_predictions=False)
-    out = _plan_from_choice(pipeline, choice, lam, weights, policy or plan.policy, feasible, margin, t0)
-    # keep the plan's own stage settings (batch wait included)
-    return out.model_copy(update={"stages": dict(plan.stages)})
-
-
-def plan_members(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup,
-                 lam: float) -> list[list[tuple[_Option, int, float]]]:
-    """Per stage, (option at the member's load share, replicas, share) of every member."""
-    out = []
-    for st in pipeline.stages:
-        out.append([(_option(st, st.variant(m.variant), m.batch_size, profiles[(m.variant, m.batch_size)],
-                             m.share * lam), m.replicas, m.share)
-                    for m in plan.stages[st.name].members()])
-    return out
-
-
-def plan_with_terms(plan: Plan, terms: dict[str, float], lam: float, feasible: bool, margin: float,
-                    policy: str, t0: float) -> Plan:
-    """`plan` with its predictions and objective terms filled in."""
-    terms = {**terms, "feasible": 1.0 if feasible else 0.0, "load_margin": float(margin)}
-    return plan.model_copy(update={
-        "policy": policy, "predicted_load_rps": max(lam, 0.0), "predicted_power_w": terms["power_w"],
-        "predicted_j_per_request": terms["power_w"] / lam if lam > 0 else None,
-        "objective": terms, "solve_time_s": time.perf_counter() - t0})
 
 
 def optimize(
@@ -561,7 +255,7 @@ def optimize(
     replicas: int | Mapping[str, int] | None = None,
     static_plan: Plan | None = None,
     solver: str = DEFAULT_SOLVER,
-    max_variants: int = 3,
+    max_variants: int = DEFAULT_MAX_VARIANTS,
 ) -> Plan:
     """Solve the program for `pipeline` at predicted `load` (req/s) and return the Plan.
 
@@ -577,7 +271,7 @@ def optimize(
     t0 = time.perf_counter()
     lam = float(load) * float(margin)
     sla = float(pipeline.sla_ms if sla_ms is None else sla_ms)
-    if policy == "static" or policy.startswith("static-"):
+    if is_static(policy):
         plan = static_plan or current or pipeline.default_plan()
         try:
             return evaluate_plan(pipeline, plan, profiles, load, sla, weights, policy=policy, margin=margin)
@@ -586,25 +280,23 @@ def optimize(
             return plan.model_copy(update={"policy": policy, "objective": {"feasible": 0.0}})
     check_policy(pipeline, policy)
     if policy == "infadapter":
-        from planner.infadapter import solve_infadapter
-
         return solve_infadapter(pipeline, profiles, lam, sla, weights.model_copy(update={"gamma": 0.0}),
                                 batch_sizes=batch_sizes, max_replicas=max_replicas, max_variants=max_variants,
                                 margin=margin, solver=solver, current=current, t0=t0)
-    w, allowed, fixed = _policy_setup(pipeline, policy, weights, replicas)
+    w, allowed, fixed = restrictions(pipeline, policy, weights, replicas)
     n_max = int(max(max_replicas, max((f for f in fixed if f is not None), default=1)))
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
-    options = _stage_options(pipeline, profiles, sizes, lam, allowed)
+    options = stage_options(pipeline, profiles, sizes, lam, allowed)
     cur_stages = None
     if current is not None and current.pipeline == pipeline.name:
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
     try:
         choice = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages)
         if choice is not None:
-            return _plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0)
+            return plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0)
         choice = _solve_best_effort(options, lam, sla, n_max, fixed, w, solver)
         if choice is not None:
-            return _plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0)
+            return plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0)
         logger.warning("no profiled option for some stage of %s; returning the default plan", pipeline.name)
     except Exception:  # never raise from the planner
         logger.exception("planner failed for %s at %.3g req/s", pipeline.name, lam)
@@ -613,77 +305,6 @@ def optimize(
         "policy": policy, "predicted_load_rps": max(lam, 0.0), "predicted_power_w": None,
         "predicted_j_per_request": None, "objective": {"feasible": 0.0},
         "solve_time_s": time.perf_counter() - t0})
-
-
-def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float | None = None,
-               sla_ms: float | None = None, *, max_replicas: int | None = None,
-               check_predictions: bool = True, rel_tol: float = 1e-6) -> list[str]:
-    """Every constraint of the program, recomputed from `profiles`; violations (empty = ok).
-
-    `load` is the load the plan must serve, λ̂ (default ``plan.predicted_load_rps``); `sla_ms`
-    defaults to ``pipeline.sla_ms``. With `check_predictions`, the plan's predicted power,
-    J/request and objective terms must match the recomputation. A stage with a variant mix:
-    each member must carry its share of λ̂ within the SLA (its batch fills at that share);
-    the stage's latency is its slowest member's, its replicas count together against N.
-    """
-    problems: list[str] = []
-    lam = float(plan.predicted_load_rps or 0.0) if load is None else float(load)
-    sla = pipeline.sla_ms if sla_ms is None else sla_ms
-    if plan.pipeline != pipeline.name:
-        return [f"plan is for {plan.pipeline!r}, not {pipeline.name!r}"]
-    if set(plan.stages) != {s.name for s in pipeline.stages}:
-        return [f"plan stages {sorted(plan.stages)} != pipeline stages {[s.name for s in pipeline.stages]}"]
-    latency = 0.0
-    power = 0.0
-    log_acc = 0.0
-    for st in pipeline.stages:
-        sp = plan.stages[st.name]
-        # A mix: each member serves its share of the load (its own batch fill); a request
-        # takes one member, so the stage's latency is the slowest member's.
-        mixed = sp.mix is not None
-        stage_lat, stage_acc, resolved = 0.0, 0.0, True
-        for m in sp.members():
-            where = f"{st.name}[{m.variant}]" if mixed else st.name
-            lam_m = m.share * lam
-            try:
-                v = st.variant(m.variant)
-            except KeyError:
-                problems.append(f"{where}: unknown variant {m.variant!r}")
-                resolved = False
-                continue
-            if m.batch_size > v.max_batch_size:
-                problems.append(f"{where}: batch {m.batch_size} > max_batch_size {v.max_batch_size}")
-            prof = profiles.get((m.variant, m.batch_size))
-            if prof is None:
-                problems.append(f"{where}: no profile for {m.variant} batch {m.batch_size}")
-                resolved = False
-                continue
-            cap = prof.throughput_rps * m.replicas
-            if cap < lam_m * (1 - (1e-6 if mixed else 1e-12)):  # a mix's shares are solver floats
-                problems.append(f"{where}: capacity {cap:.4g} req/s < load {lam_m:.4g} req/s")
-            stage_lat = max(stage_lat, prof.latency_p99_ms + _fill_ms(m.batch_size, lam_m))
-            power += lam_m * prof.energy_per_request_j + prof.idle_power_w * m.replicas
-            stage_acc += m.share * v.accuracy.value
-        n = sum(m.replicas for m in sp.members())
-        if resolved and (n < 1 or (max_replicas is not None and n > max_replicas)):
-            problems.append(f"{st.name}: {n} replicas outside 1..{max_replicas}")
-        latency += stage_lat
-        if stage_acc > 0:
-            log_acc += math.log(stage_acc)
-    if latency > sla + _LAT_TOL:
-        problems.append(f"latency {latency:.4g} ms (p99 + batch fill) > SLA {sla:.4g} ms")
-    if check_predictions and not problems:
-        def close(a: float | None, b: float) -> bool:
-            return a is not None and abs(a - b) <= rel_tol * max(1.0, abs(b))
-        if not close(plan.predicted_power_w, power):
-            problems.append(f"predicted_power_w {plan.predicted_power_w} != recomputed {power:.6g}")
-        if lam > 0 and not close(plan.predicted_j_per_request, power / lam):
-            problems.append(f"predicted_j_per_request {plan.predicted_j_per_request} != {power / lam:.6g}")
-        if "log_accuracy" in plan.objective and not close(plan.objective["log_accuracy"], log_acc):
-            problems.append(f"log_accuracy {plan.objective['log_accuracy']} != {log_acc:.6g}")
-        if "accuracy" in plan.objective and not close(plan.objective["accuracy"], pipeline.accuracy(plan)):
-            problems.append(f"accuracy {plan.objective['accuracy']} != {pipeline.accuracy(plan):.6g}")
-    return problems
 
 
 def compare_policies(pipeline: PipelineSpec, profiles: ProfileLookup, loads: Iterable[float],

@@ -13,15 +13,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipa_energy.spec import PipelineSpec, Plan, Profile
-from planner.optimizer import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_MAX_REPLICAS,
-    DEFAULT_SOLVER,
-    Weights,
-    optimize,
-)
-
+from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS
+from planner.optimizer import optimize
 from planner.profiles import fill_profiles
+from planner.solver import DEFAULT_SOLVER
+from planner.terms import Weights
+
+__all__ = ["Problem", "problem_from_catalog"]
+
 
 class Problem(BaseModel):
     """Everything :func:`planner.optimizer.optimize` needs; defaults are its defaults."""
@@ -39,7 +38,7 @@ class Problem(BaseModel):
     margin: float = Field(1.0, gt=0, description="Headroom multiplier on the load.")
     batch_sizes: tuple[int, ...] = Field(DEFAULT_BATCH_SIZES, min_length=1)
     max_replicas: int = Field(DEFAULT_MAX_REPLICAS, ge=1, description="Replica cap N per stage.")
-    max_variants: int = Field(3, ge=1, description="Most variants in an infadapter mix.")
+    max_variants: int = Field(DEFAULT_MAX_VARIANTS, ge=1, description="Most variants in an infadapter mix.")
     replicas: int | dict[str, int] | None = Field(None, description="rim: the fixed replicas (per stage).")
     current: Plan | None = Field(None, description="The running plan (fewest-changes tie-break).")
     static_plan: Plan | None = Field(None, description="static: the plan to evaluate.")

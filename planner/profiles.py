@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from ipa_energy.spec import PipelineSpec, Profile
+from planner.constants import DEFAULT_BATCH_SIZES
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+__all__ = ["fill_profiles", "planning_hardware", "profiles_from_store"]
 
 
 def planning_hardware(store: Any, hardware: str | None = None) -> tuple[str, str | None]:

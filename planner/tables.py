@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ipa_energy.spec import Plan, StagePlan
-from planner.optimizer import is_feasible
+from planner.checks import is_feasible
+
+__all__ = ["comparison_table", "describe", "stage_summary"]
 
 
 def stage_summary(sp: StagePlan) -> str:

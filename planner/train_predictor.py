@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import torch
 
 from planner import predictor as P
-from planner.trace import DAMPING, DEFAULT_TRACE, ENV_VAR, load_trace
+from ipa_energy.files import write_json
+from loadgen.traces import DAMPING, DEFAULT_TRACE, ENV_VAR, load_trace
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         "reference": "reconfigurable-ml-pipeline/ipa prediction-modules/lstm-module/train.py",
     }
     args.eval_out.parent.mkdir(parents=True, exist_ok=True)
-    args.eval_out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.eval_out, result)
     return result
 
 

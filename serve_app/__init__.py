@@ -11,11 +11,13 @@ from typing import Dict
 
 def app(args: Dict[str, str]):
     """Application builder for `serve run` / `serve build` (imports stay lazy for light imports)."""
-    from serve_app.builder import build_app, layout
+    from serve_app.builder import build_app
     from serve_app.config import from_args
+    from serve_app.controller import PlanController
+    from serve_app.layout import layout
 
     spec, plans = from_args(args)
-    return build_app(spec, layout(plans), plans, version=1)
+    return build_app(spec, layout(plans), plans, version=1, controller=PlanController)
 
 
 def __getattr__(name: str):

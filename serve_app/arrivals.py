@@ -25,9 +25,11 @@ import uuid
 
 import ray
 
-NAMESPACE = "ipa-energy"
-HISTORY_S = 600  # seconds of per-second counts kept
-STALE_S = 5.0  # a replica silent for longer no longer bounds the history's end
+from ipa_energy import RAY_NAMESPACE
+from serve_app.constants import ARRIVALS_HISTORY_S as HISTORY_S
+from serve_app.constants import ARRIVALS_STALE_S as STALE_S
+
+__all__ = ["ArrivalBook", "ArrivalCounter", "ArrivalsActor", "Pusher", "actor_name", "arrivals_actor"]
 
 
 class ArrivalCounter:
@@ -129,7 +131,7 @@ def actor_name(app_name: str) -> str:
 def arrivals_actor(app_name: str):
     """The app's aggregator (created by whoever asks first; detached: outlives replicas)."""
     return ArrivalsActor.options(
-        name=actor_name(app_name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        name=actor_name(app_name), namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True,
     ).remote()
 
 

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ipa_energy.errors import SpecError
 from ipa_energy.spec import PipelineSpec, Plan
 from energy.config import EnergyConfig
+from serve_app.constants import TOKEN_ENV
 from serve_app.requests import Limits
 
-TOKEN_ENV = "IPA_ENERGY_TOKEN"
+__all__ = ["ARGS_HELP", "AppSpec", "from_args", "load_plans"]
 
 
 class AppSpec(BaseModel):

@@ -7,21 +7,26 @@ from collections.abc import Iterable
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from ipa_energy.messages import ApplyReport, PlanState
 from ipa_energy.spec import Plan
-from serve_app.builder import CONTROLLER, INGRESS, build_app, layout
+from serve_app.builder import build_app
 from serve_app.config import AppSpec
+from serve_app.constants import APP_NAME, CONTROLLER, INGRESS
+from serve_app.controller import PlanController
+from serve_app.layout import layout
 
-APP_NAME = "ipa"
+__all__ = ["apply_plan", "current_plans", "deploy"]
 
 
 def deploy(spec: AppSpec, plans: dict[str, Plan] | None = None, *, name: str = APP_NAME, route_prefix: str = "/") -> DeploymentHandle:
     """Start (or replace) the app on the connected Ray cluster and wait until it runs."""
     plans = spec.complete_plans(plans)
-    return serve.run(build_app(spec, layout(plans), plans, version=1), name=name, route_prefix=route_prefix)
+    return serve.run(build_app(spec, layout(plans), plans, version=1, controller=PlanController),
+                     name=name, route_prefix=route_prefix)
 
 
-def apply_plan(plans: Plan | Iterable[Plan], *, app_name: str = APP_NAME, timeout_s: float = 300.0) -> dict:
-    """Apply plans make-before-break; returns {version, changes, steps, seconds}.
+def apply_plan(plans: Plan | Iterable[Plan], *, app_name: str = APP_NAME, timeout_s: float = 300.0) -> ApplyReport:
+    """Apply plans make-before-break; returns what changed, the steps and how long they took.
 
     Raises SpecError for a plan that does not fit its pipeline and PlanApplyError when the
     change could not be made (the app then stays on its previous plan).
@@ -30,7 +35,7 @@ def apply_plan(plans: Plan | Iterable[Plan], *, app_name: str = APP_NAME, timeou
     handle = serve.get_deployment_handle(CONTROLLER, app_name)
     response = handle.apply.remote([p.model_dump(mode="json") for p in plans], timeout_s)
     try:
-        return response.result(timeout_s=timeout_s * 6 + 60)  # up to 3 steps, and 3 more to roll back
+        return ApplyReport.model_validate(response.result(timeout_s=timeout_s * 6 + 60))  # 3 steps, and 3 to roll back
     except Exception as e:  # surface the controller's own error, not Ray's wrapper
         cause = getattr(e, "cause", None)
         if isinstance(cause, Exception):
@@ -40,5 +45,5 @@ def apply_plan(plans: Plan | Iterable[Plan], *, app_name: str = APP_NAME, timeou
 
 def current_plans(app_name: str = APP_NAME) -> tuple[int, dict[str, Plan]]:
     """(version, plans) the ingress routes by."""
-    state = serve.get_deployment_handle(INGRESS, app_name).current.remote().result()
-    return state["version"], {n: Plan.model_validate(p) for n, p in state["plans"].items()}
+    state = PlanState.model_validate(serve.get_deployment_handle(INGRESS, app_name).current.remote().result())
+    return state.version, state.plans

@@ -12,21 +12,24 @@ import logging
 import time
 
 from ray import serve
+from ray.serve import metrics
 from ray.serve.context import _get_global_client
 
+from ipa_energy.diff import diff_plans
 from ipa_energy.errors import PlanApplyError, SpecError
+from ipa_energy.messages import ApplyReport, ApplyStep, PlanState
 from ipa_energy.spec import Plan
-from planner.diff import diff_plans
-from serve_app.builder import CONTROLLER, INGRESS, Layout, build_app, layout
+from serve_app.builder import build_app
 from serve_app.config import AppSpec
+from serve_app.constants import CONTROLLER, CONVERGE_POLL_S, INGRESS
+from serve_app.layout import Layout, layout
 from serve_app.rollout import Step, rollout
+
+__all__ = ["PlanController", "settled", "wait_converged"]
 
 logger = logging.getLogger("ray.serve")
 
-POLL_S = 0.1
 BAD_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
-
-
 # Serve reports an autoscaled deployment UPSCALING/DOWNSCALING while it follows the load.
 AUTOSCALING_STATES = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
 
@@ -62,7 +65,7 @@ def wait_converged(app: str, deployments: Layout, ingress_replicas: int, timeout
         if time.monotonic() > deadline:
             state = {n: (str(d.status.value), d.replica_states) for n, d in (status.deployments if status else {}).items()}
             raise PlanApplyError(f"app {app!r} did not converge within {timeout_s:.0f} s: {state}")
-        time.sleep(POLL_S)
+        time.sleep(CONVERGE_POLL_S)
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1, ray_actor_options={"num_cpus": 0})
@@ -70,13 +73,15 @@ class PlanController:
     def __init__(self, spec: dict):
         self.spec = AppSpec.model_validate(spec)
         self.app_name = serve.get_replica_context().app_name
+        self._changes = metrics.Counter("ipa_energy_plan_changes", "Plan changes applied (converged; rollbacks not counted)",
+                                        tag_keys=("pipeline", "policy"))
 
     def _route_prefix(self) -> str | None:
         details = _get_global_client().get_serve_details()
         return details.get("applications", {}).get(self.app_name, {}).get("route_prefix")
 
     def _deploy(self, deployments: Layout, routing: dict[str, Plan], version: int, timeout_s: float) -> None:
-        app = build_app(self.spec, deployments, routing, version)
+        app = build_app(self.spec, deployments, routing, version, controller=PlanController)
         serve.run(app, name=self.app_name, route_prefix=self.route_prefix)
         wait_converged(self.app_name, deployments, self.spec.ingress_replicas, timeout_s)
 
@@ -98,11 +103,10 @@ class PlanController:
             logger.warning("calls to %s still in flight after %.0f s; removing them anyway", deployments, timeout_s)
 
     def apply(self, plans: list[dict], timeout_s: float = 300.0) -> dict:
-        """Apply `plans` (one per pipeline to change); returns what changed and how long it took."""
+        """Apply `plans` (one per pipeline to change); returns a dumped ApplyReport."""
         start = time.monotonic()
-        state = serve.get_deployment_handle(INGRESS, self.app_name).current.remote().result()
-        current = {n: Plan.model_validate(p) for n, p in state["plans"].items()}
-        version = state["version"]
+        state = PlanState.model_validate(serve.get_deployment_handle(INGRESS, self.app_name).current.remote().result())
+        current, version = state.plans, state.version
         incoming = {}
         for raw in plans:
             plan = Plan.model_validate(raw)
@@ -114,7 +118,7 @@ class PlanController:
         new = current | incoming
         changes = [str(c) for name, plan in incoming.items() for c in diff_plans(current.get(name), plan)]
         if not changes and all(current.get(n) == p for n, p in incoming.items()):
-            return {"version": version, "changes": [], "steps": [], "seconds": 0.0}
+            return ApplyReport(version=version).model_dump()
 
         self.route_prefix = self._route_prefix()
         steps_done = []
@@ -126,11 +130,11 @@ class PlanController:
                     self._drain([n for n in running if n not in step.deployments], timeout_s)
                 self._deploy(step.deployments, step.routing, version + 1, timeout_s)
                 running = step.deployments
-                steps_done.append({"step": step.name, "seconds": round(time.monotonic() - t0, 3)})
+                steps_done.append(ApplyStep(step=step.name, seconds=round(time.monotonic() - t0, 3)))
                 logger.info("plan v%d: step %s done in %.2f s", version + 1, step.name, time.monotonic() - t0)
         except Exception as e:
             logger.error("plan v%d failed (%s); returning to v%d", version + 1, e, version)
-            routed_new = any(step["step"] in ("switch", "apply") for step in steps_done)
+            routed_new = any(done.step in ("switch", "apply") for done in steps_done)
             # Traffic already on the new plan goes back make-before-break; otherwise the old
             # deployments still serve everything and whatever failed to start is just removed.
             back = rollout(new, current) if routed_new else [Step("rollback", layout(current), current)]
@@ -140,9 +144,8 @@ class PlanController:
             except Exception as rollback_error:  # report both; serving goes on with what runs
                 raise PlanApplyError(f"{e}; and the rollback failed too: {rollback_error}") from e
             raise PlanApplyError(f"plan not applied, still on v{version}: {e}") from e
-        return {
-            "version": version + 1,
-            "changes": changes,
-            "steps": steps_done,
-            "seconds": round(time.monotonic() - start, 3),
-        }
+        for name, plan in incoming.items():
+            if diff_plans(current.get(name), plan):
+                self._changes.inc(tags={"pipeline": name, "policy": plan.policy})
+        return ApplyReport(version=version + 1, changes=changes, steps=steps_done,
+                           seconds=round(time.monotonic() - start, 3)).model_dump()

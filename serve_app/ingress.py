@@ -14,21 +14,34 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.serve import metrics
 from ray.serve.handle import DeploymentHandle
 
 import ipa_energy
-from ipa_energy.errors import PayloadError, SpecError
-from ipa_energy.spec import Plan
 from energy.actor import ensure_node_actors
+from ipa_energy.energy import (
+    BatchEnergy,
+    EnergyPart,
+    EnergyReport,
+    NodeEnergyReport,
+    PipelineEnergy,
+    RequestEnergy,
+    join_methods,
+)
+from ipa_energy.errors import PayloadError, SpecError
+from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInfo, PlanState, StageResult
+from ipa_energy.spec import PipelineSpec, Plan
 from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
-from serve_app.builder import deployment_name
 from serve_app.config import AppSpec
+from serve_app.constants import ARRIVAL_PUSH_S, LATENCY_BUCKETS_MS, NODE_WATCH_S
+from serve_app.layout import deployment_name
 from serve_app.requests import check_body_size, parse_body, request_model
 
+__all__ = ["Ingress", "api"]
+
 logger = logging.getLogger("ray.serve")
-ARRIVAL_PUSH_S = 1.0  # how often this replica pushes its counts to the app's arrivals actor
 
 api = FastAPI(
     title="ipa-energy",
@@ -44,6 +57,18 @@ async def _payload_error(_: Request, exc: PayloadError) -> JSONResponse:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _json(model) -> Response:
+    """A model as the HTTP answer (serialised by pydantic in one pass, not field by field)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+class _Totals:
+    """Requests and attributed energy this replica has answered for one pipeline."""
+
+    def __init__(self):
+        self.requests, self.energy_j, self.methods = 0, 0.0, set()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -72,15 +97,20 @@ class Ingress:
         self.plans: dict[str, Plan] = {}
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
-        self.energy_totals: dict[str, dict] = {}  # pipeline → requests, J, methods (this replica)
+        self.energy_totals: dict[str, _Totals] = {}  # pipeline → what this replica answered
         self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
         self.arrivals = ArrivalCounter(self.pipelines)
         self._pusher = Pusher(self.arrivals, context.replica_id.unique_id)
         self._energy_actors = self._start_energy_actors()
+        # Serve adds application, deployment and replica tags to these (docs/observability.md)
+        self._slo = metrics.Counter("ipa_energy_slo_requests", "Requests within (met) or over (missed) the pipeline's SLA, "
+                                    "counted once per stage", tag_keys=("pipeline", "stage", "variant", "slo"))
+        self._latency = metrics.Histogram("ipa_energy_pipeline_latency_ms", "End-to-end latency at the ingress (ms)",
+                                          boundaries=list(LATENCY_BUCKETS_MS), tag_keys=("pipeline",))
         self._node_watch: asyncio.Task | None = None
         self._arrival_push: asyncio.Task | None = None
 
-    async def _watch_nodes(self, period_s: float = 30.0) -> None:
+    async def _watch_nodes(self, period_s: float = NODE_WATCH_S) -> None:
         """Start energy actors on nodes that join after the app started."""
         while True:
             await asyncio.sleep(period_s)
@@ -109,8 +139,8 @@ class Ingress:
             return {}
 
     def reconfigure(self, config: dict) -> None:
-        self.plans = {name: Plan.model_validate(p) for name, p in config["plans"].items()}
-        self.plan_version = int(config["version"])
+        state = PlanState.model_validate(config)  # serve_app.builder.routing_config
+        self.plans, self.plan_version = state.plans, state.version
 
     def _handle(self, name: str) -> DeploymentHandle:
         if name not in self._handles:
@@ -119,53 +149,47 @@ class Ingress:
 
     # -- read-only -------------------------------------------------------------------
 
-    @api.get("/healthz")
-    async def healthz(self) -> dict:
-        return {"status": "ok", "plan_version": self.plan_version}
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Response:
+        return _json(Health(plan_version=self.plan_version))
 
-    @api.get("/v1/pipelines")
-    async def list_pipelines(self) -> list[dict]:
+    @api.get("/v1/pipelines", response_model=list[PipelineInfo])
+    async def list_pipelines(self) -> list[PipelineInfo]:
         return [self._describe(name) for name in self.pipelines]
 
-    @api.get("/v1/pipelines/{name}")
+    @api.get("/v1/pipelines/{name}", response_model=PipelineInfo)
     async def describe_pipeline(self, name: str):
         if name not in self.pipelines:
             return self._unknown(name)
-        return self._describe(name)
+        return _json(self._describe(name))
 
-    @api.get("/v1/plan")
-    async def get_plan(self) -> dict:
-        return {
-            "version": self.plan_version,
-            "plans": {name: p.model_dump(mode="json") for name, p in self.plans.items()},
-            "accuracy": {name: self.pipelines[name].accuracy(p) for name, p in self.plans.items()},
-        }
+    @api.get("/v1/plan", response_model=PlanState)
+    async def get_plan(self) -> Response:
+        return _json(PlanState(version=self.plan_version, plans=self.plans,
+                               accuracy={name: self.pipelines[name].accuracy(p) for name, p in self.plans.items()}))
 
-    @api.get("/v1/energy")
-    async def get_energy(self) -> dict:
+    @api.get("/v1/energy", response_model=EnergyReport)
+    async def get_energy(self) -> Response:
         """Node energy by device and method, attribution by deployment, J/request by pipeline."""
         self._energy_actors = await asyncio.to_thread(self._start_energy_actors)  # nodes that joined since too
-        nodes = []
+        config = self.spec.energy
+        nodes: list[NodeEnergyReport | dict[str, str]] = []
         for node_id, actor in self._energy_actors.items():
             try:
-                nodes.append(await asyncio.wait_for(actor.summary.remote(), 10))
+                node = NodeEnergyReport.model_validate(await asyncio.wait_for(actor.summary.remote(), 10))
             except Exception as e:
                 nodes.append({"node_id": node_id, "error": f"{type(e).__name__}: {e}"})
-        config = self.spec.energy
-        for node in nodes:
-            for device in node.get("devices", {}).values():
-                device["carbon_g"] = config.carbon_g(device["energy_j"])
+                continue
+            for device in node.devices.values():
+                device.carbon_g = config.carbon_g(device.energy_j)
+            nodes.append(node)
         pipelines = {
-            name: {"requests": t["requests"], "energy_j": t["energy_j"], "methods": sorted(t["methods"]),
-                   "j_per_request": t["energy_j"] / t["requests"], "carbon_g": config.carbon_g(t["energy_j"])}
-            for name, t in self.energy_totals.items() if t["requests"]
+            name: PipelineEnergy(requests=t.requests, energy_j=t.energy_j, methods=sorted(t.methods),
+                                 j_per_request=t.energy_j / t.requests, carbon_g=config.carbon_g(t.energy_j))
+            for name, t in self.energy_totals.items() if t.requests
         }
-        return {
-            "unit": "J",
-            "carbon": {"g_per_kwh": config.carbon_g_per_kwh, "pue": config.pue},
-            "pipelines": pipelines,
-            "nodes": nodes,
-        }
+        return _json(EnergyReport(carbon={"g_per_kwh": config.carbon_g_per_kwh, "pue": config.pue},
+                                  pipelines=pipelines, nodes=nodes))
 
     def _count_arrival(self, pipeline: str) -> None:
         self.arrivals.count(pipeline, time.time())
@@ -177,8 +201,8 @@ class Ingress:
         return sum(self.in_flight[d] for d in deployments)
 
     def current(self) -> dict:
-        """For the plan controller: the routing state this replica serves with."""
-        return {"version": self.plan_version, "plans": {n: p.model_dump(mode="json") for n, p in self.plans.items()}}
+        """For the plan controller: the routing state this replica serves with (a dumped PlanState)."""
+        return PlanState(version=self.plan_version, plans=self.plans).model_dump(mode="json")
 
     # -- changing the plan ----------------------------------------------------------------
 
@@ -197,16 +221,17 @@ class Ingress:
         except ValueError as e:
             return _error(422, f"body is not a Plan or a list of Plans: {e}")
         try:
-            report = await self.controller.apply.remote([p.model_dump(mode="json") for p in plans])
+            report = ApplyReport.model_validate(await self.controller.apply.remote([p.model_dump(mode="json") for p in plans]))
         except Exception as e:  # Ray wraps the controller's SpecError / PlanApplyError
             cause = getattr(e, "cause", None) or e
             return _error(422 if isinstance(cause, SpecError) else 409, f"plan not applied: {cause}")
-        return report
+        return _json(report)
 
     # -- serving ----------------------------------------------------------------------
 
     @api.post(
         "/v1/pipelines/{name}",
+        response_model=PipelineAnswer,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
     )
     async def run(self, name: str, request: Request):
@@ -222,7 +247,8 @@ class Ingress:
         payload = await asyncio.to_thread(parse_body, self.schemas[name], body, limits)  # image decoding is CPU work
 
         start = time.perf_counter()
-        outputs, variants, weights, timing, batches, replicas, compute, energy = {}, {}, {}, {}, {}, {}, {}, {}
+        results: dict[str, StageResult] = {}
+        latency: dict[str, float] = {}
         for stage in pipeline.stages:
             # Read the plan per stage: after a switch, no new call goes to a draining variant.
             # A variant mix: one member, at random with probability = its share.
@@ -231,77 +257,56 @@ class Ingress:
             target = deployment_name(name, stage.name, variant)
             self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
             try:
-                result = await self._handle(target).remote({k: payload[k] for k in stage.consumes})
+                reply = await self._handle(target).remote({k: payload[k] for k in stage.consumes})
             except Exception as e:
                 cause = getattr(e, "cause", None)  # what the replica raised, unwrapped
                 if isinstance(cause, PayloadError):  # e.g. pixels that do not decode
                     return JSONResponse(cause.to_json(), status_code=cause.status_code)
                 logger.exception("stage %s of %s failed", stage.name, name)
+                self._count_slo(pipeline, {**{s: r.variant for s, r in results.items()}, stage.name: variant}, met=False)
                 return _error(503, f"stage {stage.name!r} ({variant}) failed: {type(e).__name__}: {cause or e}")
             finally:
                 self.in_flight[target] -= 1
-            timing[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
-            payload.update(result["output"])
-            outputs[stage.name] = result["output"]
-            variants[stage.name] = result["variant"]
-            weights[stage.name] = result["weights"]
-            batches[stage.name] = result["batch_size"]
-            replicas[stage.name] = result["replica"]
-            compute[stage.name] = result["compute_ms"]
-            energy[stage.name] = result["energy"]
-        timing["total"] = round((time.perf_counter() - start) * 1000, 3)
-        return {
-            "pipeline": name,
-            "outputs": outputs,
-            "variants": variants,
-            "weights": weights,
-            "batch_sizes": batches,
-            "replicas": replicas,
-            "latency_ms": timing,
-            "compute_ms": compute,
-            "energy": self._request_energy(name, energy),
-            "plan_version": self.plan_version,
-        }
+            result = results[stage.name] = StageResult.model_validate(reply)
+            latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
+            payload.update(result.output)
+        latency["total"] = round((time.perf_counter() - start) * 1000, 3)
+        self._latency.observe(latency["total"], tags={"pipeline": name})
+        self._count_slo(pipeline, {s: r.variant for s, r in results.items()}, met=latency["total"] <= pipeline.sla_ms)
+        return _json(PipelineAnswer(
+            pipeline=name,
+            outputs={s: r.output for s, r in results.items()},
+            variants={s: r.variant for s, r in results.items()},
+            weights={s: r.weights for s, r in results.items()},
+            batch_sizes={s: r.batch_size for s, r in results.items()},
+            replicas={s: r.replica for s, r in results.items()},
+            latency_ms=latency,
+            compute_ms={s: r.compute_ms for s, r in results.items()},
+            energy=self._request_energy(name, {s: r.energy for s, r in results.items()}),
+            plan_version=self.plan_version,
+        ))
 
-    def _request_energy(self, pipeline: str, by_stage: dict[str, dict | None]) -> dict | None:
-        """This request's energy (J) with its method, and the pipeline's running total."""
+    def _count_slo(self, pipeline: PipelineSpec, variants: dict[str, str], met: bool) -> None:
+        """One count per stage, so that Σ by pipeline is exact and Σ by variant gives attainment per variant."""
+        for stage in pipeline.stages:
+            self._slo.inc(tags={"pipeline": pipeline.name, "stage": stage.name,
+                                "variant": variants.get(stage.name, "(not reached)"), "slo": "met" if met else "missed"})
+
+    def _request_energy(self, pipeline: str, by_stage: dict[str, BatchEnergy | None]) -> RequestEnergy | None:
+        """This request's energy (J) with its method, added to the pipeline's running total."""
         if any(e is None for e in by_stage.values()):
             return None  # rates not known yet (first seconds of a replica)
-        joules = sum(e["j"] for e in by_stage.values())
-        method = "+".join(sorted({m for e in by_stage.values() for m in e["method"].split("+")}))
-        total = self.energy_totals.setdefault(pipeline, {"requests": 0, "energy_j": 0.0, "methods": set()})
-        total["requests"] += 1
-        total["energy_j"] += joules
-        total["methods"].add(method)
-        return {"j": joules, "method": method, "carbon_g": self.spec.energy.carbon_g(joules),
-                "stages": {s: {"j": e["j"], "method": e["method"]} for s, e in by_stage.items()}}
+        joules = sum(e.j for e in by_stage.values())
+        method = join_methods(e.method for e in by_stage.values())
+        total = self.energy_totals.setdefault(pipeline, _Totals())
+        total.requests += 1
+        total.energy_j += joules
+        total.methods.add(method)
+        return RequestEnergy(j=joules, method=method, carbon_g=self.spec.energy.carbon_g(joules),
+                             stages={s: EnergyPart(j=e.j, method=e.method) for s, e in by_stage.items()})
 
     def _unknown(self, name: str) -> JSONResponse:
         return _error(404, f"unknown pipeline {name!r}; served: {sorted(self.pipelines)}")
 
-    def _describe(self, name: str) -> dict:
-        p = self.pipelines[name]
-        return {
-            "name": p.name,
-            "description": p.description,
-            "sla_ms": p.sla_ms,
-            "request_schema": self.schemas[name].model_json_schema(),
-            "stages": [
-                {
-                    "name": s.name,
-                    "task": s.task,
-                    "variants": [
-                        {
-                            "name": v.name,
-                            "tier": v.tier,
-                            "stands_for": v.stands_for,
-                            "weights": v.weights,
-                            "accuracy": v.accuracy.model_dump(),
-                            "resources": v.resources.model_dump(),
-                        }
-                        for v in s.variants
-                    ],
-                }
-                for s in p.stages
-            ],
-        }
+    def _describe(self, name: str) -> PipelineInfo:
+        return PipelineInfo.of(self.pipelines[name], self.schemas[name].model_json_schema())

@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ipa_energy.errors import PayloadError
 from ipa_energy.spec import PipelineSpec
 
+__all__ = [
+    "Limits", "Prompts", "check_body_size", "check_image", "parse_body", "request_model",
+]
+
 
 class Limits(BaseModel):
     """Largest requests the service accepts; larger ones get HTTP 413."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ipa_energy.spec import Plan
-from serve_app.builder import Layout, layout, union
+from serve_app.layout import Layout, layout, union
+
+__all__ = ["Step", "rollout", "same_routes"]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,12 @@ from typing import Any
 from ray import serve
 from ray.serve import metrics
 
-from ipa_energy.spec import VariantSpec
 from energy.replica import ReplicaEnergy
+from ipa_energy.messages import StageResult
+from ipa_energy.spec import VariantSpec
 from workloads import images
+
+__all__ = ["StageReplica"]
 
 
 @serve.deployment(max_ongoing_requests=16, graceful_shutdown_timeout_s=60)
@@ -56,11 +59,12 @@ class StageReplica:
         wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         energy = self.energy.charge(cpu_s, wall_s, len(payloads))
         if energy is not None:
-            self.request_joules.inc(energy["j"] * len(payloads), tags={**self.labels, "method": energy["method"]})
+            self.request_joules.inc(energy.j * len(payloads), tags={**self.labels, "method": energy.method})
         self.requests.inc(len(payloads), tags=self.labels)
+        # dumped here, validated by the ingress (ipa_energy.messages.StageResult)
         return [
-            {"output": out, "variant": self.variant.name, "weights": self.variant.weights, "replica": self.replica,
-             "batch_size": len(payloads), "compute_ms": round(wall_s * 1000, 3), "energy": energy}
+            StageResult(output=out, variant=self.variant.name, weights=self.variant.weights, replica=self.replica,
+                        batch_size=len(payloads), compute_ms=round(wall_s * 1000, 3), energy=energy).model_dump()
             for out in outputs
         ]
 

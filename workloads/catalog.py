@@ -8,7 +8,7 @@ variant it stands for and carries that variant's published accuracy.
 Accuracy sources: torchvision models read the figure torchvision ships with its published
 weights (`weights.meta["_metrics"]`, the numbers of https://pytorch.org/vision/stable/models.html,
 IMAGENET1K_V1 for ResNets — the figures IPA used); LLMs cite the Qwen2.5 technical report;
-SAM cites `workloads.sam`. docs/accuracy-sources.md has the evidence for each.
+SAM cites `workloads.sam_models`. docs/accuracy-sources.md has the evidence for each.
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from functools import lru_cache
 
 from ipa_energy.errors import SpecError
 from ipa_energy.spec import Accuracy, PipelineSpec, Resources, StageSpec, VariantSpec
+from workloads.constants import MINI_CPU, TIERS
+
+__all__ = [
+    "DETECTORS", "FULL", "MINI_DETECTORS", "QWEN25", "QWEN25_REPORT", "RESNETS",
+    "TORCHVISION_DOCS", "classifier", "detector", "pipeline", "pipelines", "qwen25", "torchvision_accuracy",
+]
 
 TORCHVISION_DOCS = "https://pytorch.org/vision/stable/models.html"
-TIERS = ("mini", "full")
-MINI_CPU = Resources(num_cpus=0.5)
 FULL = Resources(num_cpus=1, num_gpus=0.25)
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -143,7 +147,7 @@ def qwen25(name: str, tier: str) -> VariantSpec:
 @lru_cache(maxsize=4)
 def pipelines(tier: str = "mini") -> dict[str, PipelineSpec]:
     """Every pipeline of `tier` by name: video, classify, llm, sam, sam-grounded."""
-    from workloads.sam import sam_variants
+    from workloads.sam_models import sam_variants  # lazy: it imports torch, and this module
 
     if tier not in TIERS:
         raise SpecError(f"unknown tier {tier!r}; available: {list(TIERS)}")

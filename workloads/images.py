@@ -8,6 +8,8 @@ import numpy as np
 
 from ipa_energy.errors import PayloadError
 
+__all__ = ["decode"]
+
 
 def decode(image: bytes | np.ndarray) -> np.ndarray:
     """PNG/JPEG bytes (or an already decoded array) → uint8 HxWx3."""

@@ -16,6 +16,11 @@ import torch
 from ipa_energy.errors import SpecError
 from ipa_energy.spec import VariantSpec
 
+__all__ = [
+    "RUNTIME_ARGS", "build_causal_lm", "build_torchvision", "categories", "device_for", "load_state_dict",
+    "model_kwargs", "place",
+]
+
 # build_args keys that steer pre-processing rather than the model constructor.
 RUNTIME_ARGS = ("input_size", "top_k")
 

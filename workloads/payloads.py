@@ -1,11 +1,33 @@
-"""Request payloads for tests, benchmarks and load generation (no files needed)."""
+"""Request payloads for tests, benchmarks, load generation and profiling (no files needed).
+
+Images are deterministic synthetic uint8 HxWx3 arrays (:func:`synthetic_image`), base64-encoded
+for HTTP bodies (:func:`image_request`); prompts are words drawn from :data:`WORDS`.
+:func:`payload_for` makes the payload a variant's task reads, at the variant's input size.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+from ipa_energy.errors import SpecError
+
+if TYPE_CHECKING:
+    from ipa_energy.spec import VariantSpec
+
+__all__ = [
+    "DEFAULT_FRAME_PX", "WORDS", "Payload", "Runner", "encode_image", "image_request", "payload_for", "prompt",
+    "prompt_request", "request_for", "synthetic_image", "warmup_payload",
+]
+
+#: one request's (or one stage's) payload: the keys its task reads and adds (ipa_energy.spec.TASK_IO)
+Payload = dict[str, Any]
+#: a task runner (workloads.tasks.build_runner): a batch of payloads in, one output per payload out
+Runner = Callable[[list[Payload]], list[Payload]]
+DEFAULT_FRAME_PX = 320  # video frames / detector input when the variant names no input size
 
 WORDS = (
     "energy latency accuracy pipeline variant batch replica planner trace load model "
@@ -13,7 +35,7 @@ WORDS = (
 ).split()
 
 
-def synthetic_image(height: int = 320, width: int = 320, seed: int = 0) -> np.ndarray:
+def synthetic_image(height: int = DEFAULT_FRAME_PX, width: int = DEFAULT_FRAME_PX, seed: int = 0) -> np.ndarray:
     """A deterministic uint8 HxWx3 image: a gradient with a few filled rectangles."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
@@ -35,7 +57,7 @@ def encode_image(image: np.ndarray, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def image_request(height: int = 320, width: int = 320, seed: int = 0, fmt: str = "PNG") -> dict:
+def image_request(height: int = DEFAULT_FRAME_PX, width: int = DEFAULT_FRAME_PX, seed: int = 0, fmt: str = "PNG") -> dict:
     return {"image": encode_image(synthetic_image(height, width, seed), fmt)}
 
 
@@ -71,3 +93,50 @@ def warmup_payload(task: str) -> dict:
         "segment": {"image": image, "prompts": {"points": [[32.0, 32.0, 1]], "boxes": [[8.0, 8.0, 40.0, 40.0]]}},
         "segment-detections": {"image": image, "detections": [{"box": [8.0, 8.0, 40.0, 40.0]}]},
     }[task]
+
+
+# --- a variant's payload, for profiling -------------------------------------------------------
+
+
+def _input_size(variant: VariantSpec) -> int:
+    # classify-crops: input_size is the crop size, not the frame's.
+    if variant.task == "classify-crops":
+        return DEFAULT_FRAME_PX
+    args = variant.build_args  # torchvision classifiers: input_size; SAM: img_size
+    return int(args.get("input_size", args.get("img_size", DEFAULT_FRAME_PX)))
+
+
+def _detections(rng: np.random.Generator, size: int, n: int) -> list[dict]:
+    dets = []
+    for _ in range(n):
+        w, h = rng.integers(size // 8, size // 2, 2)
+        x1, y1 = rng.integers(0, size - w), rng.integers(0, size - h)
+        dets.append({"box": [float(x1), float(y1), float(x1 + w), float(y1 + h)], "class_id": 0,
+                     "label": "object", "score": 1.0})
+    return dets
+
+
+def payload_for(variant: VariantSpec, seed: int = 0, *, image_size: int | None = None,
+                prompt_words: int = 32, max_new_tokens: int = 16, num_detections: int = 4) -> Payload:
+    """A realistic request payload for `variant`'s task (deterministic in `seed`).
+
+    Images are ``synthetic_image`` uint8 HxWx3 arrays at the variant's input resolution
+    (``build_args["input_size"]``, SAM's ``img_size``), else 320 px; classify-crops gets a
+    320 px frame (its input_size is the crop size). Tasks that read detections get
+    `num_detections` boxes inside the image; "segment" gets one foreground point.
+    Generation: a prompt of `prompt_words` words and `max_new_tokens`.
+    """
+    task = variant.task
+    size = int(image_size) if image_size else _input_size(variant)
+    rng = np.random.default_rng(seed)
+    if task in ("classify", "detect"):
+        return {"image": synthetic_image(size, size, seed)}
+    if task in ("classify-crops", "segment-detections"):
+        return {"image": synthetic_image(size, size, seed), "detections": _detections(rng, size, num_detections)}
+    if task == "segment":
+        x, y = (float(v) for v in rng.integers(size // 4, 3 * size // 4, 2))
+        return {"image": synthetic_image(size, size, seed), "prompts": {"points": [[x, y, 1]], "boxes": []}}
+    if task == "generate":
+        return {"prompt": prompt(prompt_words, seed), "max_new_tokens": int(max_new_tokens)}
+    raise SpecError(f"no profiling payload for task {task!r} of variant {variant.name!r}; "
+                    "known: classify, detect, classify-crops, generate, segment, segment-detections")

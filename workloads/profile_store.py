@@ -8,18 +8,20 @@ IPA interpolates the latency of unmeasured batch sizes with a quadratic in batch
 ``PolynomialFeatures(degree=2)`` + ``LinearRegression`` to the measured (batch, latency)
 pairs, replaces any negative prediction by a linear fit's, and derives throughput as
 ``batch / latency``. :func:`fit_latency` / :func:`predict_profile` do the same with
-``numpy.polyfit``. A fitted profile has ``fitted=True``; :func:`predict_profile` returns ``(profile, fitted)``
-and a fitted profile copies
-``window_s``, ``measured_at``, ``idle_power_w`` and ``energy_method`` from the nearest
-*measured* batch size. :data:`FITTED_NOTE` says so in words for reports.
+``numpy.polyfit``. :func:`predict_profile` returns ``(profile, fitted)``; a fitted profile has
+``fitted=True`` and copies ``window_s``, ``measured_at``, ``idle_power_w`` and
+``energy_method`` from the nearest *measured* batch size. :data:`FITTED_NOTE` says so in words
+for reports.
 
 Storage
 -------
 :class:`ProfileStore` keeps one JSON file per hardware id, ``<root>/<hardware>.json``::
 
     {"hardware": "cpu-amd-epyc-2c", "schema_version": 1, "profiles": [<Profile JSON>, ...]}
-"""
 
+written whole or not at all (:func:`ipa_energy.files.write_json`), so a reader never sees half
+a file.
+"""
 
 from __future__ import annotations
 
@@ -28,25 +30,27 @@ import math
 import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
+from ipa_energy.files import write_json
 from ipa_energy.spec import Profile, VariantSpec
+
+__all__ = [
+    "FITTED_NOTE", "PROFILES_DIR", "SCHEMA_VERSION", "ProfileStore", "fit_latency", "format_table", "hardware_id",
+    "parse_device", "predict_profile",
+]
 
 SCHEMA_VERSION = 1
 # Shipped profiles, one JSON file per hardware id (installed with the package).
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-DEFAULT_FRAME_PX = 320  # video frames / detector input when the variant names no input size
 FITTED_NOTE = (
     "fitted: latency from a least-squares quadratic in batch size (as IPA), energy/request "
     "interpolated linearly between measured batch sizes and clamped at the ends; window_s, "
     "measured_at, idle_power_w and energy_method are those of the nearest measured batch size"
 )
-
-ProgressStatus = Literal["exists", "too-large", "measured"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,6 +86,7 @@ def _gpu_name(index: int) -> str:
 
 
 def parse_device(device: str) -> tuple[str, int]:
+    """('cpu', 0) for ``cpu``, ('cuda', N) for ``cuda`` / ``cuda:N``; ValueError otherwise."""
     if device == "cpu":
         return "cpu", 0
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
@@ -105,7 +110,7 @@ def hardware_id(device: str = "cpu") -> str:
     kind, index = parse_device(device)
     if kind == "cuda":
         return f"gpu-{_slug(_gpu_name(index)) or 'unknown'}"
-    from energy.tdp import host_cpu_model
+    from energy.meters.tdp_tables import host_cpu_model
 
     model = _slug(host_cpu_model()) or _slug(platform.machine()) or "unknown"
     return f"cpu-{model}-{os.cpu_count() or 1}c"
@@ -263,23 +268,7 @@ class ProfileStore:
                 "schema_version": SCHEMA_VERSION,
                 "profiles": [merged[k].model_dump(mode="json") for k in sorted(merged)],
             }
-            self._write(self.path(hw), doc)
-
-    @staticmethod
-    def _write(path: Path, doc: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; profiles are for everyone to read
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            write_json(self.path(hw), doc)  # atomic: concurrent readers see the old or the new file
 
 
 # --------------------------------------------------------------------------------------------

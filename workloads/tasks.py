@@ -3,29 +3,33 @@
 A runner is built once per replica from its VariantSpec and called with a list of payload
 dicts (the keys its task consumes, see ``ipa_energy.spec.TASK_IO``); it returns one output
 dict per payload (the keys its task produces). Images arrive as uint8 HxWx3 numpy arrays.
+
+Classification and detection run here; generation is :class:`workloads.text.Generator`, and
+segmentation :mod:`workloads.sam` (imported only when a SAM variant is built).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ipa_energy.spec import VariantSpec
 from workloads import images, models, text
+from workloads.payloads import Payload, Runner
 
-Payload = dict[str, Any]
+__all__ = ["RUNNERS", "Classifier", "CropClassifier", "Detector", "build_runner"]
+
+# ImageNet normalisation of torchvision's classifiers (per channel, on [0, 1] pixels).
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def _to_float(image: bytes | np.ndarray) -> torch.Tensor:
     # Arrays from the object store are read-only; torch wants a writable buffer.
     pixels = np.require(images.decode(image), requirements=["C", "W"])
     return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
-
-
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 class Classifier:
@@ -110,13 +114,13 @@ class Detector:
         return out
 
 
-def _segmenter(variant: VariantSpec):
+def _segmenter(variant: VariantSpec) -> Runner:
     from workloads import sam  # segment_anything is imported only by replicas that need it
 
-    return (sam.Segmenter if variant.task == "segment" else sam.DetectionSegmenter)(variant)
+    return sam.build_runner(variant)
 
 
-RUNNERS: dict[str, Callable[[VariantSpec], Callable[[list[Payload]], list[Payload]]]] = {
+RUNNERS: dict[str, Callable[[VariantSpec], Runner]] = {
     "classify": Classifier,
     "classify-crops": CropClassifier,
     "detect": Detector,
@@ -126,5 +130,6 @@ RUNNERS: dict[str, Callable[[VariantSpec], Callable[[list[Payload]], list[Payloa
 }
 
 
-def build_runner(variant: VariantSpec) -> Callable[[list[Payload]], list[Payload]]:
+def build_runner(variant: VariantSpec) -> Runner:
+    """The runner of `variant`'s task, built once per replica (the model is built here)."""
     return RUNNERS[variant.task](variant)

@@ -14,6 +14,8 @@ import torch
 from ipa_energy.spec import VariantSpec
 from workloads import models
 
+__all__ = ["BOS", "BYTE_OFFSET", "BYTE_VOCAB", "EOS", "PAD", "ByteTokenizer", "Generator"]
+
 PAD, BOS, EOS, BYTE_OFFSET = 0, 1, 2, 3
 BYTE_VOCAB = 256 + BYTE_OFFSET
 

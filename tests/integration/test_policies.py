@@ -13,8 +13,9 @@ from ray.serve.context import _get_global_client
 from ipa_energy.spec import Autoscaling, Plan, StagePlan
 from loadgen.driver import closed_loop, summarize
 from serve_app import control
-from serve_app.arrivals import NAMESPACE, actor_name, arrivals_actor
-from serve_app.builder import deployment_name
+from ipa_energy import RAY_NAMESPACE as NAMESPACE
+from serve_app.arrivals import actor_name, arrivals_actor
+from serve_app.layout import deployment_name
 from serve_app.config import AppSpec
 from tests.integration.conftest import LIMITS
 from workloads import catalog, payloads
@@ -35,17 +36,17 @@ def test_a_variant_mix_splits_traffic_then_returns_to_one_variant(base_url, http
     mix = Plan(pipeline="classify", policy="infadapter", stages={"classifier": StagePlan(
         mix=[{"variant": a, "share": 0.5}, {"variant": b, "share": 0.5}])})
     report = control.apply_plan(mix)
-    assert [s["step"] for s in report["steps"]][:2] == ["make", "switch"]  # b is up before traffic moves
+    assert [s.step for s in report.steps][:2] == ["make", "switch"]  # b is up before traffic moves
     records = drive(f"{base_url}/v1/pipelines/classify")
     stats = summarize(records)
-    used = collections.Counter(r.variants.get("classifier") for r in records if r.ok)
-    assert stats["failed"] == 0, [r.error for r in records if not r.ok][:3]
+    used = collections.Counter(r.variants.get("classifier") for r in records if r.status == 200)
+    assert stats["failed"] == 0, [r.error for r in records if r.status != 200][:3]
     assert stats["requests"] >= 24 and used[a] > 0 and used[b] > 0, used
     spec = catalog.pipeline("classify")
     assert http.get("/v1/plan").json()["accuracy"]["classify"] == pytest.approx(spec.accuracy(mix))
 
     report = control.apply_plan(before)
-    assert [s["step"] for s in report["steps"]] == ["make", "switch", "break"]  # b drains last
+    assert [s.step for s in report.steps] == ["make", "switch", "break"]  # b drains last
     assert deployment_name("classify", "classifier", b) not in serve.status().applications["ipa"].deployments
     r = http.post("/v1/pipelines/classify", json=payloads.image_request())
     assert r.status_code == 200 and r.json()["variants"]["classifier"] == a
@@ -59,7 +60,7 @@ def test_serve_autoscaling_plan_is_applied_and_serves(base_url):
     plan = Plan(pipeline="classify", policy="serve-autoscaling",
                 stages={"classifier": StagePlan(variant=variant, autoscaling=auto)})
     report = control.apply_plan(plan)
-    assert [s["step"] for s in report["steps"]][0] == "apply"  # same variant: in place
+    assert [s.step for s in report.steps][0] == "apply"  # same variant: in place
     name = deployment_name("classify", "classifier", variant)
     details = _get_global_client().get_serve_details()["applications"]["ipa"]["deployments"][name]
     config = details["deployment_config"]["autoscaling_config"]

@@ -25,6 +25,11 @@ class FakeNvml:
         m(pynvml, "nvmlDeviceGetC2cModeInfoV", self._not_supported)
         m(pynvml, "nvmlDeviceGetFieldValues", self._field_values)
         m(pynvml, "nvmlDeviceGetProcessUtilization", self._process_utilization)
+        # zeus caches whether NVML is there (lru_cache); an earlier test on this GPU-less host
+        # may have cached False
+        from zeus.device.gpu import nvidia
+
+        m(nvidia, "nvml_is_available", lambda: True)
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
         monkeypatch.delenv("ZEUSD_SOCK_PATH", raising=False)
         return self

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from energy.base import Measurement, Meter, Sample
 from energy.etrace2 import Etrace2FormatError, format_etrace2, measure_command, parse_etrace2
+from energy.meters.base import Measurement, Meter, Sample
 
 # The example in Chameleon's documentation (technical/metrics.rst, "Energy and Power Consumption
 # Measurement with etrace2"): the command's own output is interleaved with etrace2's lines.

@@ -1,10 +1,13 @@
 """Per-request charges made inside a replica, from the node's rates."""
 
+import asyncio
 import pickle
+from types import SimpleNamespace
 
 import pytest
 
 from energy.replica import ReplicaEnergy
+from ipa_energy.energy import BASIS, BatchEnergy, EnergyRates
 from ipa_energy.errors import PayloadError
 
 
@@ -14,15 +17,19 @@ def replica(gpu_devices=(), share=0.0, rates=None) -> ReplicaEnergy:
     return r
 
 
-RATES = {"time_s": 100.0, "j_per_cpu_s": 10.0, "gpu_j_per_busy_s": {"gpu:0": 200.0},
-         "methods": {"cpu:0": "tdp-estimate", "gpu:0": "zeus-nvml"}}
+# as the node actor sends them: a dumped EnergyRates, validated by the replica on receipt
+RATES = EnergyRates.model_validate({"time_s": 100.0, "j_per_cpu_s": 10.0, "gpu_j_per_busy_s": {"gpu:0": 200.0},
+                                    "methods": {"cpu:0": "tdp-estimate", "gpu:0": "zeus-nvml"}})
 
 
 def test_cpu_and_gpu_parts_each_with_its_method():
     e = replica(["gpu:0"], 0.5, RATES).charge(cpu_s=0.2, wall_s=0.5, requests=2, now=101.0)
-    assert e["parts"]["cpu"] == {"j": pytest.approx(1.0), "method": "tdp-estimate"}
-    assert e["parts"]["gpu:0"] == {"j": pytest.approx(25.0), "method": "zeus-nvml"}
-    assert e["j"] == pytest.approx(26.0) and e["method"] == "tdp-estimate+zeus-nvml" and "dynamic" in e["basis"]
+    assert isinstance(e, BatchEnergy)
+    assert e.parts["cpu"].model_dump() == {"j": pytest.approx(1.0), "method": "tdp-estimate"}
+    assert e.parts["gpu:0"].model_dump() == {"j": pytest.approx(25.0), "method": "zeus-nvml"}
+    assert e.j == pytest.approx(26.0) and e.method == "tdp-estimate+zeus-nvml" and "dynamic" in e.basis
+    assert e.basis == BASIS
+    assert BatchEnergy.model_validate(e.model_dump()) == e  # what crosses the replica boundary
 
 
 def test_no_rates_or_stale_rates_charge_nothing():
@@ -33,7 +40,30 @@ def test_no_rates_or_stale_rates_charge_nothing():
 
 def test_cpu_only_replica_has_no_gpu_part():
     e = replica(rates=RATES).charge(cpu_s=1.0, wall_s=1.0, requests=4, now=100.0)
-    assert set(e["parts"]) == {"cpu"} and e["method"] == "tdp-estimate"
+    assert set(e.parts) == {"cpu"} and e.method == "tdp-estimate"
+
+
+class Remote:
+    """An actor method as the replica calls it: ``.remote()`` gives something to await."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def remote(self):
+        async def reply():
+            return self.value
+
+        return reply()
+
+
+def test_refresh_validates_the_actors_dumped_rates():
+    r = replica()
+    r.actor = SimpleNamespace(rates=Remote(RATES.model_dump()))
+    asyncio.run(r._refresh())
+    assert r.rates == RATES
+    r.actor = SimpleNamespace(rates=Remote({"time_s": 101.0}))  # not an EnergyRates: the last good rates stay
+    asyncio.run(r._refresh())
+    assert r.rates == RATES
 
 
 def test_payload_error_survives_pickling():

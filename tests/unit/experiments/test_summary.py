@@ -90,7 +90,7 @@ def test_malformed_rows_name_file_and_line(synthetic):
     decisions = synthetic / "ipa" / "decisions.jsonl"
     decisions.write_text('{"time_s": 1}\n')
     requests.write_text(good)
-    with pytest.raises(RunFormatError, match=r"decisions\.jsonl:1: .*missing"):
+    with pytest.raises(RunFormatError, match=r"decisions\.jsonl:1: .*Field required"):
         load_run(synthetic / "ipa")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from loadgen import traces
 from loadgen.replay import per_second
+from tests.unit.loadgen.answers import answer, description
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -26,15 +27,14 @@ class _Pipeline(BaseHTTPRequestHandler):
     def log_message(self, *_):
         pass
 
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+    def _send(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
     def do_GET(self):
-        self._send(200, {"request_schema": {"properties": {"prompt": {}, "max_new_tokens": {}}}})
+        self._send(200, description({"prompt": {}, "max_new_tokens": {}}))
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -44,8 +44,8 @@ class _Pipeline(BaseHTTPRequestHandler):
             fail = type(self).posts % 5 == 0
         time.sleep(0.02)
         if fail:
-            return self._send(503, {"error": "stage failed"})
-        self._send(200, {"variants": {"generator": "g"}, "plan_version": 1, "energy": {"j": 0.2, "method": "tdp-estimate"}})
+            return self._send(503, b'{"error": "stage failed"}')
+        self._send(200, answer({"generator": "g"}, plan_version=1, energy={"j": 0.2, "method": "tdp-estimate"}))
 
 
 @pytest.fixture()

@@ -7,6 +7,7 @@ import pytest
 
 from loadgen import traces
 from loadgen.replay import Replay, per_second, row_from_response
+from tests.unit.loadgen.answers import answer
 
 
 def test_windows_are_ipas():
@@ -75,7 +76,7 @@ def test_replay_hands_out_each_arrival_once_and_records(tmp_path):
     assert due[6] is None and all(1001.0 <= d < 1003.0 for d in due[:6])
     assert not replay.over(drain_s=10)  # six in flight
     for d in due[:6]:
-        replay.finished(row_from_response(d, d, d + 0.1, 200, b'{"variants": {"s": "v"}, "plan_version": 2}'))
+        replay.finished(row_from_response(d, d, d + 0.1, 200, answer({"s": "v"}, plan_version=2)))
     assert replay.over(drain_s=10)
     replay.close()
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
@@ -83,19 +84,21 @@ def test_replay_hands_out_each_arrival_once_and_records(tmp_path):
 
 
 def test_rows_from_answers():
-    ok = row_from_response(1, 1, 1.25, 200, b'{"energy": {"j": 0.5, "method": "tdp-estimate"}, "variants": {"a": "b"}}')
+    ok = row_from_response(1, 1, 1.25, 200, answer({"a": "b"}, energy={"j": 0.5, "method": "tdp-estimate"}))
     assert ok.latency_ms == pytest.approx(250) and ok.energy_j == 0.5 and ok.energy_method == "tdp-estimate"
     refused = row_from_response(1, 1, 1.1, 413, b'{"error": "too big"}')
     assert refused.status == 413 and "too big" in refused.error
     garbled = row_from_response(1, 1, 1.1, 200, b"<html>")
     assert garbled.status == 0 and "unreadable" in garbled.error
+    not_an_answer = row_from_response(1, 1, 1.1, 200, b'{"variants": {"a": "b"}}')  # 200, but not a PipelineAnswer
+    assert not_an_answer.status == 0 and "unreadable" in not_an_answer.error
 
 
 def test_unanswered_requests_are_recorded_as_failed(tmp_path):
     now = [50.0]
     replay = Replay(traces.parse_trace("constant:2", 1), tmp_path / "r.jsonl", clock=lambda: now[0])
     first, second = replay.take(), replay.take()
-    replay.finished(row_from_response(first, first, first + 0.1, 200, b"{}"))
+    replay.finished(row_from_response(first, first, first + 0.1, 200, answer({"s": "v"})))
     now[0] = 120.0
     assert replay.over(drain_s=30)  # drain time over with one still in flight
     replay.close()

@@ -1,0 +1,94 @@
+"""Typed run records: what load was offered, what each request saw, what the planner decided.
+
+The load generator writes :class:`RequestRow`, the planner :class:`Decision`, the
+experiment runner :class:`ReplicaSample` (and energy as :class:`ipa_energy.energy.EnergyWindow`);
+reports read them back through the same models. Times are Unix seconds (float) unless a
+field says otherwise; latency is in milliseconds, energy in joules, power in watts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ipa_energy.energy import MethodLabel
+
+__all__ = ["Decision", "LoadStart", "ReplicaSample", "RequestRow", "TraceSpec"]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TraceSpec(_Row):
+    """What load was offered: a Twitter window, a constant rate or a per-second CSV."""
+
+    kind: Literal["twitter", "constant", "csv"]
+    name: str = Field(description="Window name (bursty, steady_low, ...), 'constant', or the CSV's file name.")
+    start_s: int | None = Field(None, description="First second of the window in the Twitter trace.")
+    offset_s: int = Field(0, ge=0, description="Seconds of the window skipped before the replay starts.")
+    seconds: int = Field(gt=0, description="Length of the replayed load (s).")
+    rate_factor: float = Field(gt=0, description="Multiplier applied to the trace (after IPA's damping of 8).")
+    damping: float = Field(1.0, gt=0, description="Divisor applied before the rate factor (8 for Twitter, as IPA).")
+    rate_rps: float | None = Field(None, description="The rate of a constant trace (req/s, before the rate factor).")
+    path: str | None = Field(None, description="CSV path for kind 'csv'.")
+    seed: int = Field(0, description="Seed of the exponential arrival times within each second.")
+
+    def argument(self) -> str:
+        """The ``--trace`` value that names this trace (Locust, ``ipa-energy experiment``)."""
+        return {"twitter": self.name, "constant": f"constant:{self.rate_rps}", "csv": self.path or self.name}[self.kind]
+
+
+class RequestRow(_Row):
+    """One request as the load generator saw it."""
+
+    scheduled_s: float | None = Field(None, description="When the trace said to send it; sent_s - scheduled_s is the generator's lag.")
+    sent_s: float
+    finished_s: float
+    latency_ms: float
+    status: int = Field(description="HTTP status; 0 when no response arrived.")
+    error: str = ""
+    plan_version: int | None = None
+    variants: dict[str, str] = Field(default_factory=dict, description="stage → variant that served it.")
+    energy_j: float | None = Field(None, description="Dynamic energy attributed to this request (J).")
+    energy_method: MethodLabel | None = None
+
+
+class LoadStart(_Row):
+    """When a replay's second 0 was (the generator writes it beside its RequestRows)."""
+
+    load_start_s: float = Field(description="Unix time of second 0 of the trace.")
+    trace: TraceSpec
+    scheduled: int = Field(ge=0, description="Requests the trace schedules.")
+
+
+class ReplicaSample(_Row):
+    time_s: float
+    replicas: dict[str, int] = Field(description="Stage deployment → RUNNING replicas.")
+    cost_units: float = Field(description="Σ replicas × resource units of their variant.")
+
+
+class Decision(_Row):
+    """One adaptation interval of the planner (IPA's adaptation_log fields, plus energy).
+
+    Filled in two steps: the row is logged when the plan is chosen, and `changed`,
+    `changes`, `apply_s` and `error` are set once applying it has finished.
+    """
+
+    time_s: float
+    observed_rps: float = Field(description="Mean arrival rate over the last interval (req/s).")
+    predicted_rps: float = Field(description="The predictor's load for the next interval (req/s).")
+    predictor: str
+    policy: str
+    stages: dict[str, dict[str, Any]] = Field(description="stage → variant, batch_size, replicas (and mix).")
+    accuracy: float
+    predicted_power_w: float | None = Field(description="Power the plan is predicted to draw (W).")
+    predicted_j_per_request: float | None = Field(description="Predicted dynamic J per request.")
+    energy_method: MethodLabel = Field(description="Method of the profiles the predictions come from.")
+    feasible: bool
+    solve_time_s: float
+    changed: bool = False
+    changes: list[str] = Field(default_factory=list)
+    apply_s: float | None = Field(None, description="Seconds applying took; None while it is being applied.")
+    error: str | None = None

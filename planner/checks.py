@@ -1,0 +1,109 @@
+"""Checks of a plan against the program: every constraint recomputed from the profiles.
+
+:func:`check_plan` lists what a plan violates (capacity, latency, replica cap) and, with
+``check_predictions``, whether its predicted power, J/request and objective terms match a
+recomputation; :func:`evaluate_plan` fills those predictions in for a given plan (the
+``static`` policies, and plans made by hand).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ipa_energy.spec import PipelineSpec, Plan
+from planner.constants import LAT_TOL
+from planner.terms import ProfileLookup, Weights, fill_ms, mix_terms, plan_members, plan_with_terms
+
+__all__ = ["check_plan", "evaluate_plan", "is_feasible"]
+
+
+def is_feasible(plan: Plan) -> bool:
+    """False for a flagged best-effort plan (``objective["feasible"] == 0``)."""
+    return plan.objective.get("feasible", 1.0) > 0.5
+
+
+def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float,
+                  sla_ms: float | None = None, weights: Weights = Weights(), *, policy: str | None = None,
+                  margin: float = 1.0) -> Plan:
+    """`plan` with its predicted load/power/objective terms filled in from `profiles` at `load`."""
+    t0 = time.perf_counter()
+    lam = float(load) * margin
+    sla = pipeline.sla_ms if sla_ms is None else sla_ms
+    policy = policy or plan.policy
+    mixed = any(sp.mix is not None for sp in plan.stages.values())
+    terms = mix_terms(plan_members(pipeline, plan, profiles, lam), lam, weights,
+                      linear_accuracy=mixed and policy == "infadapter")
+    feasible = not check_plan(pipeline, plan, profiles, lam, sla, check_predictions=False)
+    return plan_with_terms(plan, terms, lam, feasible, margin, policy, t0)
+
+
+def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float | None = None,
+               sla_ms: float | None = None, *, max_replicas: int | None = None,
+               check_predictions: bool = True, rel_tol: float = 1e-6) -> list[str]:
+    """Every constraint of the program, recomputed from `profiles`; violations (empty = ok).
+
+    `load` is the load the plan must serve, λ̂ (default ``plan.predicted_load_rps``); `sla_ms`
+    defaults to ``pipeline.sla_ms``. With `check_predictions`, the plan's predicted power,
+    J/request and objective terms must match the recomputation. A stage with a variant mix:
+    each member must carry its share of λ̂ within the SLA (its batch fills at that share);
+    the stage's latency is its slowest member's, its replicas count together against N.
+    """
+    problems: list[str] = []
+    lam = float(plan.predicted_load_rps or 0.0) if load is None else float(load)
+    sla = pipeline.sla_ms if sla_ms is None else sla_ms
+    if plan.pipeline != pipeline.name:
+        return [f"plan is for {plan.pipeline!r}, not {pipeline.name!r}"]
+    if set(plan.stages) != {s.name for s in pipeline.stages}:
+        return [f"plan stages {sorted(plan.stages)} != pipeline stages {[s.name for s in pipeline.stages]}"]
+    latency = 0.0
+    power = 0.0
+    log_acc = 0.0
+    for st in pipeline.stages:
+        sp = plan.stages[st.name]
+        # A mix: each member serves its share of the load (its own batch fill); a request
+        # takes one member, so the stage's latency is the slowest member's.
+        mixed = sp.mix is not None
+        stage_lat, stage_acc, resolved = 0.0, 0.0, True
+        for m in sp.members():
+            where = f"{st.name}[{m.variant}]" if mixed else st.name
+            lam_m = m.share * lam
+            try:
+                v = st.variant(m.variant)
+            except KeyError:
+                problems.append(f"{where}: unknown variant {m.variant!r}")
+                resolved = False
+                continue
+            if m.batch_size > v.max_batch_size:
+                problems.append(f"{where}: batch {m.batch_size} > max_batch_size {v.max_batch_size}")
+            prof = profiles.get((m.variant, m.batch_size))
+            if prof is None:
+                problems.append(f"{where}: no profile for {m.variant} batch {m.batch_size}")
+                resolved = False
+                continue
+            cap = prof.throughput_rps * m.replicas
+            if cap < lam_m * (1 - (1e-6 if mixed else 1e-12)):  # a mix's shares are solver floats
+                problems.append(f"{where}: capacity {cap:.4g} req/s < load {lam_m:.4g} req/s")
+            stage_lat = max(stage_lat, prof.latency_p99_ms + fill_ms(m.batch_size, lam_m))
+            power += lam_m * prof.energy_per_request_j + prof.idle_power_w * m.replicas
+            stage_acc += m.share * v.accuracy.value
+        n = sum(m.replicas for m in sp.members())
+        if resolved and (n < 1 or (max_replicas is not None and n > max_replicas)):
+            problems.append(f"{st.name}: {n} replicas outside 1..{max_replicas}")
+        latency += stage_lat
+        if stage_acc > 0:
+            log_acc += math.log(stage_acc)
+    if latency > sla + LAT_TOL:
+        problems.append(f"latency {latency:.4g} ms (p99 + batch fill) > SLA {sla:.4g} ms")
+    if check_predictions and not problems:
+        def close(a: float | None, b: float) -> bool:
+            return a is not None and abs(a - b) <= rel_tol * max(1.0, abs(b))
+        if not close(plan.predicted_power_w, power):
+            problems.append(f"predicted_power_w {plan.predicted_power_w} != recomputed {power:.6g}")
+        if lam > 0 and not close(plan.predicted_j_per_request, power / lam):
+            problems.append(f"predicted_j_per_request {plan.predicted_j_per_request} != {power / lam:.6g}")
+        if "log_accuracy" in plan.objective and not close(plan.objective["log_accuracy"], log_acc):
+            problems.append(f"log_accuracy {plan.objective['log_accuracy']} != {log_acc:.6g}")
+        if "accuracy" in plan.objective and not close(plan.objective["accuracy"], pipeline.accuracy(plan)):
+            problems.append(f"accuracy {plan.objective['accuracy']} != {pipeline.accuracy(plan):.6g}")
+    return problems

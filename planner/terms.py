@@ -1,0 +1,168 @@
+"""The program's options and objective terms: what a (variant, batch, replicas) choice costs and gives.
+
+An :class:`Option` is one (variant, batch size) of a stage, read from its profile at the
+planned load λ̂; :func:`choice_terms` and :func:`mix_terms` evaluate a choice — accuracy,
+cost, power, batch, latency, capacity and the objective α·log-accuracy − β·cost − γ·P −
+δ·Σ b. The program (:mod:`planner.optimizer`), InfAdapter's (:mod:`planner.infadapter`) and
+the checks (:mod:`planner.checks`) all evaluate plans with these functions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ipa_energy.spec import PipelineSpec, Plan, Profile, Resources, StagePlan, StageSpec, VariantSpec
+from planner.constants import MAX_WAIT_MS
+
+__all__ = [
+    "Option", "ProfileLookup", "Weights", "choice_terms", "fill_ms", "mix_terms", "objective_value", "option",
+    "plan_from_choice", "plan_members", "plan_with_terms", "resource_units", "stage_options",
+]
+
+ProfileLookup = Mapping[tuple[str, int], Profile]
+
+
+class Weights(BaseModel):
+    """Objective weights: max α·log-accuracy − β·cost − γ·power − δ·Σ batch (planner.optimizer explains the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(1.0, ge=0, description="Per unit of log pipeline accuracy.")
+    beta: float = Field(0.01, ge=0, description="Per resource unit (logical CPU or GPU) allocated.")
+    gamma: float = Field(0.01, ge=0, description="Per watt of predicted power (0 = IPA).")
+    delta: float = Field(1e-4, ge=0, description="Per unit of batch size, summed over stages.")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One (variant, batch size) of a stage, read from its profile at a planned load."""
+
+    variant: str
+    batch: int
+    latency_ms: float  # l99 + batch fill at λ̂
+    throughput: float
+    energy_j: float
+    idle_w: float
+    resources: float
+    log_acc: float
+    acc: float
+
+
+def fill_ms(b: int, lam: float) -> float:
+    """Time to fill a batch of b at λ req/s (ms): IPA's batch-fill term (b−1)/λ."""
+    if b <= 1:
+        return 0.0
+    return math.inf if lam <= 0 else 1000.0 * (b - 1) / lam
+
+
+def resource_units(r: Resources) -> float:
+    """IPA's cost unit: logical CPUs + GPUs (a GPU fraction counts its fraction)."""
+    return float(r.num_cpus) + float(r.num_gpus)
+
+
+def option(stage: StageSpec, variant: VariantSpec, b: int, prof: Profile, lam: float) -> Option:
+    return Option(
+        variant=variant.name, batch=b,
+        latency_ms=prof.latency_p99_ms + fill_ms(b, lam),
+        throughput=prof.throughput_rps, energy_j=prof.energy_per_request_j,
+        idle_w=prof.idle_power_w, resources=resource_units(prof.resources),
+        log_acc=math.log(variant.accuracy.value), acc=variant.accuracy.value,
+    )
+
+
+def stage_options(pipeline: PipelineSpec, profiles: ProfileLookup, batch_sizes: Sequence[int],
+                  lam: float, allowed: Mapping[str, set[str]] | None = None) -> list[list[Option]]:
+    out = []
+    for stage in pipeline.stages:
+        opts = []
+        for v in stage.variants:
+            if allowed is not None and v.name not in allowed.get(stage.name, set()):
+                continue
+            for b in batch_sizes:
+                prof = profiles.get((v.name, b))
+                if prof is None or b > v.max_batch_size:
+                    continue
+                opt = option(stage, v, b, prof, lam)
+                if math.isfinite(opt.latency_ms):
+                    opts.append(opt)
+        out.append(opts)
+    return out
+
+
+def choice_terms(choice: Sequence[tuple[Option, int]], lam: float, weights: Weights) -> dict[str, float]:
+    """Terms of one (option, replicas) per stage (IPA's program exactly)."""
+    return mix_terms([[(o, n, 1.0)] for o, n in choice], lam, weights)
+
+
+def mix_terms(stages: Sequence[Sequence[tuple[Option, int, float]]], lam: float, weights: Weights, *,
+              linear_accuracy: bool = False) -> dict[str, float]:
+    """Objective terms of a plan whose stages run members (option, replicas, traffic share).
+
+    Each member's option must be built at its own load share × λ̂ (its batch-fill time). A
+    stage's accuracy is the share-weighted mean of its members'; its latency the slowest
+    member's; its capacity the load at which the first member saturates. With one member of
+    share 1 per stage this is IPA's program exactly. `linear_accuracy`: the objective counts
+    α·accuracy (InfAdapter's) instead of α·log-accuracy.
+    """
+    stage_acc = [sum(sh * o.acc for o, _, sh in st) for st in stages]
+    log_acc = sum(st[0][0].log_acc if len(st) == 1 and st[0][2] == 1.0 else math.log(a)
+                  for st, a in zip(stages, stage_acc))
+    accuracy = math.prod(stage_acc)
+    members = [m for st in stages for m in st]
+    cost = sum(o.resources * n for o, n, _ in members)
+    power = sum(sh * lam * o.energy_j + o.idle_w * n for o, n, sh in members)
+    batch = float(sum(o.batch for o, _, _ in members))
+    obj = weights.alpha * (accuracy if linear_accuracy else log_acc) - weights.beta * cost \
+        - weights.gamma * power - weights.delta * batch
+    return {
+        "accuracy": accuracy,
+        "log_accuracy": log_acc,
+        "cost": cost,
+        "power_w": power,
+        "batch": batch,
+        "objective": obj,
+        "latency_ms": sum(max(o.latency_ms for o, _, _ in st) for st in stages),
+        "capacity_rps": min(o.throughput * n / sh for o, n, sh in members),
+    }
+
+
+def objective_value(log_accuracy: float, cost: float, power_w: float, batch: float, weights: Weights) -> float:
+    """α·log-accuracy − β·cost − γ·power − δ·Σ batch (the program's objective)."""
+    return weights.alpha * log_accuracy - weights.beta * cost - weights.gamma * power_w - weights.delta * batch
+
+
+def plan_members(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup,
+                 lam: float) -> list[list[tuple[Option, int, float]]]:
+    """Per stage, (option at the member's load share, replicas, share) of every member."""
+    out = []
+    for st in pipeline.stages:
+        out.append([(option(st, st.variant(m.variant), m.batch_size, profiles[(m.variant, m.batch_size)],
+                            m.share * lam), m.replicas, m.share)
+                    for m in plan.stages[st.name].members()])
+    return out
+
+
+def plan_from_choice(pipeline: PipelineSpec, choice: Sequence[tuple[Option, int]], lam: float, weights: Weights,
+                     policy: str, feasible: bool, margin: float, t0: float) -> Plan:
+    """The Plan of a choice (option, replicas) per stage, its batch wait the fill time at λ̂."""
+    stages = {st.name: StagePlan(variant=o.variant, batch_size=o.batch, replicas=max(1, n),
+                                 batch_wait_timeout_ms=round(min(fill_ms(o.batch, lam), MAX_WAIT_MS), 3))
+              for st, (o, n) in zip(pipeline.stages, choice)}
+    plan = Plan(pipeline=pipeline.name, stages=stages, policy=policy)
+    return plan_with_terms(plan, choice_terms(choice, lam, weights), lam, feasible, margin, policy, t0)
+
+
+def plan_with_terms(plan: Plan, terms: dict[str, float], lam: float, feasible: bool, margin: float,
+                    policy: str, t0: float) -> Plan:
+    """`plan` with its predictions and objective terms filled in."""
+    terms = {**terms, "feasible": 1.0 if feasible else 0.0, "load_margin": float(margin)}
+    return plan.model_copy(update={
+        "policy": policy, "predicted_load_rps": max(lam, 0.0), "predicted_power_w": terms["power_w"],
+        "predicted_j_per_request": terms["power_w"] / lam if lam > 0 else None,
+        "objective": terms, "solve_time_s": time.perf_counter() - t0})
+

@@ -1,0 +1,70 @@
+"""The desired state of the app's stage deployments: which (pipeline, stage, variant) runs how.
+
+Pure data, no Ray: :func:`layout` turns plans into one :class:`StageDeployment` per variant
+(every member of a mix), :func:`union` is the make-before-break intermediate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ipa_energy.spec import Autoscaling, Plan
+
+__all__ = ["Layout", "StageDeployment", "deployment_name", "layout", "union"]
+
+
+def deployment_name(pipeline: str, stage: str, variant: str) -> str:
+    return f"{pipeline}.{stage}.{variant}"
+
+
+@dataclass(frozen=True)
+class StageDeployment:
+    """Desired state of one stage-variant deployment."""
+
+    pipeline: str
+    stage: str
+    variant: str
+    replicas: int  # with autoscaling: the initial count (clamped into [min, max])
+    batch_size: int
+    batch_wait_timeout_ms: float
+    autoscaling: Autoscaling | None = None
+
+    @property
+    def name(self) -> str:
+        return deployment_name(self.pipeline, self.stage, self.variant)
+
+    @property
+    def replica_options(self) -> dict:
+        """Serve's `num_replicas`, or its `autoscaling_config` (Serve then owns the count)."""
+        if self.autoscaling is None:
+            return {"num_replicas": self.replicas}
+        return {"autoscaling_config": self.autoscaling.serve_config(self.replicas)}
+
+    @property
+    def user_config(self) -> dict:
+        return {"max_batch_size": self.batch_size, "batch_wait_timeout_s": self.batch_wait_timeout_ms / 1000}
+
+
+Layout = dict[str, StageDeployment]
+
+
+def layout(plans: dict[str, Plan]) -> Layout:
+    """The stage deployments that `plans` run: one per variant, every member of a mix."""
+    out: Layout = {}
+    for plan in plans.values():
+        for stage, sp in plan.stages.items():
+            for m in sp.members():
+                d = StageDeployment(plan.pipeline, stage, m.variant, m.replicas, m.batch_size,
+                                    m.batch_wait_timeout_ms, sp.autoscaling)
+                out[d.name] = d
+    return out
+
+
+def union(current: Layout, new: Layout) -> Layout:
+    """Make-before-break intermediate: everything of both, the larger replica count, new batching."""
+    out = dict(current)
+    for name, d in new.items():
+        if name in out:
+            d = replace(d, replicas=max(d.replicas, out[name].replicas))
+        out[name] = d
+    return out

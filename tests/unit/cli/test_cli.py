@@ -1,0 +1,50 @@
+"""The `ipa-energy` command line (parts that need no Ray)."""
+
+import sys
+
+from energy.etrace2 import parse_etrace2
+from cli.main import main
+
+
+def test_energy_run_prints_etrace2_and_keeps_the_exit_code(capsys):
+    code = main(["energy", "run", "--estimate", "--interval", "0.1", "--", sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert code == 3
+    m = parse_etrace2(capsys.readouterr().out)
+    assert m.method == "tdp-estimate" and not m.measured and m.total_j >= 0
+
+
+def test_energy_import_reads_etrace2_files(tmp_path, capsys):
+    f = tmp_path / "run.etrace2"
+    f.write_text("# ETRACE2_VERSION=0.1\n# ELAPSED=10.0\n# ENERGY=0.0\n# ENERGY_SOCKET0=300.0\n# ENERGY_DRAM0=20.0\n")
+    assert main(["energy", "import", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "etrace2" in err and "300.000" in err
+
+
+def test_catalog_lists_sources(capsys):
+    assert main(["catalog"]) == 0
+    assert "resnet18-mini" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_reported_not_raised(capsys, tmp_path):
+    (tmp_path / "p.json").write_text("{not json")
+    assert main(["apply-plan", str(tmp_path / "p.json")]) == 2
+    assert "cannot read plans" in capsys.readouterr().err
+
+
+def test_plan_prints_a_plan_per_policy_as_json(capsys):
+    import json
+
+    assert main(["plan", "--pipeline", "video", "--load", "5", "--policy", "ipa,ipa-energy", "--json",
+                 "--hardware", "cpu-amd-epyc-2c"]) == 0
+    out = capsys.readouterr()
+    plans = json.loads(out.out)
+    assert "measured with tdp-estimate" in out.err
+    assert [p["policy"] for p in plans] == ["ipa", "ipa-energy"]
+    assert plans[1]["predicted_power_w"] <= plans[0]["predicted_power_w"]
+    assert set(plans[0]["stages"]) == {"detector", "classifier"}
+
+
+def test_plan_without_profiles_for_the_hardware_is_a_clear_error(capsys):
+    assert main(["plan", "--pipeline", "video", "--load", "5", "--hardware", "gpu-imaginary"]) == 2
+    assert "no profiles" in capsys.readouterr().err

@@ -1,0 +1,207 @@
+"""planner.optimizer: the program against brute force, best effort, tie-break, policies."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from ipa_energy.spec import Accuracy, PipelineSpec, Plan, Profile, Resources, StagePlan, StageSpec, VariantSpec
+from planner.checks import check_plan, is_feasible
+from planner.optimizer import compare_policies, optimize
+from planner.terms import Weights
+from planner.profiles import profiles_from_store
+from planner.tables import comparison_table
+
+BATCHES = (1, 2, 4)
+NOW = datetime(2026, 11, 28, tzinfo=timezone.utc)
+
+
+def _variant(name: str, task: str, acc: float, res: Resources) -> VariantSpec:
+    return VariantSpec(name=name, task=task, family="t", architecture="t", resources=res, max_batch_size=64,
+                       accuracy=Accuracy(value=acc, metric="t", source="t"))
+
+
+def _profile(name: str, b: int, res: Resources, lat: float, tput: float, e: float, idle: float) -> Profile:
+    return Profile(variant=name, batch_size=b, hardware="t", resources=res, latency_p50_ms=lat * 0.9,
+                   latency_p99_ms=lat, throughput_rps=tput, energy_per_request_j=e, idle_power_w=idle,
+                   energy_method="tdp-estimate", window_s=5.0, weights="random", measured_at=NOW)
+
+
+def random_problem(seed: int):
+    rng = random.Random(seed)
+    n_stages, n_variants = rng.choice((2, 3)), rng.choice((2, 3))
+    stages, profiles = [], {}
+    for s in range(n_stages):
+        task = "detect" if s == 0 else "classify-crops"
+        variants = []
+        for m in range(n_variants):
+            name = f"s{s}v{m}"
+            res = rng.choice((Resources(num_cpus=0.5), Resources(num_cpus=1), Resources(num_cpus=2),
+                              Resources(num_cpus=1, num_gpus=0.25)))
+            variants.append(_variant(name, task, rng.uniform(0.2, 0.95), res))
+            l1 = rng.uniform(20, 200)
+            for b in BATCHES:
+                lat = l1 * (1 + rng.uniform(0.3, 0.9) * (b - 1))
+                profiles[(name, b)] = _profile(name, b, res, lat, 1000 * b / lat * rng.uniform(0.8, 1.0),
+                                               rng.uniform(0.05, 1.5), rng.uniform(0.2, 3.0))
+        stages.append(StageSpec(name=f"st{s}", variants=tuple(variants)))
+    pipe = PipelineSpec(name="rnd", stages=tuple(stages), sla_ms=rng.uniform(150, 900))
+    load = rng.uniform(1, 40)
+    n_max = rng.randint(1, 4)
+    weights = rng.choice((Weights(), Weights(alpha=2, beta=0.05, gamma=0.02, delta=0.001),
+                          Weights(alpha=1, beta=0.0, gamma=0.1, delta=0.0)))
+    return pipe, profiles, load, n_max, weights
+
+
+def stage_options(pipe, profiles, allowed=None):
+    out = []
+    for st in pipe.stages:
+        out.append([(v, b, profiles[(v.name, b)]) for v in st.variants for b in BATCHES
+                    if (v.name, b) in profiles and (allowed is None or v.name in allowed[st.name])])
+    return out
+
+
+def brute_force(pipe, profiles, lam, sla, n_max, w: Weights, *, allowed=None, fixed=None):
+    """(best objective or None, max served throughput) by enumerating every plan."""
+    per_stage = []
+    for i, opts in enumerate(stage_options(pipe, profiles, allowed)):
+        ns = range(1, n_max + 1) if fixed is None else (fixed[i],)
+        per_stage.append([(v, b, p, n) for v, b, p in opts for n in ns])
+    best, served_lat, served_any = None, None, 0.0
+    for combo in itertools.product(*per_stage):
+        lat = sum(p.latency_p99_ms + (1000 * (b - 1) / lam) for v, b, p, n in combo)
+        cap = min(p.throughput_rps * n for v, b, p, n in combo)
+        served = min(cap, lam)
+        served_any = max(served_any, served)
+        if lat <= sla:
+            served_lat = served if served_lat is None else max(served_lat, served)
+        if lat > sla or cap < lam:
+            continue
+        log_acc = sum(math.log(v.accuracy.value) for v, b, p, n in combo)
+        cost = sum((v.resources.num_cpus + v.resources.num_gpus) * n for v, b, p, n in combo)
+        power = sum(lam * p.energy_per_request_j + p.idle_power_w * n for v, b, p, n in combo)
+        obj = w.alpha * log_acc - w.beta * cost - w.gamma * power - w.delta * sum(b for v, b, p, n in combo)
+        best = obj if best is None else max(best, obj)
+    return best, (served_lat if served_lat is not None else served_any)
+
+
+def test_matches_brute_force_on_random_problems():
+    feasible = infeasible = 0
+    for seed in range(60):
+        pipe, profiles, load, n_max, w = random_problem(seed)
+        plan = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max)
+        best, served = brute_force(pipe, profiles, load, pipe.sla_ms, n_max, w)
+        if best is None:
+            infeasible += 1
+            assert not is_feasible(plan), seed
+            assert min(plan.objective["capacity_rps"], load) == pytest.approx(served, abs=1e-6), seed
+        else:
+            feasible += 1
+            assert is_feasible(plan), seed
+            assert plan.objective["objective"] == pytest.approx(best, abs=1e-6), seed
+            assert check_plan(pipe, plan, profiles, max_replicas=n_max) == [], seed
+        if feasible >= 25 and infeasible >= 5:
+            break
+    assert feasible >= 20 and infeasible >= 1, (feasible, infeasible)
+
+
+def test_infeasible_load_gives_flagged_max_throughput_plan():
+    pipe, profiles, _, _, w = random_problem(3)
+    load = 10_000.0  # far beyond 4 replicas of anything
+    plan = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=4)
+    assert not is_feasible(plan) and plan.objective["feasible"] == 0.0
+    _, served = brute_force(pipe, profiles, load, pipe.sla_ms, 4, w)
+    assert plan.objective["capacity_rps"] == pytest.approx(served, abs=1e-6)
+    assert any("capacity" in v for v in check_plan(pipe, plan, profiles))
+    # an SLA nothing can meet: still a plan, no exception
+    plan = optimize(pipe, profiles, 5.0, sla_ms=1.0, batch_sizes=BATCHES, max_replicas=4)
+    assert not is_feasible(plan) and set(plan.stages) == {s.name for s in pipe.stages}
+
+
+def _twin_pipeline():
+    res = Resources(num_cpus=1)
+    a, b = _variant("twin-a", "classify", 0.8, res), _variant("twin-b", "classify", 0.8, res)
+    profiles = {(v.name, bs): _profile(v.name, bs, res, 50.0 * bs ** 0.7, 1000 * bs / (50.0 * bs ** 0.7), 0.3, 1.0)
+                for v in (a, b) for bs in BATCHES}
+    return PipelineSpec(name="twins", stages=(StageSpec(name="c", variants=(a, b)),), sla_ms=500), profiles
+
+
+def test_fewest_changes_keeps_the_current_twin():
+    pipe, profiles = _twin_pipeline()
+    base = optimize(pipe, profiles, 30, batch_sizes=BATCHES, max_replicas=4)
+    for keep in ("twin-a", "twin-b"):
+        sp = base.stages["c"]
+        current = Plan(pipeline="twins", stages={"c": StagePlan(variant=keep, batch_size=sp.batch_size,
+                                                                 replicas=sp.replicas)})
+        plan = optimize(pipe, profiles, 30, batch_sizes=BATCHES, max_replicas=4, current=current)
+        assert plan.stages["c"].variant == keep
+        assert (plan.stages["c"].batch_size, plan.stages["c"].replicas) == (sp.batch_size, sp.replicas)
+        assert plan.objective["objective"] == pytest.approx(base.objective["objective"], abs=1e-9)
+    # a worse current plan never lowers the objective
+    bad = Plan(pipeline="twins", stages={"c": StagePlan(variant="twin-b", batch_size=1, replicas=4)})
+    plan = optimize(pipe, profiles, 30, batch_sizes=BATCHES, max_replicas=4, current=bad)
+    assert plan.objective["objective"] == pytest.approx(base.objective["objective"], abs=1e-9)
+    assert plan.stages["c"].variant == "twin-b"
+
+
+def test_policies_respect_their_restrictions():
+    checked = 0
+    for seed in range(40):
+        pipe, profiles, load, n_max, w = random_problem(seed)
+        low = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, policy="fa2-low")
+        high = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, policy="fa2-high")
+        rim = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, policy="rim")
+        rim2 = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, policy="rim",
+                        replicas={s.name: 2 for s in pipe.stages})
+        for st in pipe.stages:
+            assert low.stages[st.name].variant == min(st.variants, key=lambda v: v.accuracy.value).name
+            assert high.stages[st.name].variant == max(st.variants, key=lambda v: v.accuracy.value).name
+            assert rim.stages[st.name].replicas == 1 and rim2.stages[st.name].replicas == 2
+        # fa2 and rim are the same program restricted (γ = 0): compare with brute force
+        w0 = w.model_copy(update={"gamma": 0.0})
+        allowed = {st.name: {high.stages[st.name].variant} for st in pipe.stages}
+        best, _ = brute_force(pipe, profiles, load, pipe.sla_ms, n_max, w0, allowed=allowed)
+        if best is not None:
+            assert high.objective["objective"] == pytest.approx(best, abs=1e-6)
+            checked += 1
+        best, _ = brute_force(pipe, profiles, load, pipe.sla_ms, 2, w0, fixed=[2] * len(pipe.stages))
+        if best is not None:
+            assert rim2.objective["objective"] == pytest.approx(best, abs=1e-6)
+            assert check_plan(pipe, rim2, profiles) == []
+            checked += 1
+        if checked >= 8:
+            break
+    assert checked >= 4
+    static = Plan(pipeline=pipe.name, stages={s.name: StagePlan(variant=s.variants[0].name, batch_size=2, replicas=3)
+                                              for s in pipe.stages})
+    out = optimize(pipe, profiles, load, batch_sizes=BATCHES, policy="static", static_plan=static)
+    assert out.stages == static.stages and out.policy == "static" and out.predicted_power_w is not None
+
+
+def test_mini_video_energy_policy_uses_less_power():
+    from workloads.catalog import pipelines
+    from workloads.profile_store import PROFILES_DIR, ProfileStore
+
+    pipe = pipelines("mini")["video"]
+    profiles = profiles_from_store(ProfileStore(PROFILES_DIR), "cpu-amd-epyc-2c", pipe)
+    assert profiles, "shipped mini profiles missing"
+    plans = compare_policies(pipe, profiles, (2, 5, 10), ("ipa", "ipa-energy"))
+    for ipa, ours in zip(plans[::2], plans[1::2]):
+        assert is_feasible(ipa) and is_feasible(ours)
+        assert check_plan(pipe, ipa, profiles) == [] and check_plan(pipe, ours, profiles) == []
+        assert ours.predicted_power_w <= ipa.predicted_power_w + 1e-9
+    table = comparison_table(plans).splitlines()
+    assert len(table) == 2 + len(plans) and all(" yes " in row for row in table[2:])  # header, rule, a row per plan
+
+
+def test_cbc_and_highs_agree():
+    for seed in range(6):
+        pipe, profiles, load, n_max, w = random_problem(seed)
+        a = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, solver="cbc")
+        b = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, solver="highs")
+        assert a.objective["feasible"] == b.objective["feasible"]
+        assert a.objective["objective"] == pytest.approx(b.objective["objective"], abs=1e-6)
