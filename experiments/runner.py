@@ -118,8 +118,15 @@ class Session:
             control.deploy(self.spec, plans, name=cfg.app_name)
 
     def close(self) -> None:
+        """Stop what this session started: the app (its replicas drain gracefully), then the local Ray.
+
+        Not `serve.shutdown()`: its controller call only ends when the controller kills itself,
+        which Ray reports on the driver as a failed, retryable `ServeController.graceful_shutdown`
+        task. The Serve controller and proxies stop with the local cluster instead.
+        """
         if self.started_ray:
-            self.serve.shutdown()
+            if not self.cfg.url:
+                self.serve.delete(self.cfg.app_name)
             self.ray.shutdown()
 
     # -- observations --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import ipa_energy
 from ipa_energy.messages import PlanState
 from ipa_energy.spec import Plan
 from serve_app.config import AppSpec
-from serve_app.constants import CONTROLLER, INGRESS, STAGE_SHUTDOWN_S
+from serve_app.constants import CONTROLLER, FAST_PATH_ENV, INGRESS, STAGE_SHUTDOWN_S
 from serve_app.ingress import Ingress
 from serve_app.layout import Layout
 from serve_app.stage import StageReplica
@@ -63,7 +63,7 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
             # A model that fails to load three times will not load on the fourth; fail
             # fast so the plan controller can roll back.
             max_constructor_retry_count=3,
-            ray_actor_options=variant.resources.ray_actor_options(),
+            ray_actor_options={**variant.resources.ray_actor_options(), "runtime_env": {"env_vars": FAST_PATH_ENV}},
         ).bind(*args)
     plan_controller = _pinned(controller, spec_json).options(name=CONTROLLER).bind(spec_json)
     # The ingress looks stage handles up by name (the set changes with the plan); binding
@@ -72,5 +72,5 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
         name=INGRESS,
         num_replicas=spec.ingress_replicas,
         user_config=routing_config(plans, version),
-        ray_actor_options={"num_cpus": spec.ingress_num_cpus},
+        ray_actor_options={"num_cpus": spec.ingress_num_cpus, "runtime_env": {"env_vars": FAST_PATH_ENV}},
     ).bind(spec_json, plan_controller, stages)

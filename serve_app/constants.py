@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "APP_NAME", "ARRIVAL_PUSH_S", "ARRIVALS_HISTORY_S", "ARRIVALS_STALE_S", "CONTROLLER", "CONVERGE_POLL_S", "INGRESS",
-    "LATENCY_BUCKETS_MS", "NODE_WATCH_S", "STAGE_SHUTDOWN_S", "TOKEN_ENV",
+    "FAST_PATH_ENV", "INLINE_PARSE_BYTES", "LATENCY_BUCKETS_MS", "NODE_WATCH_S", "STAGE_SHUTDOWN_S", "TOKEN_ENV",
 ]
 
 #: the Serve application name `ipa-energy serve`, the planner and experiments use by default
@@ -26,5 +26,15 @@ NODE_WATCH_S = 30.0
 CONVERGE_POLL_S = 0.1
 #: bucket boundaries (ms) of the pipeline latency histogram: they include every catalog SLA
 LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7500, 10000, 20000, 60000)
+#: Ray Serve runs a replica's user code, and the router of its deployment handles, on event
+#: loops of their own threads by default. On a small host the cross-thread hops of a pipeline
+#: request (proxy → ingress → stage → ingress) cost ~10–25 ms (bench/overhead.py; notes of issue
+#: 10). The ingress and the stage replicas never block their event loop (parsing, decoding and
+#: the model run in worker threads), so they run both on the replica's own loop, as Serve's
+#: throughput-optimized mode does. The plan controller, which blocks for minutes, keeps the defaults.
+FAST_PATH_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+#: request bodies up to this size are parsed on the event loop (well under a millisecond:
+#: less than a hop to a worker thread costs); larger ones (image decoding checks) in a thread
+INLINE_PARSE_BYTES = 64 * 1024
 #: a removed variant's replicas get this long to finish what they hold (a saturated CPU drains slowly) (s)
 STAGE_SHUTDOWN_S = 120.0
