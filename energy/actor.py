@@ -21,6 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from energy.accounting.node import NodeEnergy
 from energy.config import EnergyConfig
 from energy.meters.select import select_meters
+from energy.supply import host_supply
 from ipa_energy import RAY_NAMESPACE
 from ipa_energy.energy import join_methods
 
@@ -122,6 +123,10 @@ class NodeEnergyActor:
     def window(self, t0: float, t1: float) -> list[dict]:
         """Dumped :class:`~ipa_energy.energy.EnergyWindow` rows of this node, one per meter."""
         return [w.model_dump() for w in self.state.energy_windows(self.node_id, t0, t1)]
+
+    def supply(self) -> dict:
+        """A dumped :class:`~ipa_energy.cluster.NodeSupply` of this node (the planner's capacity)."""
+        return host_supply(self.node_id)
 
     def summary(self) -> dict:
         """A dumped :class:`~ipa_energy.energy.NodeEnergyReport`, with this actor's own CPU cost."""

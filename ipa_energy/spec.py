@@ -224,6 +224,18 @@ class Profile(_Model):
     weights: Literal["checkpoint", "random"]
     measured_at: datetime
     fitted: bool = Field(False, description="True when interpolated from measured batch sizes, not measured.")
+    # What a request and a replica consume (capacity planning). None: not known for this profile.
+    cpu_s_per_request: float | None = Field(
+        None, ge=0, description="CPU core-seconds one request consumes: process CPU time over the window / requests.")
+    gpu_busy_s_per_request: float | None = Field(
+        None, ge=0, description="GPU busy seconds one request consumes (None on a CPU).")
+    gpu_memory_mb: float | None = Field(None, ge=0, description="Peak GPU memory of one replica (MiB).")
+    rss_mb: float | None = Field(None, ge=0, description="Resident memory of one replica, model loaded and warm (MiB).")
+    cold_start_s: float | None = Field(
+        None, ge=0, description="A new replica's start: process, imports, build, load and warm-up until its first answer (s).")
+    demand: Literal["measured", "derived"] | None = Field(
+        None, description="Where the demand fields come from: measured, or derived from throughput (profiles of "
+                          "schema 1, which predate them).")
 
 
 SHARE_TOL = 1e-4  # how far a mix's shares may sum from 1 (they come from float solvers and JSON)

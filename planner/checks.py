@@ -13,9 +13,20 @@ import time
 
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.constants import LAT_TOL
-from planner.terms import ProfileLookup, Weights, fill_ms, mix_terms, plan_members, plan_with_terms
+from planner.terms import (
+    IPA_LATENCY,
+    LatencyModel,
+    ProfileLookup,
+    Weights,
+    mix_terms,
+    option,
+    plan_members,
+    plan_with_terms,
+    stage_capacity_rps,
+    stage_latency_ms,
+)
 
-__all__ = ["check_plan", "evaluate_plan", "is_feasible"]
+__all__ = ["check_plan", "evaluate_plan", "is_feasible", "plan_model"]
 
 
 def is_feasible(plan: Plan) -> bool:
@@ -23,9 +34,15 @@ def is_feasible(plan: Plan) -> bool:
     return plan.objective.get("feasible", 1.0) > 0.5
 
 
+def plan_model(plan: Plan) -> LatencyModel:
+    """The latency model a plan was made under (its objective terms say; IPA's when they don't)."""
+    o = plan.objective
+    return LatencyModel(queueing=o.get("queueing", 0.0) > 0.5, stretch=o.get("stretch", 1.0))
+
+
 def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float,
                   sla_ms: float | None = None, weights: Weights = Weights(), *, policy: str | None = None,
-                  margin: float = 1.0) -> Plan:
+                  margin: float = 1.0, model: LatencyModel = IPA_LATENCY) -> Plan:
     """`plan` with its predicted load/power/objective terms filled in from `profiles` at `load`."""
     t0 = time.perf_counter()
     lam = float(load) * margin
@@ -33,8 +50,10 @@ def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, l
     policy = policy or plan.policy
     mixed = any(sp.mix is not None for sp in plan.stages.values())
     terms = mix_terms(plan_members(pipeline, plan, profiles, lam), lam, weights,
-                      linear_accuracy=mixed and policy == "infadapter")
-    feasible = not check_plan(pipeline, plan, profiles, lam, sla, check_predictions=False)
+                      linear_accuracy=mixed and policy == "infadapter", model=model)
+    terms |= {"queueing": 1.0 if model.queueing else 0.0, "stretch": model.stretch}
+    feasible = not check_plan(pipeline, plan.model_copy(update={"objective": terms}), profiles, lam, sla,
+                              check_predictions=False)
     return plan_with_terms(plan, terms, lam, feasible, margin, policy, t0)
 
 
@@ -48,7 +67,11 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     J/request and objective terms must match the recomputation. A stage with a variant mix:
     each member must carry its share of λ̂ within the SLA (its batch fills at that share);
     the stage's latency is its slowest member's, its replicas count together against N.
+    Latency and capacity follow the plan's own model (:func:`plan_model`: queueing wait,
+    contention stretch); a plan made for a cluster must also fit its CPU cap
+    (``objective["utilisation_cap"]`` × ``cores`` − the serving path's share).
     """
+    model = plan_model(plan)
     problems: list[str] = []
     lam = float(plan.predicted_load_rps or 0.0) if load is None else float(load)
     sla = pipeline.sla_ms if sla_ms is None else sla_ms
@@ -59,6 +82,7 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     latency = 0.0
     power = 0.0
     log_acc = 0.0
+    cpu = 0.0
     for st in pipeline.stages:
         sp = plan.stages[st.name]
         # A mix: each member serves its share of the load (its own batch fill); a request
@@ -81,11 +105,13 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
                 problems.append(f"{where}: no profile for {m.variant} batch {m.batch_size}")
                 resolved = False
                 continue
-            cap = prof.throughput_rps * m.replicas
+            o = option(st, v, m.batch_size, prof, lam_m)
+            cap = stage_capacity_rps(o, m.replicas, model)
             if cap < lam_m * (1 - (1e-6 if mixed else 1e-12)):  # a mix's shares are solver floats
                 problems.append(f"{where}: capacity {cap:.4g} req/s < load {lam_m:.4g} req/s")
-            stage_lat = max(stage_lat, prof.latency_p99_ms + fill_ms(m.batch_size, lam_m))
+            stage_lat = max(stage_lat, stage_latency_ms(o, m.replicas, lam_m, model))
             power += lam_m * prof.energy_per_request_j + prof.idle_power_w * m.replicas
+            cpu += lam_m * o.cpu_s
             stage_acc += m.share * v.accuracy.value
         n = sum(m.replicas for m in sp.members())
         if resolved and (n < 1 or (max_replicas is not None and n > max_replicas)):
@@ -94,7 +120,14 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
         if stage_acc > 0:
             log_acc += math.log(stage_acc)
     if latency > sla + LAT_TOL:
-        problems.append(f"latency {latency:.4g} ms (p99 + batch fill) > SLA {sla:.4g} ms")
+        what = "p99 + batch fill" + (" + wait" if model.queueing else "") + (" (stretched)" if model.stretch > 1 else "")
+        problems.append(f"latency {latency:.4g} ms ({what}) > SLA {sla:.4g} ms")
+    o = plan.objective
+    if "utilisation_cap" in o and "cores" in o:
+        allowed = o["utilisation_cap"] * o["cores"] - lam * o.get("serving_cpu_s", 0.0)
+        if cpu > allowed * (1 + 1e-9) + 1e-9:
+            problems.append(f"CPU {cpu:.4g} cores > {allowed:.4g} cores allowed "
+                            f"({o['utilisation_cap']:.0%} of {o['cores']:g} cores, less the serving path)")
     if check_predictions and not problems:
         def close(a: float | None, b: float) -> bool:
             return a is not None and abs(a - b) <= rel_tol * max(1.0, abs(b))

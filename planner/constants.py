@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_REPLICAS", "DEFAULT_MAX_VARIANTS", "LAT_TOL", "MAX_WAIT_MS", "MIN_LOAD_RPS",
-    "OBJ_TOL", "WAIT_HYSTERESIS",
+    "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_REPLICAS", "DEFAULT_MAX_VARIANTS", "LAT_TOL", "MAX_WAIT_MS", "MEMORY_FRACTION",
+    "MIN_LOAD_RPS", "OBJ_TOL", "UTILISATION_GRID", "WAIT_HYSTERESIS",
 ]
 
 #: batch sizes the program chooses among (profiles are fitted where not measured)
@@ -21,5 +21,10 @@ LAT_TOL = 1e-9
 MAX_WAIT_MS = 10_000.0
 #: solving for zero load is degenerate (batch-fill time (b-1)/λ): the loop plans at least this (req/s)
 MIN_LOAD_RPS = 0.1
+#: node utilisation caps ρ the program tries: each stretches service times by the contention
+#: it implies (planner.capacity.stretch), so the SLA, not a tuned constant, picks the cap
+UTILISATION_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
+#: share of a cluster's memory the replicas may hold (the rest: the OS, Ray, the serving path)
+MEMORY_FRACTION = 0.8
 #: a batch wait that moves less than this factor is not worth a reconfigure
 WAIT_HYSTERESIS = 2.0

@@ -77,62 +77,149 @@ from typing import Any
 
 import pulp
 
-from ipa_energy.spec import PipelineSpec, Plan
+from dataclasses import dataclass, replace
+
+from ipa_energy.cluster import ClusterSupply
+from ipa_energy.spec import PipelineSpec, Plan, StagePlan
+from planner.capacity import stretch
 from planner.checks import evaluate_plan
-from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS, LAT_TOL, OBJ_TOL
+from planner.constants import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_MAX_VARIANTS,
+    LAT_TOL,
+    MEMORY_FRACTION,
+    OBJ_TOL,
+    UTILISATION_GRID,
+)
 from planner.infadapter import solve_infadapter
 from planner.policies import check_policy, is_static, restrictions
 from planner.solver import DEFAULT_SOLVER, solve_problem
-from planner.terms import Option, ProfileLookup, Weights, choice_terms, plan_from_choice, stage_options
+from planner.terms import (
+    IPA_LATENCY,
+    LatencyModel,
+    Option,
+    ProfileLookup,
+    Weights,
+    choice_terms,
+    plan_from_choice,
+    stage_capacity_rps,
+    stage_latency_ms,
+    stage_options,
+)
 
 __all__ = ["compare_policies", "optimize"]
 
 logger = logging.getLogger(__name__)
 
 
-class _Model:
-    """The PuLP model of the program over the given options."""
+@dataclass(frozen=True)
+class Capacity:
+    """What a plan may consume, and the latency model that goes with it.
 
-    def __init__(self, options: list[list[Option]], lam: float, sla_ms: float, n_max: int,
-                 fixed_n: Sequence[int | None], *, latency: bool = True, throughput: bool = True,
-                 cut: Weights | None = None, cut_all: bool = False, target: float | None = None):
-        self.options, self.lam, self.n_max = options, lam, n_max
-        target = lam if target is None else target
+    `cpu_cores`: CPU core-seconds per second the stages' requests may use (ρ × physical cores
+    − the serving path's own share), None = not limited; `memory_mb`: resident memory the
+    replicas may hold, None = not limited; `utilisation`: ρ, the node utilisation cap the
+    latency model's contention stretch was computed at.
+    """
+
+    model: LatencyModel = IPA_LATENCY
+    cpu_cores: float | None = None
+    memory_mb: float | None = None
+    utilisation: float | None = None
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One way to run a stage: `n` replicas of an option, with its latency and capacity at λ̂."""
+
+    option: Option
+    n: int
+    latency_ms: float
+    capacity_rps: float
+
+
+def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, fixed: int | None,
+                model: LatencyModel, keep: tuple[str, int, int] | None = None, *,
+                best_effort: bool = False, latency: bool = True) -> list[_Candidate]:
+    """The (option, n) a stage may run. Exact presolve: a candidate that cannot serve λ̂ or meet
+    the SLA on its own gets no variable, nor does n past the point where more replicas no longer
+    shorten the wait (they only cost more); `keep` (the running variant, batch, n) stays a
+    candidate for the fewest-changes tie-break. `best_effort`: every n, latency without the wait
+    (an overloaded stage queues without bound; the served load is what is maximised)."""
+    out = []
+    for o in opts:
+        for n in ((fixed,) if fixed is not None else range(1, n_max + 1)):
+            cap = stage_capacity_rps(o, n, model)
+            if best_effort:
+                lat = stage_latency_ms(o, n, lam, replace(model, queueing=False))
+                if not latency or lat <= sla_ms + LAT_TOL:
+                    out.append(_Candidate(o, n, lat, cap))
+                continue
+            if cap < lam * (1 - 1e-12):
+                continue
+            lat = stage_latency_ms(o, n, lam, model)
+            if lat <= sla_ms + LAT_TOL:
+                out.append(_Candidate(o, n, lat, cap))
+            no_wait = lat <= stage_latency_ms(o, n, lam, replace(model, queueing=False))
+            if no_wait and fixed is None:  # n past this only costs more: keep the running n, if larger
+                if keep is not None and (o.variant, o.batch) == keep[:2] and keep[2] > n:
+                    big = _Candidate(o, keep[2], stage_latency_ms(o, keep[2], lam, model),
+                                     stage_capacity_rps(o, keep[2], model))
+                    if keep[2] <= n_max and big.latency_ms <= sla_ms + LAT_TOL:
+                        out.append(big)
+                break
+    return out
+
+
+class _Program:
+    """The MILP over candidates: one binary z per (stage, option, n), exactly one per stage."""
+
+    def __init__(self, cands: list[list[_Candidate]], lam: float, sla_ms: float, capacity: Capacity, *,
+                 latency: bool = True, target: float | None = None, maximise_served: bool = False):
+        self.cands, self.lam = cands, lam
         self.prob = pulp.LpProblem("ipa", pulp.LpMaximize)
-        self.x: list[list[pulp.LpVariable]] = []
-        self.y: list[list[pulp.LpVariable]] = []
-        self.n: list[pulp.LpVariable] = []
-        for s, opts in enumerate(options):
-            lo, hi = (1, n_max) if fixed_n[s] is None else (fixed_n[s], fixed_n[s])
-            n = pulp.LpVariable(f"n_{s}", lo, hi, cat="Integer")
-            xs = [pulp.LpVariable(f"x_{s}_{j}", cat="Binary") for j in range(len(opts))]
-            ys = [pulp.LpVariable(f"y_{s}_{j}", 0, hi, cat="Integer") for j in range(len(opts))]
-            self.prob += pulp.lpSum(xs) == 1, f"one_{s}"
-            self.prob += pulp.lpSum(ys) - n == 0, f"sumy_{s}"
-            for j, o in enumerate(opts):
-                if fixed_n[s] is None and cut is not None and _replica_penalty(o, cut) > 10 * OBJ_TOL:
-                    # exact reduction: with a positive price per replica every optimum runs
-                    # the fewest replicas that serve the target, so y = u·x
-                    self.prob += ys[j] - _replicas_needed(o, target, hi) * xs[j] == 0, f"link_{s}_{j}"
-                else:
-                    u = _replicas_needed(o, target, hi) if fixed_n[s] is None and cut_all else hi
-                    self.prob += ys[j] - u * xs[j] <= 0, f"link_{s}_{j}"
-            if throughput:
-                self.prob += pulp.lpSum(o.throughput * yj for o, yj in zip(opts, ys)) >= target, f"tput_{s}"
-            self.x.append(xs)
-            self.y.append(ys)
-            self.n.append(n)
+        self.z = [[pulp.LpVariable(f"z_{s}_{k}", cat="Binary") for k in range(len(cs))] for s, cs in enumerate(cands)]
+        for s, zs in enumerate(self.z):
+            self.prob += pulp.lpSum(zs) == 1, f"one_{s}"
         if latency:
-            self.prob += pulp.lpSum(o.latency_ms * xj for opts, xs in zip(options, self.x)
-                                    for o, xj in zip(opts, xs)) <= sla_ms, "latency"
+            self.prob += pulp.lpSum(c.latency_ms * z for cs, zs in self._pairs() for c, z in zip(cs, zs)) <= sla_ms, "latency"
+        if target is not None:
+            for s, (cs, zs) in enumerate(self._pairs()):
+                self.prob += pulp.lpSum(c.capacity_rps * z for c, z in zip(cs, zs)) >= target, f"tput_{s}"
+        self.served = None
+        if maximise_served:  # t ≤ λ̂ served by every stage; its CPU: w = t·z, linearised exactly
+            self.served = t = pulp.LpVariable("served", 0, max(lam, 0.0))
+            cpu = []
+            for s, (cs, zs) in enumerate(self._pairs()):
+                self.prob += pulp.lpSum(c.capacity_rps * z for c, z in zip(cs, zs)) - t >= 0, f"served_{s}"
+                for k, (c, z) in enumerate(zip(cs, zs)):
+                    if c.option.cpu_s > 0 and capacity.cpu_cores is not None:
+                        w = pulp.LpVariable(f"w_{s}_{k}", 0, max(lam, 0.0))
+                        self.prob += w - t <= 0, f"w_t_{s}_{k}"
+                        self.prob += w - max(lam, 0.0) * z <= 0, f"w_z_{s}_{k}"
+                        self.prob += w - t - max(lam, 0.0) * z >= -max(lam, 0.0), f"w_tz_{s}_{k}"
+                        cpu.append((w, c.option.cpu_s))
+            if cpu:
+                self.prob += pulp.LpAffineExpression(cpu) <= capacity.cpu_cores, "cpu"
+        elif capacity.cpu_cores is not None:
+            load = lam if target is None else target
+            self.prob += pulp.lpSum(load * c.option.cpu_s * z for cs, zs in self._pairs()
+                                    for c, z in zip(cs, zs)) <= capacity.cpu_cores, "cpu"
+        if capacity.memory_mb is not None:
+            self.prob += pulp.lpSum(c.option.rss_mb * c.n * z for cs, zs in self._pairs()
+                                    for c, z in zip(cs, zs)) <= capacity.memory_mb, "memory"
+
+    def _pairs(self):
+        return zip(self.cands, self.z)
 
     def objective(self, w: Weights) -> pulp.LpAffineExpression:
         terms = []
-        for opts, xs, ys in zip(self.options, self.x, self.y):
-            for o, xj, yj in zip(opts, xs, ys):
-                cx = w.alpha * o.log_acc - w.gamma * self.lam * o.energy_j - w.delta * o.batch
-                cy = -w.beta * o.resources - w.gamma * o.idle_w
-                terms += [(xj, cx), (yj, cy)]
+        for cs, zs in self._pairs():
+            for c, z in zip(cs, zs):
+                o = c.option
+                terms.append((z, w.alpha * o.log_acc - w.gamma * self.lam * o.energy_j - w.delta * o.batch
+                              - (w.beta * o.resources + w.gamma * o.idle_w) * c.n))
         return pulp.LpAffineExpression(terms)
 
     def solve(self, solver: str) -> bool:
@@ -140,104 +227,89 @@ class _Model:
 
     def choice(self) -> list[tuple[Option, int]]:
         out = []
-        for opts, xs, n in zip(self.options, self.x, self.n):
-            j = max(range(len(opts)), key=lambda k: xs[k].varValue or 0.0)
-            out.append((opts[j], int(round(n.varValue or 0.0))))
+        for cs, zs in self._pairs():
+            k = max(range(len(cs)), key=lambda j: zs[j].varValue or 0.0)
+            out.append((cs[k].option, cs[k].n))
         return out
 
 
-def _replica_penalty(o: Option, w: Weights) -> float:
-    return w.beta * o.resources + w.gamma * o.idle_w
+def _keep(cur: StagePlan | None) -> tuple[str, int, int] | None:
+    return None if cur is None else (cur.variant, cur.batch_size, cur.replicas)
 
 
-def _replicas_needed(o: Option, lam: float, n_max: int) -> int:
-    """Fewest replicas of `o` that serve λ̂ (capped at n_max, at least 1)."""
-    if o.throughput <= 0:
-        return n_max
-    n = max(1, math.ceil(lam / o.throughput))
-    if n > 1 and (n - 1) * o.throughput >= lam:  # float round-up
-        n -= 1
-    return int(min(n_max, n))
-
-
-
-def _presolve(options: list[list[Option]], lam: float, sla_ms: float, n_max: int,
-              fixed_n: Sequence[int | None], *, latency: bool, throughput: bool) -> list[list[Option]]:
-    out = []
-    for opts, fixed in zip(options, fixed_n):
-        cap = n_max if fixed is None else fixed
-        out.append([o for o in opts
-                    if (not latency or o.latency_ms <= sla_ms + LAT_TOL)
-                    and (not throughput or o.throughput * cap >= lam)])
-    return out
-
-
-def _solve_main(options, lam, sla, n_max, fixed_n, weights, solver, current_stages):
-    """Optimum of the program (with the fewest-changes tie-break); None if infeasible."""
-    opts = _presolve(options, lam, sla, n_max, fixed_n, latency=True, throughput=True)
-    if any(not o for o in opts) or sum(min(o.latency_ms for o in so) for so in opts) > sla + LAT_TOL:
+def _solve_main(options, lam, sla, n_max, fixed_n, weights, solver, current_stages, capacity: Capacity,
+                tie_break: bool = True):
+    """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible."""
+    cur = current_stages or [None] * len(options)
+    cands = [_candidates(so, lam, sla, n_max, f, capacity.model, _keep(c)) for so, f, c in zip(options, fixed_n, cur)]
+    if any(not cs for cs in cands) or sum(min(c.latency_ms for c in cs) for cs in cands) > sla + LAT_TOL:
         return None
-    m = _Model(opts, lam, sla, n_max, fixed_n, cut=weights)
+    m = _Program(cands, lam, sla, capacity)
     obj = m.objective(weights)
     m.prob.setObjective(obj)
     if not m.solve(solver):
         return None
     choice = m.choice()
-    if current_stages is None:
-        return choice
-    best = choice_terms(choice, lam, weights)["objective"]
-    # Second solve: stay at the optimum, minimise changes.
+    best = choice_terms(choice, lam, weights, capacity.model)["objective"]
+    if current_stages is None or not tie_break:
+        return choice, best
+    # Second solve: stay at the optimum, minimise changes (variant, batch size, replicas per stage).
     m.prob += obj >= best - OBJ_TOL, "stay_optimal"
     changes = []
-    for s, (so, xs, n) in enumerate(zip(opts, m.x, m.n)):
-        cur = current_stages[s]
-        if cur is None:
+    for cs, zs, c in zip(cands, m.z, cur):
+        if c is None:
             continue
-        same_v = [xj for o, xj in zip(so, xs) if o.variant == cur.variant]
-        same_b = [xj for o, xj in zip(so, xs) if o.batch == cur.batch_size]
-        changes.append(1 - pulp.lpSum(same_v) if same_v else 1)
-        changes.append(1 - pulp.lpSum(same_b) if same_b else 1)
-        c = pulp.LpVariable(f"chg_n_{s}", cat="Binary")
-        m.prob += n - cur.replicas <= n_max * c, f"chg_up_{s}"
-        m.prob += cur.replicas - n <= n_max * c, f"chg_dn_{s}"
-        changes.append(c)
+        changes += [(z, (cand.option.variant != c.variant) + (cand.option.batch != c.batch_size) + (cand.n != c.replicas))
+                    for cand, z in zip(cs, zs)]
     m.prob.sense = pulp.LpMinimize
-    m.prob.setObjective(pulp.lpSum(changes))
+    m.prob.setObjective(pulp.LpAffineExpression(changes))
     if m.solve(solver):
         alt = m.choice()
-        if choice_terms(alt, lam, weights)["objective"] >= best - OBJ_TOL:
-            return alt
-    return choice
+        if choice_terms(alt, lam, weights, capacity.model)["objective"] >= best - OBJ_TOL:
+            return alt, best
+    return choice, best
 
 
-def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver):
+def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capacity: Capacity):
     """Max served throughput t (≤ λ̂), then the best objective among plans serving t."""
     if any(not o for o in options):
         return None
-    min_lat = sum(min(o.latency_ms for o in so) for so in options)
+    plain = replace(capacity.model, queueing=False)
+    min_lat = sum(min(stage_latency_ms(o, 1, lam, plain) for o in so) for so in options)
     keep_latency = min_lat <= sla + LAT_TOL
-    opts = _presolve(options, lam, sla, n_max, fixed_n, latency=keep_latency, throughput=False)
-    m = _Model(opts, lam, sla, n_max, fixed_n, latency=keep_latency, throughput=False, cut_all=True)
-    t = pulp.LpVariable("served", 0, max(lam, 0.0))
-    for s, (so, ys) in enumerate(zip(opts, m.y)):
-        m.prob += pulp.lpSum(o.throughput * yj for o, yj in zip(so, ys)) - t >= 0, f"served_{s}"
-    m.prob.setObjective(pulp.LpAffineExpression([(t, 1.0)]))
+    cands = [_candidates(so, lam, sla, n_max, f, capacity.model, best_effort=True, latency=keep_latency)
+             for so, f in zip(options, fixed_n)]
+    if any(not cs for cs in cands):
+        return None
+    m = _Program(cands, lam, sla, capacity, latency=keep_latency, maximise_served=True)
+    m.prob.setObjective(pulp.LpAffineExpression([(m.served, 1.0)]))
     if not m.solve(solver):
         return None
     first = m.choice()
-    served = min(choice_terms(first, lam, weights)["capacity_rps"], max(lam, 0.0))
+    served = min(m.served.varValue or 0.0, lam)
     # Second solve: the program itself with throughput target `served` (latency as above).
-    target = served * (1 - 1e-12)
-    opts2 = _presolve(options, target, sla, n_max, fixed_n, latency=keep_latency, throughput=True)
-    if all(opts2):
-        m2 = _Model(opts2, lam, sla, n_max, fixed_n, latency=keep_latency, cut=weights, target=target)
-        m2.prob.setObjective(m2.objective(weights))
-        if m2.solve(solver):
-            second = m2.choice()
-            if min(choice_terms(second, lam, weights)["capacity_rps"], lam) >= served - OBJ_TOL:
-                return second
+    target = served * (1 - 1e-9)
+    m2 = _Program(cands, lam, sla, capacity, latency=keep_latency, target=target)
+    m2.prob.setObjective(m2.objective(weights))
+    if m2.solve(solver):
+        second = m2.choice()
+        if min(choice_terms(second, lam, weights, plain)["capacity_rps"], lam) >= served - 1e-6:
+            return second
     return first
 
+
+def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving_cpu_s: float) -> list[Capacity]:
+    """The capacities to try: one per node utilisation cap ρ of UTILISATION_GRID, or unlimited."""
+    if supply is None:
+        return [Capacity(model=LatencyModel(queueing=queueing))]
+    cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
+    out = []
+    for rho in UTILISATION_GRID:
+        cpu = rho * supply.cores - lam * serving_cpu_s
+        if cpu > 0:
+            out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho)),
+                                cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho))
+    return out
 
 
 def optimize(
@@ -256,6 +328,9 @@ def optimize(
     static_plan: Plan | None = None,
     solver: str = DEFAULT_SOLVER,
     max_variants: int = DEFAULT_MAX_VARIANTS,
+    queueing: bool = True,
+    supply: ClusterSupply | None = None,
+    serving_cpu_s: float = 0.0,
 ) -> Plan:
     """Solve the program for `pipeline` at predicted `load` (req/s) and return the Plan.
 
@@ -264,9 +339,12 @@ def optimize(
     (default ``pipeline.sla_ms``); `max_replicas`: N per stage; `current`: the running plan,
     for the fewest-changes tie-break; `replicas`: the fixed replica counts of ``rim``;
     `static_plan`: the plan of ``static``; `max_variants`: the most variants in an
-    ``infadapter`` mix. Never raises for an infeasible load: the result is then a best-effort
-    plan with ``objective["feasible"] == 0`` (see the module docstring). Raises ValueError for
-    an unknown policy, or ``infadapter`` on a multi-stage pipeline (configuration errors).
+    ``infadapter`` mix. `queueing`: latency includes the p99 wait for a free replica (False:
+    IPA's p99 + batch fill); `supply`: the cluster's physical cores and memory, which the
+    plan's requests and replicas must fit (None: not limited), `serving_cpu_s` the CPU a request
+    costs outside the stages (ingress, proxy). Never raises for an infeasible load: the result
+    is then a best-effort plan with ``objective["feasible"] == 0`` (see the module docstring).
+    Raises ValueError for an unknown policy, or ``infadapter`` on a multi-stage pipeline.
     """
     t0 = time.perf_counter()
     lam = float(load) * float(margin)
@@ -274,7 +352,8 @@ def optimize(
     if is_static(policy):
         plan = static_plan or current or pipeline.default_plan()
         try:
-            return evaluate_plan(pipeline, plan, profiles, load, sla, weights, policy=policy, margin=margin)
+            return evaluate_plan(pipeline, plan, profiles, load, sla, weights, policy=policy, margin=margin,
+                                 model=LatencyModel(queueing=queueing))
         except Exception as e:
             logger.warning("static plan cannot be evaluated: %s", e)
             return plan.model_copy(update={"policy": policy, "objective": {"feasible": 0.0}})
@@ -290,13 +369,25 @@ def optimize(
     cur_stages = None
     if current is not None and current.pipeline == pipeline.name:
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
+    tried = capacities(supply, lam, queueing, serving_cpu_s)
     try:
-        choice = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages)
+        # The best plan over the utilisation caps (ties: the lowest cap, the most headroom);
+        # the fewest-changes tie-break runs once, at the chosen cap.
+        best: tuple[float, Capacity] | None = None
+        for cap in tried:
+            found = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap, tie_break=False)
+            if found is not None and (best is None or found[1] > best[0] + OBJ_TOL):
+                best = (found[1], cap)
+        if best is not None:
+            cap = best[1]
+            choice, _ = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap)
+            return _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
+                            supply, lam, serving_cpu_s)
+        cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing))
+        choice = _solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
-            return plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0)
-        choice = _solve_best_effort(options, lam, sla, n_max, fixed, w, solver)
-        if choice is not None:
-            return plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0)
+            return _planned(plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0, cap.model), cap,
+                            supply, lam, serving_cpu_s)
         logger.warning("no profiled option for some stage of %s; returning the default plan", pipeline.name)
     except Exception:  # never raise from the planner
         logger.exception("planner failed for %s at %.3g req/s", pipeline.name, lam)
@@ -305,6 +396,15 @@ def optimize(
         "policy": policy, "predicted_load_rps": max(lam, 0.0), "predicted_power_w": None,
         "predicted_j_per_request": None, "objective": {"feasible": 0.0},
         "solve_time_s": time.perf_counter() - t0})
+
+
+def _planned(plan: Plan, cap: Capacity, supply: ClusterSupply | None, lam: float, serving_cpu_s: float) -> Plan:
+    """`plan` with the capacity it was planned under recorded in its objective terms."""
+    extra = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch}
+    if supply is not None and cap.utilisation is not None:
+        extra |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
+                  "node_utilisation": (plan.objective["cpu_cores"] + lam * serving_cpu_s) / supply.cores}
+    return plan.model_copy(update={"objective": {**plan.objective, **extra}})
 
 
 def compare_policies(pipeline: PipelineSpec, profiles: ProfileLookup, loads: Iterable[float],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ipa_energy.cluster import ClusterSupply
 from ipa_energy.spec import PipelineSpec, Plan, Profile
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS
 from planner.optimizer import optimize
@@ -43,6 +44,9 @@ class Problem(BaseModel):
     current: Plan | None = Field(None, description="The running plan (fewest-changes tie-break).")
     static_plan: Plan | None = Field(None, description="static: the plan to evaluate.")
     solver: str = DEFAULT_SOLVER
+    queueing: bool = Field(True, description="Latency includes the p99 wait for a free replica (False: IPA's model).")
+    supply: ClusterSupply | None = Field(None, description="Physical cores and memory the plan must fit; None: unlimited.")
+    serving_cpu_s: float = Field(0.0, ge=0, description="CPU core-seconds a request costs outside the stages.")
 
     def profile_lookup(self) -> dict[tuple[str, int], Profile]:
         return fill_profiles(self.pipeline, self.profiles, self.batch_sizes)
@@ -52,7 +56,7 @@ class Problem(BaseModel):
             self.pipeline, self.profile_lookup(), self.load_rps, sla_ms=self.sla_ms, weights=self.weights,
             batch_sizes=self.batch_sizes, max_replicas=self.max_replicas, policy=self.policy, margin=self.margin,
             current=self.current, replicas=self.replicas, static_plan=self.static_plan, solver=self.solver,
-            max_variants=self.max_variants,
+            max_variants=self.max_variants, queueing=self.queueing, supply=self.supply, serving_cpu_s=self.serving_cpu_s,
         )
 
     @classmethod

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from ipa_energy.spec import PipelineSpec, Plan, Profile, Resources, StagePlan, StageSpec, VariantSpec
+from planner.capacity import cs2_from_profile, wait_p99_ms
 from planner.constants import MAX_WAIT_MS
 
 __all__ = [
-    "Option", "ProfileLookup", "Weights", "choice_terms", "fill_ms", "mix_terms", "objective_value", "option",
-    "plan_from_choice", "plan_members", "plan_with_terms", "resource_units", "stage_options",
+    "IPA_LATENCY", "LatencyModel", "Option", "ProfileLookup", "Weights", "choice_terms", "fill_ms", "mix_terms",
+    "objective_value", "option", "plan_from_choice", "plan_members", "plan_with_terms", "resource_units",
+    "stage_capacity_rps", "stage_latency_ms", "stage_options",
 ]
 
 ProfileLookup = Mapping[tuple[str, int], Profile]
@@ -51,6 +53,41 @@ class Option:
     resources: float
     log_acc: float
     acc: float
+    l99_ms: float = 0.0  # batch latency p99 alone
+    service_ms: float = 0.0  # batch latency p50: the mean service time of a batch
+    cs2: float = 0.0  # squared coefficient of variation of the batch time
+    cpu_s: float = 0.0  # CPU core-seconds per request (0: unknown)
+    rss_mb: float = 0.0  # resident memory per replica (0: unknown)
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """How a stage's latency is predicted beyond IPA's p99 + batch fill.
+
+    `queueing`: add the p99 wait for a free replica (planner.capacity.wait_p99_ms);
+    `stretch`: the factor CPU contention stretches service times by at the planned node
+    utilisation (planner.capacity.stretch; 1 = an idle node, as the profiles measured).
+    ``LatencyModel(queueing=False)`` is IPA's model.
+    """
+
+    queueing: bool = True
+    stretch: float = 1.0
+
+
+IPA_LATENCY = LatencyModel(queueing=False)
+
+
+def stage_latency_ms(o: Option, n: int, lam: float, model: LatencyModel = IPA_LATENCY) -> float:
+    """p99 latency of a stage running `n` replicas of `o` at λ req/s (ms): stretched p99, fill, wait."""
+    latency = o.l99_ms * model.stretch + fill_ms(o.batch, lam)
+    if model.queueing:
+        latency += wait_p99_ms(n, lam, o.batch, o.service_ms * model.stretch, o.cs2)
+    return latency
+
+
+def stage_capacity_rps(o: Option, n: int, model: LatencyModel = IPA_LATENCY) -> float:
+    """Requests per second `n` replicas of `o` serve, their service stretched by contention."""
+    return o.throughput * n / model.stretch
 
 
 def fill_ms(b: int, lam: float) -> float:
@@ -72,6 +109,9 @@ def option(stage: StageSpec, variant: VariantSpec, b: int, prof: Profile, lam: f
         throughput=prof.throughput_rps, energy_j=prof.energy_per_request_j,
         idle_w=prof.idle_power_w, resources=resource_units(prof.resources),
         log_acc=math.log(variant.accuracy.value), acc=variant.accuracy.value,
+        l99_ms=prof.latency_p99_ms, service_ms=prof.latency_p50_ms,
+        cs2=cs2_from_profile(prof.latency_p50_ms, prof.latency_p99_ms),
+        cpu_s=prof.cpu_s_per_request or 0.0, rss_mb=prof.rss_mb or 0.0,
     )
 
 
@@ -94,20 +134,23 @@ def stage_options(pipeline: PipelineSpec, profiles: ProfileLookup, batch_sizes: 
     return out
 
 
-def choice_terms(choice: Sequence[tuple[Option, int]], lam: float, weights: Weights) -> dict[str, float]:
-    """Terms of one (option, replicas) per stage (IPA's program exactly)."""
-    return mix_terms([[(o, n, 1.0)] for o, n in choice], lam, weights)
+def choice_terms(choice: Sequence[tuple[Option, int]], lam: float, weights: Weights,
+                 model: LatencyModel = IPA_LATENCY) -> dict[str, float]:
+    """Terms of one (option, replicas) per stage (IPA's program exactly under IPA_LATENCY)."""
+    return mix_terms([[(o, n, 1.0)] for o, n in choice], lam, weights, model=model)
 
 
 def mix_terms(stages: Sequence[Sequence[tuple[Option, int, float]]], lam: float, weights: Weights, *,
-              linear_accuracy: bool = False) -> dict[str, float]:
+              linear_accuracy: bool = False, model: LatencyModel = IPA_LATENCY) -> dict[str, float]:
     """Objective terms of a plan whose stages run members (option, replicas, traffic share).
 
     Each member's option must be built at its own load share × λ̂ (its batch-fill time). A
     stage's accuracy is the share-weighted mean of its members'; its latency the slowest
     member's; its capacity the load at which the first member saturates. With one member of
     share 1 per stage this is IPA's program exactly. `linear_accuracy`: the objective counts
-    α·accuracy (InfAdapter's) instead of α·log-accuracy.
+    α·accuracy (InfAdapter's) instead of α·log-accuracy. `model` adds the queueing wait and
+    the contention stretch to latency and capacity; ``cpu_cores`` is what the plan's requests
+    consume (Σ λ̂·share·CPU s per request).
     """
     stage_acc = [sum(sh * o.acc for o, _, sh in st) for st in stages]
     log_acc = sum(st[0][0].log_acc if len(st) == 1 and st[0][2] == 1.0 else math.log(a)
@@ -126,8 +169,9 @@ def mix_terms(stages: Sequence[Sequence[tuple[Option, int, float]]], lam: float,
         "power_w": power,
         "batch": batch,
         "objective": obj,
-        "latency_ms": sum(max(o.latency_ms for o, _, _ in st) for st in stages),
-        "capacity_rps": min(o.throughput * n / sh for o, n, sh in members),
+        "latency_ms": sum(max(stage_latency_ms(o, n, sh * lam, model) for o, n, sh in st) for st in stages),
+        "capacity_rps": min(stage_capacity_rps(o, n, model) / sh for o, n, sh in members),
+        "cpu_cores": sum(sh * lam * o.cpu_s for o, _, sh in members),
     }
 
 
@@ -148,13 +192,14 @@ def plan_members(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup,
 
 
 def plan_from_choice(pipeline: PipelineSpec, choice: Sequence[tuple[Option, int]], lam: float, weights: Weights,
-                     policy: str, feasible: bool, margin: float, t0: float) -> Plan:
+                     policy: str, feasible: bool, margin: float, t0: float,
+                     model: LatencyModel = IPA_LATENCY) -> Plan:
     """The Plan of a choice (option, replicas) per stage, its batch wait the fill time at λ̂."""
     stages = {st.name: StagePlan(variant=o.variant, batch_size=o.batch, replicas=max(1, n),
                                  batch_wait_timeout_ms=round(min(fill_ms(o.batch, lam), MAX_WAIT_MS), 3))
               for st, (o, n) in zip(pipeline.stages, choice)}
     plan = Plan(pipeline=pipeline.name, stages=stages, policy=policy)
-    return plan_with_terms(plan, choice_terms(choice, lam, weights), lam, feasible, margin, policy, t0)
+    return plan_with_terms(plan, choice_terms(choice, lam, weights, model), lam, feasible, margin, policy, t0)
 
 
 def plan_with_terms(plan: Plan, terms: dict[str, float], lam: float, feasible: bool, margin: float,

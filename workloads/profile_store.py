@@ -17,15 +17,23 @@ Storage
 -------
 :class:`ProfileStore` keeps one JSON file per hardware id, ``<root>/<hardware>.json``::
 
-    {"hardware": "cpu-amd-epyc-2c", "schema_version": 1, "profiles": [<Profile JSON>, ...]}
+    {"hardware": "cpu-amd-epyc-2c", "schema_version": 2, "profiles": [<Profile JSON>, ...]}
 
 written whole or not at all (:func:`ipa_energy.files.write_json`), so a reader never sees half
 a file.
+
+Schema versions: 2 adds what a request and a replica consume (``cpu_s_per_request``,
+``gpu_busy_s_per_request``, ``gpu_memory_mb``, ``rss_mb``, ``cold_start_s``; ``demand``
+says whether they were measured). A file of schema 1 is read through :func:`migrate_v1`:
+its CPU demand is derived from its throughput (one busy torch thread per replica thread
+for the whole batch time: threads / throughput), labelled ``demand="derived"``, and a
+warning says how to re-measure; a store writes schema 2 only. Any other version is an error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -40,16 +48,19 @@ from ipa_energy.spec import Profile, VariantSpec
 
 __all__ = [
     "FITTED_NOTE", "PROFILES_DIR", "SCHEMA_VERSION", "ProfileStore", "fit_latency", "format_table", "hardware_id",
-    "parse_device", "predict_profile",
+    "migrate_v1", "parse_device", "predict_profile",
 ]
 
-SCHEMA_VERSION = 1
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 # Shipped profiles, one JSON file per hardware id (installed with the package).
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 FITTED_NOTE = (
-    "fitted: latency from a least-squares quadratic in batch size (as IPA), energy/request "
-    "interpolated linearly between measured batch sizes and clamped at the ends; window_s, "
-    "measured_at, idle_power_w and energy_method are those of the nearest measured batch size"
+    "fitted: latency from a least-squares quadratic in batch size (as IPA), energy, CPU and GPU "
+    "time per request interpolated linearly between measured batch sizes and clamped at the ends; "
+    "window_s, measured_at, idle_power_w, energy_method, memory and cold start are those of the "
+    "nearest measured batch size"
 )
 
 
@@ -164,14 +175,37 @@ def _predict(profiles: Sequence[Profile], b: int, quantile: Literal["p50", "p99"
     return max(value, 0.0)
 
 
+def migrate_v1(profile: Profile) -> Profile:
+    """A schema-1 profile with its CPU demand derived: torch threads / throughput (CPU s per request).
+
+    A replica runs its batches back to back on ``max(1, int(num_cpus))`` torch threads, busy
+    for the whole batch, so each request costs threads × batch time / batch = threads /
+    throughput core-seconds; memory and cold start stay unknown (None).
+    """
+    if profile.demand is not None:
+        return profile
+    threads = max(1, int(profile.resources.num_cpus))
+    cpu = threads / profile.throughput_rps if profile.throughput_rps > 0 else None
+    return profile.model_copy(update={"cpu_s_per_request": cpu, "demand": "derived"})
+
+
+def _interp(b: int, ordered: Sequence[Profile], field: str) -> float | None:
+    """`field` at batch b: linear between measured sizes, clamped outside; None if any is unknown."""
+    values = [getattr(p, field) for p in ordered]
+    if any(v is None for v in values):
+        return None
+    return float(np.interp(b, [p.batch_size for p in ordered], values))
+
+
 def predict_profile(profiles: Sequence[Profile], batch_size: int) -> tuple[Profile, bool]:
     """The profile at `batch_size`: the measured one if present (``fitted=False``), else fitted.
 
     Fitted: p50 and p99 from their own quadratic fits (p99 raised to p50 where it would fall
-    below), throughput = batch / p50 latency × 1000, energy per request linear in batch size
-    between the neighbouring measured sizes and clamped to the nearest measured value outside
-    the measured range (no extrapolation of energy). window_s, measured_at, idle_power_w and
-    energy_method come from the nearest measured batch size (ties: the smaller). See
+    below), throughput = batch / p50 latency × 1000, energy, CPU and GPU time per request linear
+    in batch size between the neighbouring measured sizes and clamped to the nearest measured
+    value outside the measured range (no extrapolation). window_s, measured_at, idle_power_w,
+    energy_method, memory and cold start come from the nearest measured batch size (ties: the
+    smaller). See
     :data:`FITTED_NOTE`.
     """
     ordered = _one_series(profiles)
@@ -184,14 +218,14 @@ def predict_profile(profiles: Sequence[Profile], batch_size: int) -> tuple[Profi
     nearest = min(ordered, key=lambda p: (abs(p.batch_size - b), p.batch_size))
     p50 = _predict(ordered, b, "p50")
     p99 = max(_predict(ordered, b, "p99"), p50)
-    xs = [p.batch_size for p in ordered]
-    energy = float(np.interp(b, xs, [p.energy_per_request_j for p in ordered]))
     fitted = nearest.model_copy(update=dict(
         batch_size=b,
         latency_p50_ms=p50,
         latency_p99_ms=p99,
         throughput_rps=b / p50 * 1000.0 if p50 > 0 else 0.0,
-        energy_per_request_j=energy,
+        energy_per_request_j=_interp(b, ordered, "energy_per_request_j"),
+        cpu_s_per_request=_interp(b, ordered, "cpu_s_per_request"),
+        gpu_busy_s_per_request=_interp(b, ordered, "gpu_busy_s_per_request"),
         fitted=True,
     ))
     return Profile.model_validate(fitted.model_dump()), True
@@ -235,9 +269,15 @@ class ProfileStore:
         if not path.exists():
             return []
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        return [Profile.model_validate(p) for p in doc.get("profiles", [])]
+        version = doc.get("schema_version")
+        profiles = [Profile.model_validate(p) for p in doc.get("profiles", [])] if version in (1, SCHEMA_VERSION) else None
+        if profiles is None:
+            raise ValueError(f"{path}: schema_version {version!r}; this version reads 1 and {SCHEMA_VERSION}")
+        if version == 1:
+            logger.warning("%s has profiles of schema 1 (no resource demand): their CPU demand is derived from "
+                           "throughput; re-measure with `ipa-energy profile --force --variants ...`", path)
+            profiles = [migrate_v1(p) for p in profiles]
+        return profiles
 
     def load_all(self) -> list[Profile]:
         """Every profile of every hardware id under root."""

@@ -67,6 +67,7 @@ import numpy as np
 from energy.meters.base import Meter
 from ipa_energy.energy import EnergyMethod
 from ipa_energy.spec import Profile, VariantSpec
+from workloads.cold_start import ColdStart, measure_cold_start
 from workloads.payloads import Runner, payload_for
 from workloads.profile_store import ProfileStore, hardware_id, parse_device
 from workloads.steady_state import (
@@ -124,8 +125,9 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 
 def _profile_record(variant: VariantSpec, batch_size: int, window: Window, *, dynamic_j: float, hardware: str,
-                    idle_power_w: float, method: EnergyMethod) -> Profile:
-    """The Profile of one window: latency percentiles, throughput and dynamic energy per request."""
+                    idle_power_w: float, method: EnergyMethod, gpu_index: int | None = None,
+                    gpu_memory_mb: float | None = None, cold: ColdStart | None = None) -> Profile:
+    """The Profile of one window: latency percentiles, throughput, dynamic energy and demand per request."""
     requests = len(window.latencies_s) * batch_size
     lat_ms = np.asarray(window.latencies_s) * 1000.0
     return Profile(
@@ -142,6 +144,13 @@ def _profile_record(variant: VariantSpec, batch_size: int, window: Window, *, dy
         window_s=window.duration_s,
         weights=variant.weights,
         measured_at=datetime.now(timezone.utc),
+        cpu_s_per_request=window.cpu_s / requests,
+        # batches run synchronised back to back: the GPU is busy for their wall time
+        gpu_busy_s_per_request=sum(window.latencies_s) / requests if gpu_index is not None else None,
+        gpu_memory_mb=gpu_memory_mb,
+        rss_mb=cold.rss_mb if cold is not None else None,
+        cold_start_s=cold.seconds if cold is not None else None,
+        demand="measured",
     )
 
 
@@ -162,6 +171,7 @@ def profile_variant(
     payload_kw: dict[str, Any] | None = None,
     runner: Runner | None = None,
     on_profile: Callable[[Profile], None] | None = None,
+    cold_start: bool = True,
 ) -> list[Profile]:
     """Profile `variant` at each batch size (see the module docstring for the method).
 
@@ -170,7 +180,9 @@ def profile_variant(
     afterwards). `device` defaults to ``cuda:0`` for variants with GPUs, else ``cpu``; it
     selects the hardware id and the counted energy devices — where the model runs is the
     runner's business. Batch sizes above ``max_batch_size`` are skipped with a warning.
-    `on_profile` is called with each profile as soon as it is measured.
+    `on_profile` is called with each profile as soon as it is measured. With `cold_start`
+    (and no injected `runner`), a fresh process measures the replica's cold start and resident
+    memory first (:mod:`workloads.cold_start`).
     """
     import torch
 
@@ -184,6 +196,7 @@ def profile_variant(
         return []
 
     sync = (lambda: torch.cuda.synchronize(gpu_index)) if gpu_index is not None else (lambda: None)
+    cold = measure_cold_start(variant) if cold_start and runner is None else None
     with _torch_threads(int(num_threads) if num_threads else max(1, int(variant.resources.num_cpus))):
         run = runner if runner is not None else build_runner(variant)
         idle, _ = node_idle_power(meters, idle_s)
@@ -191,11 +204,15 @@ def profile_variant(
         out = []
         for b in sizes:
             batch = [payload_for(variant, seed=i, **(payload_kw or {})) for i in range(b)]
+            if gpu_index is not None:
+                torch.cuda.reset_peak_memory_stats(gpu_index)
             with torch.inference_mode():
                 window = steady_window(run, batch, meters, sync, warmup_s=warmup_s, window_s=window_s,
                                        drain_s=drain_s, min_batches=min_batches, sample_interval_s=sample_interval_s)
+            gpu_mb = torch.cuda.max_memory_allocated(gpu_index) / 2**20 if gpu_index is not None else None
             profile = _profile_record(variant, b, window, dynamic_j=dynamic_energy_j(window, idle, gpu_index),
-                                      hardware=hardware, idle_power_w=alloc_idle, method=method)
+                                      hardware=hardware, idle_power_w=alloc_idle, method=method, gpu_index=gpu_index,
+                                      gpu_memory_mb=gpu_mb, cold=cold)
             out.append(profile)
             if on_profile is not None:
                 on_profile(profile)

@@ -31,6 +31,7 @@ class Window(NamedTuple):
     end: list[Sample]  # one per meter, at its end
     opened: float  # time.perf_counter() after the start samples
     closed: float  # time.perf_counter() after the end samples
+    cpu_s: float = 0.0  # this process's CPU time (all threads) over the window (s)
 
     @property
     def duration_s(self) -> float:
@@ -132,6 +133,7 @@ def _measure(run: Runner, batch: list[Payload], meters: Sequence[Meter], sync: C
     clock = time.perf_counter
     start = _sample_all(meters)
     window_start = last_sample = clock()
+    cpu_start = time.process_time()  # process-wide: every torch thread counts
     latencies = []
     while True:
         s = clock()
@@ -144,8 +146,9 @@ def _measure(run: Runner, batch: list[Payload], meters: Sequence[Meter], sync: C
         if e - last_sample >= sample_interval_s:  # between batches only; counters stay cumulative
             _sample_all(meters)
             last_sample = clock()
+    cpu_s = time.process_time() - cpu_start
     end = _sample_all(meters)
-    return Window(latencies, start, end, window_start, clock())
+    return Window(latencies, start, end, window_start, clock(), cpu_s)
 
 
 def _drain(run: Runner, batch: list[Payload], sync: Callable[[], None], drain_s: float, since: float) -> None:

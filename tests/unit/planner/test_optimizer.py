@@ -1,4 +1,6 @@
-"""planner.optimizer: the program against brute force, best effort, tie-break, policies."""
+"""planner.optimizer under IPA's latency model (p99 + batch fill, no queueing wait, no cluster):
+the program against brute force, best effort, tie-break, policies. The full model (queueing,
+capacity): test_capacity_program.py."""
 
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ import pytest
 
 from ipa_energy.spec import Accuracy, PipelineSpec, Plan, Profile, Resources, StagePlan, StageSpec, VariantSpec
 from planner.checks import check_plan, is_feasible
-from planner.optimizer import compare_policies, optimize
+import functools
+
+from planner.optimizer import compare_policies
+from planner.optimizer import optimize as _optimize
 from planner.terms import Weights
 from planner.profiles import profiles_from_store
 from planner.tables import comparison_table
 
+optimize = functools.partial(_optimize, queueing=False)  # IPA's program: what these tests check
 BATCHES = (1, 2, 4)
 NOW = datetime(2026, 11, 28, tzinfo=timezone.utc)
 

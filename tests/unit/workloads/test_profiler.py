@@ -163,6 +163,18 @@ def test_profiles_are_valid_and_sane(measured):
         assert round(requests) >= 5 * p.batch_size
 
 
+def test_profiles_record_what_a_request_and_a_replica_consume(measured):
+    for p in measured:
+        assert p.demand == "measured" and p.gpu_busy_s_per_request is None and p.gpu_memory_mb is None
+        # one torch thread, busy for the whole batch: ≈ 1 core-second per second of batch time
+        # (process CPU time, so meter sampling and Python overhead count too)
+        assert 0.5 < p.cpu_s_per_request * p.throughput_rps < 1.6, (p.cpu_s_per_request, p.throughput_rps)
+    cold, rss = {p.cold_start_s for p in measured}, {p.rss_mb for p in measured}
+    assert len(cold) == len(rss) == 1, "one replica's start and memory, whatever the batch size"
+    # a fresh interpreter imports torch and builds the model: seconds, not milliseconds
+    assert 0.5 < cold.pop() < 300 and rss.pop() > 50
+
+
 def test_dynamic_energy_is_window_energy_minus_idle(measured):
     for p in measured:
         requests = round(p.throughput_rps * p.window_s)
@@ -249,6 +261,38 @@ def test_predict_profile_interpolates_and_marks_fitted():
     assert big.window_s == profiles[-1].window_s
 
 
+def test_predict_profile_interpolates_the_demand_and_keeps_replica_figures():
+    profiles = [p.model_copy(update={"cpu_s_per_request": 0.1 / p.batch_size, "rss_mb": 300.0 + p.batch_size,
+                                     "cold_start_s": 4.0, "demand": "measured"}) for p in _synthetic([1, 2, 4, 8])]
+    p, fitted = predict_profile(profiles, 3)
+    assert fitted and p.cpu_s_per_request == pytest.approx((0.05 + 0.025) / 2)  # linear between b=2 and b=4
+    assert p.rss_mb == 302.0 and p.cold_start_s == 4.0  # of the nearest measured size (tie → the smaller)
+    big, _ = predict_profile(profiles, 16)
+    assert big.cpu_s_per_request == pytest.approx(0.1 / 8)  # clamped, never extrapolated
+    unknown, _ = predict_profile(_synthetic([1, 2, 4, 8]), 3)
+    assert unknown.cpu_s_per_request is None  # not measured: stays unknown
+
+
+def test_schema_1_files_are_migrated_with_derived_demand(tmp_path, caplog):
+    old = [p.model_dump(mode="json", exclude={"cpu_s_per_request", "gpu_busy_s_per_request", "gpu_memory_mb",
+                                             "rss_mb", "cold_start_s", "demand"})
+           for p in _synthetic([1, 2]) for p in [p.model_copy(update={"hardware": "cpu-old-2c"})]]
+    (tmp_path / "cpu-old-2c.json").write_text(json.dumps({"hardware": "cpu-old-2c", "schema_version": 1, "profiles": old}))
+    store = ProfileStore(tmp_path, hardware="cpu-old-2c")
+    with caplog.at_level("WARNING"):
+        loaded = store.load()
+    assert "schema 1" in caplog.text and "ipa-energy profile --force" in caplog.text
+    for p in loaded:
+        threads = max(1, int(p.resources.num_cpus))
+        assert p.demand == "derived" and p.cpu_s_per_request == pytest.approx(threads / p.throughput_rps)
+        assert p.rss_mb is None and p.cold_start_s is None
+    store.put(loaded[:1])  # writing goes out in the current schema, migrated rows included
+    assert json.loads((tmp_path / "cpu-old-2c.json").read_text())["schema_version"] == 2
+    (tmp_path / "cpu-new-2c.json").write_text(json.dumps({"hardware": "cpu-new-2c", "schema_version": 7, "profiles": []}))
+    with pytest.raises(ValueError, match="schema_version 7"):
+        store.load("cpu-new-2c")
+
+
 def test_fit_refuses_mixed_series():
     mixed = _synthetic([1, 2]) + [_synthetic([4])[0].model_copy(update={"variant": "w"})]
     with pytest.raises(ValueError, match="mix"):
@@ -263,7 +307,7 @@ def test_store_round_trip_merges_and_replaces(tmp_path, measured):
     assert store.load_all() == [] and store.get(resnet18().name, 1) is None
     store.put(measured)
     doc = json.loads((tmp_path / "cpu-test-1c.json").read_text())
-    assert doc["hardware"] == "cpu-test-1c" and doc["schema_version"] == 1 and len(doc["profiles"]) == 2
+    assert doc["hardware"] == "cpu-test-1c" and doc["schema_version"] == 2 and len(doc["profiles"]) == 2
     assert store.get(resnet18(), 1) == measured[0] and store.has(resnet18().name, 2)
     newer = measured[0].model_copy(update={"latency_p50_ms": 1.0, "latency_p99_ms": 1.0})
     other_hw = measured[1].model_copy(update={"hardware": "gpu-test"})
@@ -283,7 +327,7 @@ def test_profile_missing_is_idempotent_and_force_remeasures(tmp_path, monkeypatc
     monkeypatch.setattr(profiler, "build_runner", fake_build)
     store = ProfileStore(tmp_path, hardware="cpu-test-1c")
     events = []
-    kw = dict(meters=[FakeMeter()], warmup_s=0.0, window_s=0.02, drain_s=0.0, idle_s=0.0)
+    kw = dict(meters=[FakeMeter()], warmup_s=0.0, window_s=0.02, drain_s=0.0, idle_s=0.0, cold_start=False)
     first = profile_missing([resnet18()], [1, 2, resnet18().max_batch_size + 1], store, progress=events.append, **kw)
     assert [p.batch_size for p in first] == [1, 2] and built == [resnet18().name]
     assert [(e.batch_size, e.status) for e in events] == [(resnet18().max_batch_size + 1, "too-large"), (1, "measured"), (2, "measured")]

@@ -1,0 +1,44 @@
+"""What a cluster gives replicas: each node's physical cores, memory and GPUs.
+
+Read on each node by its agent (``energy.supply.host_supply`` in the node's energy actor),
+carried to the planner as these models; offline, a file of the same shape.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ClusterSupply", "GpuSupply", "NodeSupply"]
+
+
+class GpuSupply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0)
+    memory_mb: float = Field(gt=0, description="The GPU's memory (MiB).")
+
+
+class NodeSupply(BaseModel):
+    """One node as replicas consume it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: str
+    cores: float = Field(gt=0, description="Physical cores (not logical CPUs: hyper-threads share a core).")
+    memory_mb: float = Field(gt=0, description="Physical memory (MiB).")
+    gpus: tuple[GpuSupply, ...] = ()
+
+
+class ClusterSupply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nodes: tuple[NodeSupply, ...] = Field(min_length=1)
+    source: str = Field(description="Where the figures come from: 'ray', 'this host', or a file.")
+
+    @property
+    def cores(self) -> float:
+        return sum(n.cores for n in self.nodes)
+
+    @property
+    def memory_mb(self) -> float:
+        return sum(n.memory_mb for n in self.nodes)
