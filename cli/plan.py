@@ -8,6 +8,9 @@ import sys
 __all__ = ["add_parsers"]
 
 
+from planner.constants import SERVING_CPU_S  # noqa: E402  (light: constants only)
+
+
 def _problem(args: argparse.Namespace):
     """(Problem, hardware label) from the flags; None (after a message) when they don't name one."""
     from planner.problem import Problem, problem_from_catalog
@@ -29,9 +32,26 @@ def _problem(args: argparse.Namespace):
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
         print(f"ipa-energy plan: no profiles for {hardware!r}; shipped: {known} (use --hardware)", file=sys.stderr)
         return None
+    supply = _supply(args.cluster)
     return problem_from_catalog(args.pipeline, args.load, tier=args.tier, hardware=hardware, sla_ms=args.sla,
-                                margin=args.margin, max_replicas=args.max_replicas,
-                                max_variants=args.max_variants), hardware
+                                margin=args.margin, max_replicas=args.max_replicas, max_variants=args.max_variants,
+                                queueing=not args.no_queueing, supply=supply,
+                                serving_cpu_s=SERVING_CPU_S if supply else 0.0), hardware
+
+
+def _supply(cluster: str):
+    """None, this host's supply, or a ClusterSupply file (JSON or YAML)."""
+    if not cluster:
+        return None
+    from ipa_energy.cluster import ClusterSupply
+    from planner.capacity import supply_of_this_host
+
+    if cluster == "this-host":
+        return supply_of_this_host()
+    import yaml
+    from pathlib import Path
+
+    return ClusterSupply.model_validate(yaml.safe_load(Path(cluster).read_text()))
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -91,4 +111,7 @@ def add_parsers(sub) -> None:
     plan.add_argument("--json", action="store_true", help="print the Plan(s) as JSON (the format PUT /v1/plan takes)")
     plan.add_argument("--benchmark", action="store_true", help="decision time on synthetic 1-9 stages x 1-9 variants")
     plan.add_argument("--repeats", type=int, default=5, help="solves per cell of --benchmark")
+    plan.add_argument("--cluster", default="", help="fit the plan to a cluster: 'this-host', or a JSON/YAML file "
+                                                     "{nodes: [{node_id, cores, memory_mb, gpus}], source} (docs/plan-format.md)")
+    plan.add_argument("--no-queueing", action="store_true", help="IPA's latency model: p99 + batch fill, no wait")
     plan.set_defaults(func=_plan)

@@ -21,7 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ipa-energy serve: arguments are key=value, got {bad}", file=sys.stderr)
         return 2
     spec, plans = from_args(dict(kv.split("=", 1) for kv in args.args))
-    ray.init(address=args.address, include_dashboard=args.dashboard)
+    from energy.supply import physical_cores
+
+    # a local Ray gets logical CPUs = physical cores, so reservations count what replicas consume
+    ray.init(address=args.address, include_dashboard=args.dashboard,
+             num_cpus=None if args.address else (args.num_cpus or physical_cores()))
     serve.start(http_options={"host": args.host, "port": args.port})
     control.deploy(spec, plans, name=args.name)
     print(f"serving {[p.name for p in spec.pipelines]} at http://{args.host}:{args.port}/ (OpenAPI: /docs); Ctrl-C stops")
@@ -73,6 +77,7 @@ def add_parsers(sub) -> None:
     srv.add_argument("--port", type=int, default=8000, help="HTTP port")
     srv.add_argument("--name", default=APP_NAME, help="Serve application name")
     srv.add_argument("--dashboard", action="store_true", help="also start the Ray dashboard")
+    srv.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of a local Ray (default: physical cores)")
     srv.set_defaults(func=_serve)
 
     ap = sub.add_parser("apply-plan", help="apply plans from a JSON file to a running app")

@@ -34,7 +34,10 @@ from ipa_energy.energy import NodeEnergyReport
 from ipa_energy.files import write_atomic, write_json, write_jsonl
 from ipa_energy.records import LoadStart
 from loadgen import traces
+from energy.supply import physical_cores
 from planner.baselines import initial_plan
+from planner.capacity import supply_from_ray
+from planner.constants import SERVING_CPU_S
 from planner.policies import policy_kind
 from serve_app.constants import APP_NAME
 
@@ -58,7 +61,7 @@ class ExperimentConfig(BaseModel):
     address: str | None = Field(None, description="Join this Ray cluster (e.g. 'auto') instead of starting one.")
     url: str | None = Field(None, description="Base URL of an app already serving on that cluster.")
     app_name: str = APP_NAME
-    num_cpus: int | None = Field(None, description="Logical CPUs of a local Ray (default max(4, cores)).")
+    num_cpus: int | None = Field(None, description="Logical CPUs of a local Ray (default: the physical cores).")
     interval_s: float = Field(10.0, gt=0)
     predictor: str = "lstm"
     margin: float = Field(1.0, gt=0, description="Planner headroom: plans for predicted load × margin.")
@@ -97,7 +100,8 @@ class Session:
         self.cfg, self.console, self.ray, self.serve = cfg, console, ray, serve
         self.started_ray = not ray.is_initialized() and cfg.address is None
         if not ray.is_initialized():
-            ray.init(address=cfg.address, num_cpus=None if cfg.address else (cfg.num_cpus or max(4, os.cpu_count() or 1)),
+            # logical CPUs = physical cores: Ray's reservations then count what replicas consume
+            ray.init(address=cfg.address, num_cpus=None if cfg.address else (cfg.num_cpus or physical_cores()),
                      include_dashboard=False, log_to_driver=False)
         self.spec, plans = from_args({"pipelines": cfg.pipeline, "tier": cfg.tier})
         self.pipeline = self.spec.pipeline(cfg.pipeline)
@@ -116,6 +120,7 @@ class Session:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             self.url = f"http://127.0.0.1:{port}"
             control.deploy(self.spec, plans, name=cfg.app_name)
+        self.supply = supply_from_ray()  # physical cores and memory, read on every node
 
     def close(self) -> None:
         """Stop what this session started: the app (its replicas drain gracefully), then the local Ray.
@@ -193,7 +198,8 @@ def _start_run(session: Session, policy: str, run_dir: Path) -> RunMeta:
     kind = policy_kind(policy)
     offered = traces.rates(cfg.trace)
     plan = initial_plan(policy, session.pipeline, session.profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
-                        peak_rps=float(offered.max()), max_replicas=cfg.max_replicas, margin=cfg.margin)
+                        peak_rps=float(offered.max()), max_replicas=cfg.max_replicas, margin=cfg.margin,
+                        supply=session.supply, serving_cpu_s=SERVING_CPU_S)
     weights = {v.weights for s in session.pipeline.stages for v in s.variants}
     meta = RunMeta(
         experiment=cfg.name, pipeline=cfg.pipeline, policy=policy, policy_kind=kind, trace=cfg.trace,

@@ -1,6 +1,6 @@
 """A small error hierarchy shared by every package."""
 
-__all__ = ["IpaEnergyError", "PayloadError", "PlanApplyError", "SpecError"]
+__all__ = ["IpaEnergyError", "PayloadError", "PlanApplyError", "PlanRejected", "SpecError"]
 
 
 class IpaEnergyError(Exception):
@@ -28,6 +28,10 @@ class PayloadError(IpaEnergyError):
         if self.field is not None:
             body["field"] = self.field
         return body
+
+
+class PlanRejected(SpecError):
+    """A plan that does not fit the cluster: refused before anything starts (HTTP 422)."""
 
 
 class PlanApplyError(IpaEnergyError):

@@ -79,6 +79,12 @@ class Decision(_Row):
     time_s: float
     observed_rps: float = Field(description="Mean arrival rate over the last interval (req/s).")
     predicted_rps: float = Field(description="The predictor's load for the next interval (req/s).")
+    planned_rps: float | None = Field(None, description="The load the plan was made for: the prediction, raised to the "
+                                                        "reactive floor and to the trend at the horizon (req/s).")
+    floor_rps: float | None = Field(None, description="Reactive floor: the highest per-second arrivals of the last "
+                                                      "interval (req/s).")
+    horizon_s: float | None = Field(None, description="How far ahead the plan must hold: the interval plus the cold "
+                                                      "start of a replica the change would start (s).")
     predictor: str
     policy: str
     stages: dict[str, dict[str, Any]] = Field(description="stage → variant, batch_size, replicas (and mix).")

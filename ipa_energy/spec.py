@@ -230,7 +230,8 @@ class Profile(_Model):
     gpu_busy_s_per_request: float | None = Field(
         None, ge=0, description="GPU busy seconds one request consumes (None on a CPU).")
     gpu_memory_mb: float | None = Field(None, ge=0, description="Peak GPU memory of one replica (MiB).")
-    rss_mb: float | None = Field(None, ge=0, description="Resident memory of one replica, model loaded and warm (MiB).")
+    memory_mb_per_replica: float | None = Field(
+        None, ge=0, description="Memory one more replica adds, model loaded and warm: its unique set size (MiB).")
     cold_start_s: float | None = Field(
         None, ge=0, description="A new replica's start: process, imports, build, load and warm-up until its first answer (s).")
     demand: Literal["measured", "derived"] | None = Field(

@@ -17,6 +17,9 @@ import numpy as np
 import ray
 
 from ipa_energy import RAY_NAMESPACE
+from ipa_energy.energy import join_methods
+from planner.capacity import supply_from_ray
+from planner.constants import SERVING_CPU_S
 from serve_app.arrivals import arrivals_actor
 
 __all__ = ["PlannerActor", "start_planner", "stop_planner"]
@@ -28,7 +31,8 @@ logger = logging.getLogger(__name__)
 class PlannerActor:
     def __init__(self, app_name: str, pipeline: str, *, tier: str = "mini", policy: str = "ipa-energy",
                  interval_s: float = 10.0, predictor: str = "lstm", hardware: str | None = None,
-                 max_replicas: int = 4, margin: float = 1.0, history_from_s: float | None = None):
+                 max_replicas: int = 4, margin: float = 1.0, history_from_s: float | None = None,
+                 capacity: bool = True):
         from planner.loop import PlannerLoop
         from planner.predictor import get_predictor
         from planner.profiles import planning_hardware, profiles_from_store
@@ -51,14 +55,27 @@ class PlannerActor:
         self.loop = PlannerLoop(
             spec, profiles, get_predictor(predictor), lambda plan: control.apply_plan(plan, app_name=app_name),
             policy=policy, max_replicas=max_replicas, margin=margin, interval_s=interval_s,
-            energy_method="+".join(sorted(methods)), current=plans.get(pipeline),
+            energy_method=join_methods(methods) or "tdp-estimate", current=plans.get(pipeline),
+            serving_cpu_s=SERVING_CPU_S if capacity else 0.0,
         )
+        self.capacity = capacity
+        self._refresh_supply()
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True, name="planner").start()
+
+    def _refresh_supply(self) -> None:
+        """The cluster's physical cores and memory, read on every node (nodes come and go)."""
+        if not self.capacity:
+            return
+        try:
+            self.loop.supply = supply_from_ray()
+        except Exception as e:  # keep planning with what was last known
+            logger.warning("cluster supply not read (%s); keeping %s", e, self.loop.supply)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
+                self._refresh_supply()
                 # the sum over all ingress replicas; looked up each time (the actor may have restarted)
                 counts = arrivals_actor(self.app_name).history.remote(self.pipeline)
                 history = np.asarray(ray.get(counts, timeout=30), dtype=float)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ipa_energy.cluster import ClusterSupply
 from ipa_energy.spec import Autoscaling, PipelineSpec, Plan, StagePlan, StageSpec, VariantSpec
 from planner.constants import MIN_LOAD_RPS
 from planner.optimizer import optimize
@@ -40,9 +41,9 @@ def _least_energy(profiles: Mapping):
 
 
 def _autoscaled(pipeline: PipelineSpec, profiles: Mapping, policy: str, mean_rps: float, max_replicas: int,
-                margin: float, target: float) -> Plan:
+                margin: float, target: float, **capacity) -> Plan:
     chosen = optimize(pipeline, profiles, max(mean_rps, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas,
-                      margin=margin)
+                      margin=margin, **capacity)
     stages = {
         name: StagePlan(variant=sp.variant, batch_size=sp.batch_size, replicas=1,
                         batch_wait_timeout_ms=sp.batch_wait_timeout_ms,
@@ -55,19 +56,22 @@ def _autoscaled(pipeline: PipelineSpec, profiles: Mapping, policy: str, mean_rps
 
 
 def initial_plan(policy: str, pipeline: PipelineSpec, profiles: Mapping, *, mean_rps: float, peak_rps: float,
-                 max_replicas: int, margin: float = 1.0, autoscale_target: float = 2.0) -> Plan:
-    """The plan a run starts with (and, for static policies, keeps)."""
+                 max_replicas: int, margin: float = 1.0, autoscale_target: float = 2.0,
+                 supply: ClusterSupply | None = None, serving_cpu_s: float = 0.0) -> Plan:
+    """The plan a run starts with (and, for static policies, keeps), fitted to `supply` when given."""
     kind = policy_kind(policy)
+    capacity = {"supply": supply, "serving_cpu_s": serving_cpu_s}
     if kind == "planner":  # what the planner itself would pick for the opening load
         return optimize(pipeline, profiles, max(mean_rps, MIN_LOAD_RPS), policy=policy, max_replicas=max_replicas,
-                        margin=margin)
+                        margin=margin, **capacity)
     if kind == "serve-autoscaling":
-        return _autoscaled(pipeline, profiles, policy, mean_rps, max_replicas, margin, autoscale_target)
+        return _autoscaled(pipeline, profiles, policy, mean_rps, max_replicas, margin, autoscale_target, **capacity)
     if policy == "static-max-accuracy":
         fixed = _only(pipeline, lambda s: max(s.variants, key=lambda v: (v.accuracy.value, v.name)))
     elif policy == "static-min-energy":
         fixed = _only(pipeline, _least_energy(profiles))
     else:
         raise ValueError(f"policy {policy!r} has no opening plan of its own: give the plan (static)")
-    plan = optimize(fixed, profiles, max(peak_rps, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas, margin=margin)
+    plan = optimize(fixed, profiles, max(peak_rps, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas, margin=margin,
+                    **capacity)
     return plan.model_copy(update={"policy": policy})

@@ -37,7 +37,8 @@ def is_feasible(plan: Plan) -> bool:
 def plan_model(plan: Plan) -> LatencyModel:
     """The latency model a plan was made under (its objective terms say; IPA's when they don't)."""
     o = plan.objective
-    return LatencyModel(queueing=o.get("queueing", 0.0) > 0.5, stretch=o.get("stretch", 1.0))
+    return LatencyModel(queueing=o.get("queueing", 0.0) > 0.5, stretch=o.get("stretch", 1.0),
+                        fill_factor=o.get("fill_factor", 1.0))
 
 
 def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float,

@@ -15,18 +15,32 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from ipa_energy.cluster import ClusterSupply
 from ipa_energy.diff import StageChange, diff_plans
 from ipa_energy.records import Decision
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.checks import is_feasible
-from planner.constants import MIN_LOAD_RPS, WAIT_HYSTERESIS
+from planner.constants import MIN_LOAD_RPS, TREND_WINDOW_S, WAIT_HYSTERESIS
 from planner.optimizer import optimize
 from planner.policies import check_policy
 from planner.terms import Weights
 
-__all__ = ["PlannerLoop"]
+__all__ = ["PlannerLoop", "trend_rps"]
 
 logger = logging.getLogger(__name__)
+
+
+def trend_rps(history: np.ndarray, horizon_s: float, window_s: int = TREND_WINDOW_S) -> float:
+    """The least-squares line through the last `window_s` per-second arrivals, `horizon_s` past the last (≥ 0).
+
+    A ramp the predictor has not caught up with yet (IPA's LSTM sees 10 s slice maxima and
+    forecasts 20 s, not the cold start of a replica beyond it) still raises the plan's load.
+    """
+    h = np.asarray(history, dtype=float)[-int(window_s):]
+    if len(h) < 10:
+        return 0.0
+    slope, intercept = np.polyfit(np.arange(len(h)), h, 1)
+    return max(0.0, float(intercept + slope * (len(h) - 1 + horizon_s)))
 
 
 def _worth_applying(change: StageChange) -> bool:
@@ -52,11 +66,17 @@ class PlannerLoop:
         energy_method: str = "tdp-estimate",
         current: Plan | None = None,
         clock: Callable[[], float] = time.time,
+        supply: ClusterSupply | None = None,
+        serving_cpu_s: float = 0.0,
+        queueing: bool = True,
     ):
         check_policy(pipeline, policy)  # a configuration error fails here, not every interval
         self.pipeline, self.profiles, self.predictor, self.apply = pipeline, profiles, predictor, apply
         self.policy, self.weights, self.margin, self.max_replicas = policy, weights, margin, max_replicas
         self.interval_s, self.energy_method, self.current, self.clock = interval_s, energy_method, current, clock
+        self.supply, self.serving_cpu_s, self.queueing = supply, serving_cpu_s, queueing
+        # A change takes effect once its new replicas answer, and must hold until the next one does.
+        self.horizon_s = interval_s + max((p.cold_start_s or 0.0 for p in profiles.values()), default=0.0)
         self.decisions: list[Decision] = []
 
     def step(self, history_rps: np.ndarray) -> Decision:
@@ -64,16 +84,24 @@ class PlannerLoop:
         history = np.asarray(history_rps, dtype=float)
         recent = history[-int(self.interval_s):] if len(history) else history
         observed = float(recent.mean()) if len(recent) else 0.0
+        floor = float(recent.max()) if len(recent) else 0.0
         predicted = float(self.predictor.predict(history)) if len(history) else 0.0
         if not math.isfinite(predicted) or predicted < 0:
             predicted = observed
+        if len(recent) and floor == 0.0:
+            # no arrival in a whole interval: a model trained on live traffic has nothing to
+            # forecast from (the LSTM's bias alone says ~4 req/s); follow the load down now
+            predicted = 0.0
+        planned = max(predicted, floor, trend_rps(history, self.horizon_s))
         plan = optimize(
-            self.pipeline, self.profiles, max(predicted, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
-            margin=self.margin, max_replicas=self.max_replicas, current=self.current,
+            self.pipeline, self.profiles, max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
+            margin=self.margin, max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
+            supply=self.supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
         )
         changes = [str(c) for c in diff_plans(self.current, plan) if _worth_applying(c)] if self.current else ["initial plan"]
         decision = Decision(
-            time_s=self.clock(), observed_rps=observed, predicted_rps=predicted,
+            time_s=self.clock(), observed_rps=observed, predicted_rps=predicted, planned_rps=planned,
+            floor_rps=floor, horizon_s=self.horizon_s,
             predictor=type(self.predictor).__name__, policy=self.policy,
             stages={s: sp.model_dump(mode="json", include={"variant", "batch_size", "replicas", "mix"})
                     for s, sp in plan.stages.items()},

@@ -207,7 +207,7 @@ class _Program:
             self.prob += pulp.lpSum(load * c.option.cpu_s * z for cs, zs in self._pairs()
                                     for c, z in zip(cs, zs)) <= capacity.cpu_cores, "cpu"
         if capacity.memory_mb is not None:
-            self.prob += pulp.lpSum(c.option.rss_mb * c.n * z for cs, zs in self._pairs()
+            self.prob += pulp.lpSum(c.option.memory_mb_per_replica * c.n * z for cs, zs in self._pairs()
                                     for c, z in zip(cs, zs)) <= capacity.memory_mb, "memory"
 
     def _pairs(self):
@@ -298,16 +298,17 @@ def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capac
     return first
 
 
-def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving_cpu_s: float) -> list[Capacity]:
+def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving_cpu_s: float,
+               fill_factor: float = 1.0) -> list[Capacity]:
     """The capacities to try: one per node utilisation cap ρ of UTILISATION_GRID, or unlimited."""
     if supply is None:
-        return [Capacity(model=LatencyModel(queueing=queueing))]
+        return [Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))]
     cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
     out = []
     for rho in UTILISATION_GRID:
         cpu = rho * supply.cores - lam * serving_cpu_s
         if cpu > 0:
-            out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho)),
+            out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho), fill_factor=fill_factor),
                                 cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho))
     return out
 
@@ -331,6 +332,7 @@ def optimize(
     queueing: bool = True,
     supply: ClusterSupply | None = None,
     serving_cpu_s: float = 0.0,
+    fill_rps: float | None = None,
 ) -> Plan:
     """Solve the program for `pipeline` at predicted `load` (req/s) and return the Plan.
 
@@ -342,7 +344,9 @@ def optimize(
     ``infadapter`` mix. `queueing`: latency includes the p99 wait for a free replica (False:
     IPA's p99 + batch fill); `supply`: the cluster's physical cores and memory, which the
     plan's requests and replicas must fit (None: not limited), `serving_cpu_s` the CPU a request
-    costs outside the stages (ingress, proxy). Never raises for an infeasible load: the result
+    costs outside the stages (ingress, proxy); `fill_rps`: the rate batches fill at now (default
+    λ̂; the loop passes the observed rate, so a plan made ahead of a predicted rise never waits
+    for batches the present load cannot fill). Never raises for an infeasible load: the result
     is then a best-effort plan with ``objective["feasible"] == 0`` (see the module docstring).
     Raises ValueError for an unknown policy, or ``infadapter`` on a multi-stage pipeline.
     """
@@ -369,7 +373,8 @@ def optimize(
     cur_stages = None
     if current is not None and current.pipeline == pipeline.name:
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
-    tried = capacities(supply, lam, queueing, serving_cpu_s)
+    fill_factor = 1.0 if fill_rps is None or lam <= 0 else min(1.0, max(fill_rps, 1e-9) / lam)
+    tried = capacities(supply, lam, queueing, serving_cpu_s, fill_factor)
     try:
         # The best plan over the utilisation caps (ties: the lowest cap, the most headroom);
         # the fewest-changes tie-break runs once, at the chosen cap.
@@ -383,7 +388,7 @@ def optimize(
             choice, _ = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap)
             return _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
-        cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing))
+        cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))
         choice = _solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
             return _planned(plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0, cap.model), cap,
@@ -400,7 +405,8 @@ def optimize(
 
 def _planned(plan: Plan, cap: Capacity, supply: ClusterSupply | None, lam: float, serving_cpu_s: float) -> Plan:
     """`plan` with the capacity it was planned under recorded in its objective terms."""
-    extra = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch}
+    extra = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch,
+             "fill_factor": cap.model.fill_factor}
     if supply is not None and cap.utilisation is not None:
         extra |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
                   "node_utilisation": (plan.objective["cpu_cores"] + lam * serving_cpu_s) / supply.cores}

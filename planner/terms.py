@@ -57,7 +57,7 @@ class Option:
     service_ms: float = 0.0  # batch latency p50: the mean service time of a batch
     cs2: float = 0.0  # squared coefficient of variation of the batch time
     cpu_s: float = 0.0  # CPU core-seconds per request (0: unknown)
-    rss_mb: float = 0.0  # resident memory per replica (0: unknown)
+    memory_mb_per_replica: float = 0.0  # memory one more replica adds (USS; 0: unknown)
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,14 @@ class LatencyModel:
 
     `queueing`: add the p99 wait for a free replica (planner.capacity.wait_p99_ms);
     `stretch`: the factor CPU contention stretches service times by at the planned node
-    utilisation (planner.capacity.stretch; 1 = an idle node, as the profiles measured).
-    ``LatencyModel(queueing=False)`` is IPA's model.
+    utilisation (planner.capacity.stretch; 1 = an idle node, as the profiles measured);
+    `fill_factor`: batches fill at this share of the planned load (≤ 1: the rate observed now,
+    when the plan is made ahead of a predicted rise). ``LatencyModel(queueing=False)`` is IPA's.
     """
 
     queueing: bool = True
     stretch: float = 1.0
+    fill_factor: float = 1.0
 
 
 IPA_LATENCY = LatencyModel(queueing=False)
@@ -79,7 +81,7 @@ IPA_LATENCY = LatencyModel(queueing=False)
 
 def stage_latency_ms(o: Option, n: int, lam: float, model: LatencyModel = IPA_LATENCY) -> float:
     """p99 latency of a stage running `n` replicas of `o` at λ req/s (ms): stretched p99, fill, wait."""
-    latency = o.l99_ms * model.stretch + fill_ms(o.batch, lam)
+    latency = o.l99_ms * model.stretch + fill_ms(o.batch, lam * model.fill_factor)
     if model.queueing:
         latency += wait_p99_ms(n, lam, o.batch, o.service_ms * model.stretch, o.cs2)
     return latency
@@ -111,7 +113,7 @@ def option(stage: StageSpec, variant: VariantSpec, b: int, prof: Profile, lam: f
         log_acc=math.log(variant.accuracy.value), acc=variant.accuracy.value,
         l99_ms=prof.latency_p99_ms, service_ms=prof.latency_p50_ms,
         cs2=cs2_from_profile(prof.latency_p50_ms, prof.latency_p99_ms),
-        cpu_s=prof.cpu_s_per_request or 0.0, rss_mb=prof.rss_mb or 0.0,
+        cpu_s=prof.cpu_s_per_request or 0.0, memory_mb_per_replica=prof.memory_mb_per_replica or 0.0,
     )
 
 
@@ -195,8 +197,10 @@ def plan_from_choice(pipeline: PipelineSpec, choice: Sequence[tuple[Option, int]
                      policy: str, feasible: bool, margin: float, t0: float,
                      model: LatencyModel = IPA_LATENCY) -> Plan:
     """The Plan of a choice (option, replicas) per stage, its batch wait the fill time at λ̂."""
+    # the batch wait: the fill time at the rate batches fill now, which the latency constraint holds
     stages = {st.name: StagePlan(variant=o.variant, batch_size=o.batch, replicas=max(1, n),
-                                 batch_wait_timeout_ms=round(min(fill_ms(o.batch, lam), MAX_WAIT_MS), 3))
+                                 batch_wait_timeout_ms=round(min(fill_ms(o.batch, lam * model.fill_factor),
+                                                                 MAX_WAIT_MS), 3))
               for st, (o, n) in zip(pipeline.stages, choice)}
     plan = Plan(pipeline=pipeline.name, stages=stages, policy=policy)
     return plan_with_terms(plan, choice_terms(choice, lam, weights, model), lam, feasible, margin, policy, t0)

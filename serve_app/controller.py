@@ -16,13 +16,14 @@ from ray.serve import metrics
 from ray.serve.context import _get_global_client
 
 from ipa_energy.diff import diff_plans
-from ipa_energy.errors import PlanApplyError, SpecError
+from ipa_energy.errors import PlanApplyError, PlanRejected, SpecError
 from ipa_energy.messages import ApplyReport, ApplyStep, PlanState
 from ipa_energy.spec import Plan
 from serve_app.builder import build_app
 from serve_app.config import AppSpec
 from serve_app.constants import CONTROLLER, CONVERGE_POLL_S, INGRESS
-from serve_app.layout import Layout, layout
+from serve_app.admission import cluster_totals, replica_memory_mb, shortfalls
+from serve_app.layout import Layout, layout, union
 from serve_app.rollout import Step, rollout
 
 __all__ = ["PlanController", "settled", "wait_converged"]
@@ -73,6 +74,7 @@ class PlanController:
     def __init__(self, spec: dict):
         self.spec = AppSpec.model_validate(spec)
         self.app_name = serve.get_replica_context().app_name
+        self._memory_mb = replica_memory_mb(self.spec)  # per variant, from this machine's profiles
         self._changes = metrics.Counter("ipa_energy_plan_changes", "Plan changes applied (converged; rollbacks not counted)",
                                         tag_keys=("pipeline", "policy"))
 
@@ -119,6 +121,9 @@ class PlanController:
         changes = [str(c) for name, plan in incoming.items() for c in diff_plans(current.get(name), plan)]
         if not changes and all(current.get(n) == p for n, p in incoming.items()):
             return ApplyReport(version=version).model_dump()
+        missing = shortfalls(self.spec, union(layout(current), layout(new)), cluster_totals(), self._memory_mb)
+        if missing:
+            raise PlanRejected("plan does not fit the cluster; " + "; ".join(missing))
 
         self.route_prefix = self._route_prefix()
         steps_done = []

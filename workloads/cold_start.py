@@ -4,7 +4,8 @@ and loads the model and warms it up until its first answer.
 `measure_cold_start(variant)` runs ``python -m workloads.cold_start`` with the VariantSpec JSON
 on stdin and times it from the outside, so the figure includes the interpreter and the
 imports a new Serve replica pays too (not Ray's own worker start, which comes on top). The
-child reports its resident memory once warm: what one replica of the variant holds.
+child reports, once warm, the memory only it holds (its unique set size): what one more
+replica of the variant adds to a node (shared libraries are mapped once per node).
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ TIMEOUT_S = 900.0
 
 
 class ColdStart(tuple):
-    """(seconds until the first answer, resident MiB once warm)."""
+    """(seconds until the first answer, MiB one more replica adds once warm: its USS)."""
 
     @property
     def seconds(self) -> float:
         return self[0]
 
     @property
-    def rss_mb(self) -> float:
+    def memory_mb_per_replica(self) -> float:
         return self[1]
 
 
@@ -43,7 +44,7 @@ def measure_cold_start(variant: VariantSpec, timeout_s: float = TIMEOUT_S) -> Co
     if proc.returncode != 0:
         raise RuntimeError(f"cold start of {variant.name} failed: {proc.stderr.strip()[-500:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    return ColdStart((seconds, float(report["rss_mb"])))
+    return ColdStart((seconds, float(report["memory_mb_per_replica"])))
 
 
 def _serve_first_request() -> None:
@@ -58,7 +59,8 @@ def _serve_first_request() -> None:
     run = build_runner(variant)
     with torch.inference_mode():
         run([warmup_payload(variant.task)])
-    print(json.dumps({"rss_mb": psutil.Process().memory_info().rss / 2**20}))
+    # USS: the memory only this process holds (libraries torch maps are shared between replicas)
+    print(json.dumps({"memory_mb_per_replica": psutil.Process().memory_full_info().uss / 2**20}))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ written whole or not at all (:func:`ipa_energy.files.write_json`), so a reader n
 a file.
 
 Schema versions: 2 adds what a request and a replica consume (``cpu_s_per_request``,
-``gpu_busy_s_per_request``, ``gpu_memory_mb``, ``rss_mb``, ``cold_start_s``; ``demand``
+``gpu_busy_s_per_request``, ``gpu_memory_mb``, ``memory_mb_per_replica``, ``cold_start_s``; ``demand``
 says whether they were measured). A file of schema 1 is read through :func:`migrate_v1`:
 its CPU demand is derived from its throughput (one busy torch thread per replica thread
 for the whole batch time: threads / throughput), labelled ``demand="derived"``, and a

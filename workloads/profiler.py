@@ -148,7 +148,7 @@ def _profile_record(variant: VariantSpec, batch_size: int, window: Window, *, dy
         # batches run synchronised back to back: the GPU is busy for their wall time
         gpu_busy_s_per_request=sum(window.latencies_s) / requests if gpu_index is not None else None,
         gpu_memory_mb=gpu_memory_mb,
-        rss_mb=cold.rss_mb if cold is not None else None,
+        memory_mb_per_replica=cold.memory_mb_per_replica if cold is not None else None,
         cold_start_s=cold.seconds if cold is not None else None,
         demand="measured",
     )
@@ -181,8 +181,8 @@ def profile_variant(
     selects the hardware id and the counted energy devices — where the model runs is the
     runner's business. Batch sizes above ``max_batch_size`` are skipped with a warning.
     `on_profile` is called with each profile as soon as it is measured. With `cold_start`
-    (and no injected `runner`), a fresh process measures the replica's cold start and resident
-    memory first (:mod:`workloads.cold_start`).
+    (and no injected `runner`), a fresh process measures the replica's cold start and the memory
+    it adds first (:mod:`workloads.cold_start`).
     """
     import torch
 

@@ -12,7 +12,7 @@ import pytest
 import ray
 from ray import serve
 
-from ipa_energy.errors import PlanApplyError, SpecError
+from ipa_energy.errors import PlanApplyError, PlanRejected, SpecError
 from ipa_energy.spec import Plan, StagePlan
 from loadgen.driver import closed_loop, summarize
 from serve_app import control
@@ -82,6 +82,24 @@ def test_put_plan_needs_the_token_and_a_valid_plan(http):
     assert http.get("/v1/plan").json()["plans"]["video"]["stages"]["classifier"]["batch_size"] == 2
     again = http.put("/v1/plan", json=plan, headers=auth).json()
     assert again["changes"] == [] and again["steps"] == []
+
+
+def test_a_plan_that_does_not_fit_the_cluster_is_refused_at_once(http):
+    version, plans = control.current_plans()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    huge = video_plan("resnet18-mini").model_copy(update={"stages": {
+        **video_plan("resnet18-mini").stages,
+        "classifier": StagePlan(variant="resnet18-mini", replicas=1000)}})
+    t0 = time.monotonic()
+    r = http.put("/v1/plan", json=huge.model_dump(mode="json"), headers=auth)
+    seconds = time.monotonic() - t0
+    assert r.status_code == 422 and "does not fit the cluster" in r.json()["error"], r.text
+    assert "CPU" in r.json()["error"] and "short by" in r.json()["error"]
+    assert seconds < 1.0, seconds
+    with pytest.raises(PlanRejected, match="short by"):
+        control.apply_plan(huge)
+    assert control.current_plans() == (version, plans)  # nothing changed, nothing pending
+    assert http.post("/v1/pipelines/video", json=payloads.image_request()).status_code == 200
 
 
 def test_unknown_pipeline_plan_is_a_spec_error():

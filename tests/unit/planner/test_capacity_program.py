@@ -25,7 +25,7 @@ def with_demand(profiles: dict, seed: int) -> dict:
     """The random problem's profiles with CPU per request (≈ busy threads / throughput) and memory."""
     rng = random.Random(seed)
     return {k: p.model_copy(update={"cpu_s_per_request": max(1, int(p.resources.num_cpus)) / p.throughput_rps
-                                    * rng.uniform(0.6, 1.2), "rss_mb": rng.uniform(200, 900)})
+                                    * rng.uniform(0.6, 1.2), "memory_mb_per_replica": rng.uniform(200, 900)})
             for k, p in profiles.items()}
 
 
@@ -49,7 +49,7 @@ def brute_force(pipe, profiles, lam, n_max, w, supply: ClusterSupply, serving_cp
                                + wait_p99_ms(n, lam, b, p.latency_p50_ms * s, cs2))
                     obj = (w.alpha * math.log(v.accuracy.value) - w.beta * (v.resources.num_cpus + v.resources.num_gpus) * n
                            - w.gamma * (lam * p.energy_per_request_j + p.idle_power_w * n) - w.delta * b)
-                    ways.append((obj, latency, lam * (p.cpu_s_per_request or 0.0), (p.rss_mb or 0.0) * n))
+                    ways.append((obj, latency, lam * (p.cpu_s_per_request or 0.0), (p.memory_mb_per_replica or 0.0) * n))
             per_stage.append(ways)
         for combo in itertools.product(*per_stage):
             if (sum(c[1] for c in combo) <= pipe.sla_ms and sum(c[2] for c in combo) <= cpu_cap

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from planner.loop import PlannerLoop
+from planner.loop import PlannerLoop, trend_rps
 from planner.profiles import profiles_from_store
 from planner.predictor import MaxPredictor
 from workloads import catalog
@@ -77,3 +77,57 @@ def test_small_batch_wait_moves_are_not_plan_changes():
     assert not [c for c in diff_plans(plan(300), plan(400)) if _worth_applying(c)]
     assert [c for c in diff_plans(plan(300), plan(700)) if _worth_applying(c)]
     assert [c for c in diff_plans(plan(300), plan(400, batch=8)) if _worth_applying(c)]  # the batch size itself counts
+
+
+class _Biased:
+    """A predictor that says 4 req/s whatever it sees (IPA's LSTM on an all-zero window does)."""
+
+    def predict(self, history):
+        return 4.0
+
+
+def test_flat_zero_load_is_followed_within_one_interval(setup):
+    pipeline, profiles = setup
+    planner = PlannerLoop(pipeline, profiles, _Biased(), lambda plan: {}, interval_s=10)
+    busy = planner.step(np.concatenate([np.zeros(100), np.full(20, 1.0)]))
+    assert busy.predicted_rps == 4.0  # some load: the predictor is trusted
+    idle = planner.step(np.concatenate([np.full(110, 1.0), np.zeros(10)]))  # one interval of nothing
+    assert idle.predicted_rps == 0.0 and idle.planned_rps < 1.0
+
+
+def test_the_plan_never_goes_below_the_last_intervals_peak(setup):
+    pipeline, profiles = setup
+    planner = PlannerLoop(pipeline, profiles, _Biased(), lambda plan: {}, interval_s=10)
+    history = np.full(120, 2.0)
+    history[-3] = 9.0  # one busy second in the last interval
+    d = planner.step(history)
+    assert d.floor_rps == 9.0 and d.planned_rps >= 9.0 > d.predicted_rps
+
+
+def test_a_ramp_is_planned_for_at_the_horizon(setup):
+    pipeline, profiles = setup
+    ramp = np.linspace(1.0, 10.0, 120)  # +0.075 req/s per second
+    planner = PlannerLoop(pipeline, profiles, _Biased(), lambda plan: {}, interval_s=10)
+    assert planner.horizon_s >= 10.0  # the interval, plus a new replica's cold start where profiled
+    d = planner.step(ramp)
+    assert d.planned_rps == pytest.approx(10.0 + 0.075 * planner.horizon_s, rel=0.02)
+    assert trend_rps(np.full(60, 5.0), 30.0) == pytest.approx(5.0)
+    assert trend_rps(np.linspace(10, 0, 60), 30.0) == 0.0  # a fall never plans below zero
+
+
+def test_batches_wait_no_longer_than_the_observed_rate_fills_them(setup):
+    """A rise is planned for (batches of several), but the present load fills them slowly:
+    the batch wait is the fill time at the observed rate, inside the SLA."""
+    pipeline, profiles = setup
+
+    class _Rise:
+        def predict(self, history):
+            return 20.0
+
+    d_plan = []
+    planner = PlannerLoop(pipeline, profiles, _Rise(), lambda plan: d_plan.append(plan) or {}, interval_s=10)
+    planner.step(np.full(120, 0.5))
+    (plan,) = d_plan
+    for sp in plan.stages.values():
+        assert sp.batch_wait_timeout_ms <= 1000 * (sp.batch_size - 1) / 0.5 + 1e-6
+    assert plan.objective["latency_ms"] <= pipeline.sla_ms

@@ -169,7 +169,7 @@ def test_profiles_record_what_a_request_and_a_replica_consume(measured):
         # one torch thread, busy for the whole batch: ≈ 1 core-second per second of batch time
         # (process CPU time, so meter sampling and Python overhead count too)
         assert 0.5 < p.cpu_s_per_request * p.throughput_rps < 1.6, (p.cpu_s_per_request, p.throughput_rps)
-    cold, rss = {p.cold_start_s for p in measured}, {p.rss_mb for p in measured}
+    cold, rss = {p.cold_start_s for p in measured}, {p.memory_mb_per_replica for p in measured}
     assert len(cold) == len(rss) == 1, "one replica's start and memory, whatever the batch size"
     # a fresh interpreter imports torch and builds the model: seconds, not milliseconds
     assert 0.5 < cold.pop() < 300 and rss.pop() > 50
@@ -262,11 +262,11 @@ def test_predict_profile_interpolates_and_marks_fitted():
 
 
 def test_predict_profile_interpolates_the_demand_and_keeps_replica_figures():
-    profiles = [p.model_copy(update={"cpu_s_per_request": 0.1 / p.batch_size, "rss_mb": 300.0 + p.batch_size,
+    profiles = [p.model_copy(update={"cpu_s_per_request": 0.1 / p.batch_size, "memory_mb_per_replica": 300.0 + p.batch_size,
                                      "cold_start_s": 4.0, "demand": "measured"}) for p in _synthetic([1, 2, 4, 8])]
     p, fitted = predict_profile(profiles, 3)
     assert fitted and p.cpu_s_per_request == pytest.approx((0.05 + 0.025) / 2)  # linear between b=2 and b=4
-    assert p.rss_mb == 302.0 and p.cold_start_s == 4.0  # of the nearest measured size (tie → the smaller)
+    assert p.memory_mb_per_replica == 302.0 and p.cold_start_s == 4.0  # of the nearest measured size (tie → the smaller)
     big, _ = predict_profile(profiles, 16)
     assert big.cpu_s_per_request == pytest.approx(0.1 / 8)  # clamped, never extrapolated
     unknown, _ = predict_profile(_synthetic([1, 2, 4, 8]), 3)
@@ -275,7 +275,7 @@ def test_predict_profile_interpolates_the_demand_and_keeps_replica_figures():
 
 def test_schema_1_files_are_migrated_with_derived_demand(tmp_path, caplog):
     old = [p.model_dump(mode="json", exclude={"cpu_s_per_request", "gpu_busy_s_per_request", "gpu_memory_mb",
-                                             "rss_mb", "cold_start_s", "demand"})
+                                             "memory_mb_per_replica", "cold_start_s", "demand"})
            for p in _synthetic([1, 2]) for p in [p.model_copy(update={"hardware": "cpu-old-2c"})]]
     (tmp_path / "cpu-old-2c.json").write_text(json.dumps({"hardware": "cpu-old-2c", "schema_version": 1, "profiles": old}))
     store = ProfileStore(tmp_path, hardware="cpu-old-2c")
@@ -285,7 +285,7 @@ def test_schema_1_files_are_migrated_with_derived_demand(tmp_path, caplog):
     for p in loaded:
         threads = max(1, int(p.resources.num_cpus))
         assert p.demand == "derived" and p.cpu_s_per_request == pytest.approx(threads / p.throughput_rps)
-        assert p.rss_mb is None and p.cold_start_s is None
+        assert p.memory_mb_per_replica is None and p.cold_start_s is None
     store.put(loaded[:1])  # writing goes out in the current schema, migrated rows included
     assert json.loads((tmp_path / "cpu-old-2c.json").read_text())["schema_version"] == 2
     (tmp_path / "cpu-new-2c.json").write_text(json.dumps({"hardware": "cpu-new-2c", "schema_version": 7, "profiles": []}))
