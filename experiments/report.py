@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 MIN_ENERGY_COVERAGE = 0.95
-HEADERS = ("policy", "J/request", "mean W", "total J", "g CO2e", "accuracy", "cost (units)",
-           "p50 ms", "p99 ms", "SLO attainment", "failed / sent", "plan changes")
+HEADERS = ("policy", "J/request", "system J/request", "mean W", "total J", "g CO2e", "accuracy", "cost (units)",
+           "p50 ms", "p99 ms", "SLO attainment", "shed / sent", "failed / sent", "plan changes")
 
 
 @dataclass
@@ -113,6 +113,7 @@ def headline_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
     return [[
         s.policy + ("" if s.weights == "checkpoint" else "*"),
         _energy(s.j_per_request, s.j_per_request_method),
+        _energy(s.system_j_per_request, s.energy_method),
         _energy(s.mean_power_w, s.energy_method),
         _energy(s.energy_j, s.energy_method),
         _energy(s.carbon_g, s.energy_method),
@@ -121,6 +122,7 @@ def headline_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
         _num(s.p50_ms, ".0f"),
         _num(s.p99_ms, ".0f"),
         "-" if s.slo_attainment is None else f"{s.slo_attainment:.1%}",
+        f"{s.shed} / {s.requests}",
         f"{s.failed} / {s.requests}",
         str(s.plan_changes),
     ] for s in summaries]
@@ -148,6 +150,10 @@ def ipa_energy_ratio(summaries: Sequence[RunSummary]) -> str | None:
     change = f"{abs(1 - ratio):.1%} {'less' if ratio <= 1 else 'more'} energy per request"
     text = (f"**ipa-energy / ipa J/request = {ratio:.3f}** ({_sig(ours.j_per_request)} J vs "
             f"{_sig(ipa.j_per_request)} J: {change}; accuracy {_num(ours.accuracy, '.4f')} vs {_num(ipa.accuracy, '.4f')}).")
+    if ipa.system_j_per_request and ours.system_j_per_request is not None:
+        text += (f" System J/request (all node energy, idle included, less the load generator's share): "
+                 f"**{ours.system_j_per_request / ipa.system_j_per_request:.3f}** ({_sig(ours.system_j_per_request)} J vs "
+                 f"{_sig(ipa.system_j_per_request)} J).")
     if ours.j_per_request_method != ipa.j_per_request_method:
         text += (f" The two runs used different energy methods ({ours.j_per_request_method} vs "
                  f"{ipa.j_per_request_method}): the ratio compares unlike figures.")
@@ -226,11 +232,15 @@ def _experiment_blocks(group: ExperimentGroup, out_dir: Path) -> list[tuple]:
 
 DEFINITIONS = [
     "J/request: mean attributed dynamic energy of answered requests (idle power is never attributed).",
+    "system J/request: node energy over the load window (idle included), less what the load generator's process "
+    "was attributed when it ran on a metered node, / answered requests: what a bill would see.",
     "mean W, total J, g CO2e: node energy over the load window (idle included), all nodes and devices; windows "
     "straddling the window's edges count pro rata; g CO2e = J × g/kWh × PUE / 3.6e6.",
     "accuracy: mean over answered requests of the product of the stage accuracies of the variants that served it.",
     "cost: time-mean of Σ replicas × resource units (CPUs + GPUs one replica reserves), as IPA.",
     "p50/p99: answered (HTTP 200) requests; SLO attainment: share of sent requests answered 200 within the SLA.",
+    "shed: requests refused at once (503 with Retry-After) because the plan could not serve the load within the "
+    "SLA; they count as SLO misses. failed: every other request not answered 200 (errors, no answer).",
     "plan changes: planner decisions that applied a new plan.",
 ]
 

@@ -9,6 +9,7 @@ energy actor and the replica counts; then write the run in the schema of
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -30,7 +31,7 @@ from experiments.schema import (
     TraceSpec,
     VariantInfo,
 )
-from ipa_energy.energy import NodeEnergyReport
+from ipa_energy.energy import LOADGEN, NodeEnergyReport
 from ipa_energy.files import write_atomic, write_json, write_jsonl
 from ipa_energy.records import LoadStart
 from loadgen import traces
@@ -43,6 +44,7 @@ from serve_app.constants import APP_NAME
 
 __all__ = ["ExperimentConfig", "run_experiment"]
 
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadgen" / "locustfile.py"
 
@@ -233,6 +235,7 @@ def _replay(session: Session, meta: RunMeta, cmd: list[str], run_dir: Path, ener
     record = run_dir / "requests.jsonl"
     with (run_dir / "locust.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        _register_loadgen(energy.actors, proc.pid)
         try:
             deadline = time.time() + trace.seconds + cfg.drain_s + 120
             with session.console.status(f"{meta.policy}: replaying {trace.name} ×{trace.rate_factor}…") as status:
@@ -249,6 +252,22 @@ def _replay(session: Session, meta: RunMeta, cmd: list[str], run_dir: Path, ener
                 proc.wait()
     energy.poll()
     return proc
+
+
+def _register_loadgen(actors: dict, pid: int) -> None:
+    """Let this node's energy actor attribute the load generator's CPU apart (system J/request
+    leaves it out). A driver outside the Ray nodes, or an actor that does not answer, only
+    means the generator's share stays in "other"."""
+    import ray
+
+    actor = actors.get(ray.get_runtime_context().get_node_id())
+    if actor is None:
+        return
+    try:
+        ray.get(actor.register.remote(f"{LOADGEN}{pid}", pid, {"role": "loadgen", "deployment": "loadgen"}, [], 0.0),
+                timeout=10)
+    except Exception as e:
+        logger.warning("load generator not registered for energy attribution: %s", e)
 
 
 def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:

@@ -100,7 +100,9 @@ class RunSummary(_Row):
     rate_factor: float
     duration_s: float
     requests: int
-    failed: int
+    failed: int = Field(description="Requests not answered 200 and not shed: errors and no answer.")
+    shed: int = Field(0, description="Requests the app refused at once with 503 because the plan could not serve "
+                                     "the load within the SLA (SLO misses, counted apart from failures).")
     throughput_rps: float
     p50_ms: float | None
     p99_ms: float | None
@@ -113,6 +115,10 @@ class RunSummary(_Row):
     j_per_request_method: MethodLabel | None
     requests_with_energy: int = Field(0, description="Answered requests that carried an energy figure (J/request averages these).")
     energy_j: float | None = Field(description="Node energy over the load window, idle included (J).")
+    loadgen_energy_j: float | None = Field(None, description="Of energy_j, the share attributed to the load generator "
+                                                             "(when it ran on a metered node) (J).")
+    system_j_per_request: float | None = Field(None, description="(energy_j − loadgen_energy_j) / answered requests: "
+                                                                 "what a bill would see, idle included (J).")
     mean_power_w: float | None = Field(description="Node mean power over the load window (W).")
     energy_method: MethodLabel | None
     energy_coverage: float | None = Field(None, description="Share of the load window the energy windows cover.")

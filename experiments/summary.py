@@ -28,12 +28,12 @@ from experiments.schema import (
     RunMeta,
     RunSummary,
 )
-from ipa_energy.energy import join_methods
+from ipa_energy.energy import is_loadgen, join_methods
 from ipa_energy.files import write_json
 
 __all__ = [
     "IncompleteRunError", "OPTIONAL_FILES", "Run", "RunFormatError", "clipped_windows", "energy_coverage",
-    "load_experiment_meta", "load_run", "load_run_meta", "percentile", "request_accuracy", "summarize_run",
+    "load_experiment_meta", "load_run", "loadgen_energy", "load_run_meta", "percentile", "request_accuracy", "summarize_run",
     "time_weighted_cost", "window_energy", "write_summary",
 ]
 
@@ -217,6 +217,14 @@ def window_energy(windows: Iterable[EnergyWindow], start: float, end: float) -> 
     return sum(sum(w.energy_j.values()) * share for w, share in parts) if parts else None
 
 
+def loadgen_energy(windows: Iterable[EnergyWindow], start: float, end: float) -> float | None:
+    """Σ J attributed to load-generator consumers inside [start, end]; None without energy windows."""
+    parts = clipped_windows(windows, start, end)
+    if not parts:
+        return None
+    return sum(j * share for w, share in parts for c, j in w.consumers_j.items() if is_loadgen(c))
+
+
 def energy_coverage(run: Run) -> float | None:
     """Share of the load window the energy windows cover (the least-covered node/meter)."""
     start, end = run.load_window
@@ -253,6 +261,8 @@ def summarize_run(run: Run) -> RunSummary:
     accuracies = [a for a in (request_accuracy(r, meta) for r in answered) if a is not None]
     with_energy = [r for r in answered if r.energy_j is not None]
     energy = window_energy(run.energy, start, end)
+    loadgen_j = loadgen_energy(run.energy, start, end)
+    shed = sum(1 for r in run.requests if r.shed)
     return RunSummary(
         experiment=meta.experiment,
         pipeline=meta.pipeline,
@@ -261,7 +271,8 @@ def summarize_run(run: Run) -> RunSummary:
         rate_factor=meta.trace.rate_factor,
         duration_s=seconds,
         requests=len(run.requests),
-        failed=len(run.requests) - len(answered),
+        failed=len(run.requests) - len(answered) - shed,
+        shed=shed,
         throughput_rps=len(answered) / seconds if seconds > 0 else 0.0,
         p50_ms=percentile((r.latency_ms for r in answered), 50),
         p99_ms=percentile((r.latency_ms for r in answered), 99),
@@ -276,6 +287,8 @@ def summarize_run(run: Run) -> RunSummary:
         j_per_request_method=join_methods(r.energy_method for r in with_energy),
         requests_with_energy=len(with_energy),
         energy_j=energy,
+        loadgen_energy_j=loadgen_j,
+        system_j_per_request=(energy - (loadgen_j or 0.0)) / len(answered) if energy is not None and answered else None,
         mean_power_w=energy / seconds if energy is not None and seconds > 0 else None,
         energy_method=join_methods(w.method for w, _ in clipped_windows(run.energy, start, end)),
         energy_coverage=energy_coverage(run),

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
-    "BASIS", "ESTIMATE", "MEASURED", "METHODS", "BatchEnergy", "DeviceEnergy", "EnergyMethod", "EnergyPart",
+    "BASIS", "ESTIMATE", "LOADGEN", "MEASURED", "METHODS", "BatchEnergy", "DeviceEnergy", "EnergyMethod", "EnergyPart",
     "EnergyRates", "EnergyReport", "EnergyWindow", "MethodLabel", "NodeEnergyReport", "PipelineEnergy",
-    "RequestEnergy", "is_measured", "join_methods", "split_methods",
+    "RequestEnergy", "is_loadgen", "is_measured", "join_methods", "split_methods",
 ]
 
 EnergyMethod = Literal["zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate"]
@@ -28,6 +28,13 @@ MEASURED: frozenset[str] = frozenset({"zeus-nvml", "zeus-rapl", "rapl-sysfs", "e
 ESTIMATE = "tdp-estimate"
 #: how a request's energy is allocated (carried with every per-request figure)
 BASIS = "dynamic energy: node active-energy rate x this batch's CPU seconds (and GPU busy time), / requests"
+#: consumer name prefix of a load generator registered with a node's energy actor: its share
+#: is not the served system's (system J/request leaves it out)
+LOADGEN = "loadgen:"
+
+
+def is_loadgen(consumer: str) -> bool:
+    return consumer.startswith(LOADGEN)
 
 
 def split_methods(label: str | None) -> list[str]:

@@ -16,8 +16,8 @@ from ipa_energy.energy import BatchEnergy, RequestEnergy
 from ipa_energy.spec import Accuracy, PipelineSpec, Plan, Resources
 
 __all__ = [
-    "ApplyReport", "ApplyStep", "Health", "PipelineAnswer", "PipelineInfo", "PlanState", "StageInfo", "StageResult",
-    "VariantCard",
+    "ApplyReport", "ApplyStep", "Health", "PipelineAnswer", "PipelineInfo", "PlanState", "Shed", "StageInfo",
+    "StageResult", "VariantCard",
 ]
 
 
@@ -79,6 +79,17 @@ class Health(_Message):
 
     status: Literal["ok"] = "ok"
     plan_version: int
+
+
+class Shed(_Message):
+    """A 503 the ingress answers at once, without queueing, when the plan cannot serve the
+    offered load within the SLA (the ``Retry-After`` header carries `retry_after_s` too)."""
+
+    error: str
+    shed: Literal[True] = True
+    pipeline: str
+    stage: str = Field(description="The stage whose queue was full.")
+    retry_after_s: int = Field(ge=1, description="When the queue is expected to have drained (s).")
 
 
 class VariantCard(_Message):

@@ -49,6 +49,8 @@ class RequestRow(_Row):
     latency_ms: float
     status: int = Field(description="HTTP status; 0 when no response arrived.")
     error: str = ""
+    shed: bool = Field(False, description="A 503 the app answered at once because the plan could not serve the load "
+                                          "within the SLA (ipa_energy.messages.Shed); an SLO miss, counted apart from failures.")
     plan_version: int | None = None
     variants: dict[str, str] = Field(default_factory=dict, description="stage → variant that served it.")
     energy_j: float | None = Field(None, description="Dynamic energy attributed to this request (J).")

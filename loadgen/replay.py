@@ -17,7 +17,7 @@ import numpy as np
 
 from pydantic import ValidationError
 
-from ipa_energy.messages import PipelineAnswer
+from ipa_energy.messages import PipelineAnswer, Shed
 from ipa_energy.files import write_json
 from ipa_energy.records import LoadStart, RequestRow, TraceSpec
 from loadgen.traces import schedule
@@ -116,6 +116,11 @@ def row_from_response(scheduled: float, sent: float, finished: float, status: in
             row.energy_j, row.energy_method = answer.energy.j, answer.energy.method
     elif status != 200 and not error and body:
         row.error = (body.decode(errors="replace") if isinstance(body, bytes) else body)[:300]
+        if status == 503:
+            try:
+                row.shed = Shed.model_validate_json(body).shed
+            except ValidationError:
+                pass  # a 503 that is not a shed answer (e.g. a stage failed) stays a failure
     return row
 
 

@@ -58,6 +58,7 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
             **d.replica_options,
             user_config=d.user_config,
             max_ongoing_requests=max(8, 2 * d.batch_size),
+            max_queued_requests=d.max_queued_requests,
             # a removed variant finishes what it holds (a saturated CPU drains slowly)
             graceful_shutdown_timeout_s=STAGE_SHUTDOWN_S,
             # A model that fails to load three times will not load on the fourth; fail

@@ -9,6 +9,7 @@ import collections
 import hmac
 import json
 import logging
+import math
 import random
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve import metrics
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 import ipa_energy
@@ -31,13 +33,14 @@ from ipa_energy.energy import (
     join_methods,
 )
 from ipa_energy.errors import PayloadError, SpecError
-from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInfo, PlanState, StageResult
+from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInfo, PlanState, Shed, StageResult
 from ipa_energy.spec import PipelineSpec, Plan
 from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
 from serve_app.layout import deployment_name
 from serve_app.requests import check_body_size, parse_body, request_model
+from serve_app.shedding import LoadShedder
 
 __all__ = ["Ingress", "api"]
 
@@ -99,12 +102,15 @@ class Ingress:
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, _Totals] = {}  # pipeline → what this replica answered
         self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
+        self.shedder = LoadShedder(self.spec.ingress_replicas)
         self.arrivals = ArrivalCounter(self.pipelines)
         self._pusher = Pusher(self.arrivals, context.replica_id.unique_id)
         self._energy_actors = self._start_energy_actors()
         # Serve adds application, deployment and replica tags to these (docs/observability.md)
         self._slo = metrics.Counter("ipa_energy_slo_requests", "Requests within (met) or over (missed) the pipeline's SLA, "
                                     "counted once per stage", tag_keys=("pipeline", "stage", "variant", "slo"))
+        self._shed = metrics.Counter("ipa_energy_shed_requests", "Requests refused at once (503) because the plan "
+                                     "could not serve them within the SLA", tag_keys=("pipeline", "stage"))
         self._latency = metrics.Histogram("ipa_energy_pipeline_latency_ms", "End-to-end latency at the ingress (ms)",
                                           boundaries=list(LATENCY_BUCKETS_MS), tag_keys=("pipeline",))
         self._node_watch: asyncio.Task | None = None
@@ -254,17 +260,26 @@ class Ingress:
             payload = await asyncio.to_thread(parse_body, self.schemas[name], body, limits)
 
         start = time.perf_counter()
+        # A variant mix: one member per stage, at random with probability = its share.
+        draws = [self._rng.random() for _ in pipeline.stages]
+        verdict = self.shedder.judge(self._route(name, draws), pipeline.sla_ms / 1000)
+        if verdict.shed:
+            return self._refuse(pipeline, verdict.stage, verdict.retry_after_s,
+                                f"the plan cannot serve this request within the SLA ({pipeline.sla_ms:g} ms): about "
+                                f"{verdict.expected_s * 1000:.0f} ms of work is queued ahead of it")
         results: dict[str, StageResult] = {}
         latency: dict[str, float] = {}
-        for stage in pipeline.stages:
+        for stage, u in zip(pipeline.stages, draws):
             # Read the plan per stage: after a switch, no new call goes to a draining variant.
-            # A variant mix: one member, at random with probability = its share.
-            variant = self.plans[name].stages[stage.name].route(self._rng.random())
+            variant = self.plans[name].stages[stage.name].route(u)
             t0 = time.perf_counter()
             target = deployment_name(name, stage.name, variant)
             self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
             try:
                 reply = await self._handle(target).remote({k: payload[k] for k in stage.consumes})
+            except BackPressureError as e:  # the stage's bounded queue is full
+                return self._refuse(pipeline, stage.name, max(1, math.ceil(e.retry_after_s or 1)),
+                                    f"stage {stage.name!r} ({variant}) has a full queue ({e.num_queued_requests} queued)")
             except Exception as e:
                 cause = getattr(e, "cause", None)  # what the replica raised, unwrapped
                 if isinstance(cause, PayloadError):  # e.g. pixels that do not decode
@@ -275,6 +290,7 @@ class Ingress:
             finally:
                 self.in_flight[target] -= 1
             result = results[stage.name] = StageResult.model_validate(reply)
+            self.shedder.observe(target, result.compute_ms, result.batch_size)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
             payload.update(result.output)
         latency["total"] = round((time.perf_counter() - start) * 1000, 3)
@@ -292,6 +308,28 @@ class Ingress:
             energy=self._request_energy(name, {s: r.energy for s, r in results.items()}),
             plan_version=self.plan_version,
         ))
+
+    def _route(self, name: str, draws: list[float]) -> list[tuple[str, str, int, int]]:
+        """(stage, deployment, calls in flight from here, planned replicas) a request would take."""
+        route, plan = [], self.plans[name]
+        for spec, u in zip(self.pipelines[name].stages, draws):
+            stage = spec.name
+            sp = plan.stages[stage]
+            variant = sp.route(u)
+            member = next(m for m in sp.members() if m.variant == variant)
+            # an autoscaled stage may grow to its maximum: never refuse below what it can reach
+            replicas = sp.autoscaling.max_replicas if sp.autoscaling else member.replicas
+            target = deployment_name(name, stage, variant)
+            route.append((stage, target, self.in_flight[target], replicas))
+        return route
+
+    def _refuse(self, pipeline: PipelineSpec, stage: str, retry_after_s: int, why: str) -> Response:
+        """A fast 503 with Retry-After (ipa_energy.messages.Shed); an SLO miss, counted apart."""
+        self._shed.inc(tags={"pipeline": pipeline.name, "stage": stage})
+        self._count_slo(pipeline, {}, met=False)
+        body = Shed(error=why, pipeline=pipeline.name, stage=stage, retry_after_s=retry_after_s)
+        return Response(body.model_dump_json(), status_code=503, media_type="application/json",
+                        headers={"Retry-After": str(retry_after_s)})
 
     def _count_slo(self, pipeline: PipelineSpec, variants: dict[str, str], met: bool) -> None:
         """One count per stage, so that Σ by pipeline is exact and Σ by variant gives attainment per variant."""

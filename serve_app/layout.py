@@ -10,7 +10,10 @@ from dataclasses import dataclass, replace
 
 from ipa_energy.spec import Autoscaling, Plan
 
-__all__ = ["Layout", "StageDeployment", "deployment_name", "layout", "union"]
+__all__ = ["Layout", "QUEUED_BATCHES_PER_REPLICA", "StageDeployment", "deployment_name", "layout", "union"]
+
+#: Serve's per-caller queue bound of a stage deployment, in full batches per replica
+QUEUED_BATCHES_PER_REPLICA = 64
 
 
 def deployment_name(pipeline: str, stage: str, variant: str) -> str:
@@ -39,6 +42,13 @@ class StageDeployment:
         if self.autoscaling is None:
             return {"num_replicas": self.replicas}
         return {"autoscaling_config": self.autoscaling.serve_config(self.replicas)}
+
+    @property
+    def max_queued_requests(self) -> int:
+        """Serve's bound on calls queued at each caller for this deployment: a backstop behind
+        the ingress's SLA shedding (serve_app.shedding), which refuses far earlier."""
+        most = self.autoscaling.max_replicas if self.autoscaling else self.replicas
+        return QUEUED_BATCHES_PER_REPLICA * self.batch_size * most
 
     @property
     def user_config(self) -> dict:

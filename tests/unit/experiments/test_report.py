@@ -19,10 +19,11 @@ def test_markdown_report(synthetic, tmp_path):
     path = build_report([synthetic], out)
     text = path.read_text()
     assert path == out / "report.md"
-    assert "| policy | J/request | mean W | total J | g CO2e | accuracy |" in text
-    assert "| ipa* | 0.688 (tdp-estimate) | 12.2 (tdp-estimate) | 244 (tdp-estimate) | 0.0407 (tdp-estimate) | 0.5144 |" in text
-    assert "| 250 | 968 | 70.0% | 1 / 10 | 2 |" in text
+    assert "| policy | J/request | system J/request | mean W | total J | g CO2e | accuracy |" in text
+    assert "| ipa* | 0.688 (tdp-estimate) | 27.1 (tdp-estimate) | 12.2 (tdp-estimate) | 244 (tdp-estimate) | 0.0407 (tdp-estimate) | 0.5144 |" in text
+    assert "| 250 | 968 | 70.0% | 0 / 10 | 1 / 10 | 2 |" in text  # shed, failed
     assert "ipa-energy / ipa J/request = 0.582" in text  # 0.4 / 0.6875
+    assert "System J/request (all node energy, idle included, less the load generator's share): **0.590**" in text
     assert "not a measurement" in text and "Weights: random" in text
     for name in PNGS:
         assert f"]({name})" in text

@@ -120,3 +120,21 @@ def test_write_summary(synthetic):
     path = write_summary(synthetic / "ipa")
     assert path == synthetic / "ipa" / "summary.json"
     assert RunSummary.model_validate_json(path.read_text()).energy_j == pytest.approx(244.0)
+
+
+def test_shed_requests_count_apart_and_system_energy_leaves_the_load_generator_out(synthetic):
+    run = load_run(synthetic / "ipa-energy")
+    before = summarize_run(run)
+    first = run.requests[0]
+    run.requests.append(first.model_copy(update={"status": 503, "shed": True, "latency_ms": 3.0}))
+    run.requests.append(first.model_copy(update={"status": 503, "error": "stage failed", "latency_ms": 3.0}))
+    loadgen = EnergyWindow(node_id="n", start_s=T0, end_s=T0 + 20, method="tdp-estimate", energy_j={"cpu:0": 50.0},
+                           consumers_j={"loadgen:123": 30.0, "classify.s.v#1": 15.0}, other_j=5.0)
+    run.energy.append(loadgen)
+    s = summarize_run(run)
+    assert (s.requests, s.shed, s.failed) == (before.requests + 2, 1, before.failed + 1)
+    assert s.slo_attainment == pytest.approx(before.slo_attainment * before.requests / s.requests)  # shed = a miss
+    assert s.energy_j == pytest.approx(before.energy_j + 50) and s.loadgen_energy_j == pytest.approx(30)
+    answered = sum(r.status == 200 for r in run.requests)
+    assert s.system_j_per_request == pytest.approx((s.energy_j - 30) / answered)
+    assert s.j_per_request == before.j_per_request  # dynamic J/request: answered requests only

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from loadgen import traces
+from ipa_energy.messages import Shed
 from loadgen.replay import Replay, per_second, row_from_response
 from tests.unit.loadgen.answers import answer
 
@@ -92,6 +93,11 @@ def test_rows_from_answers():
     assert garbled.status == 0 and "unreadable" in garbled.error
     not_an_answer = row_from_response(1, 1, 1.1, 200, b'{"variants": {"a": "b"}}')  # 200, but not a PipelineAnswer
     assert not_an_answer.status == 0 and "unreadable" in not_an_answer.error
+    shed = row_from_response(1, 1, 1.01, 503, Shed(error="queue full", pipeline="p", stage="s", retry_after_s=2)
+                             .model_dump_json().encode())
+    assert shed.shed and shed.status == 503 and "queue full" in shed.error
+    failed = row_from_response(1, 1, 1.1, 503, b'{"error": "stage \'s\' (v) failed: RayActorError"}')
+    assert not failed.shed and failed.status == 503
 
 
 def test_unanswered_requests_are_recorded_as_failed(tmp_path):

@@ -1,0 +1,79 @@
+"""Load shedding at the ingress: refuse at once what the plan cannot serve within the SLA.
+
+When the offered load exceeds what the running plan serves, queues grow without bound and
+every request waits for tens of seconds. The ingress instead answers 503 with Retry-After,
+in well under 100 ms, when a new request's expected time through the pipeline exceeds the SLA.
+
+The expectation uses the replicas' own timings, so it is true under contention too: each
+stage answer carries its batch's forward time and size (`StageResult.compute_ms`,
+`batch_size`). Per stage deployment, a moving average of compute seconds per request gives
+its service rate μ = replicas / s_per_request; a request arriving behind L calls this ingress
+has in flight there waits about (L + 1) / μ. With several ingress replicas each sees its
+share of both the calls and the capacity (the handles spread calls evenly), so the ratio holds.
+A deployment with no timing yet is not judged (a fresh variant is never refused blind).
+
+Serve's `max_queued_requests` bounds each stage's queue as a backstop (serve_app.builder);
+its BackPressureError is answered the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["LoadShedder", "Verdict"]
+
+#: weight of the newest batch in the moving average of compute seconds per request
+EWMA_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether to refuse a request; if so, at which stage and for how long (s)."""
+
+    shed: bool
+    stage: str = ""
+    expected_s: float = 0.0
+    retry_after_s: int = 1
+
+
+class LoadShedder:
+    """Per stage deployment: compute seconds per request (moving average) and the shed rule."""
+
+    def __init__(self, ingress_replicas: int = 1):
+        self.ingress_replicas = max(1, ingress_replicas)
+        self.s_per_request: dict[str, float] = {}
+
+    def observe(self, deployment: str, compute_ms: float, batch_size: int) -> None:
+        """A stage answer: its batch took `compute_ms` for `batch_size` requests."""
+        s = compute_ms / 1000 / max(1, batch_size)
+        old = self.s_per_request.get(deployment)
+        self.s_per_request[deployment] = s if old is None else old + EWMA_WEIGHT * (s - old)
+
+    def wait_s(self, deployment: str, in_flight: int, replicas: int) -> float | None:
+        """Expected seconds a new call to `deployment` takes behind `in_flight` calls of this
+        ingress; None before the deployment has answered once."""
+        s = self.s_per_request.get(deployment)
+        if s is None:
+            return None
+        share = max(1, replicas) / self.ingress_replicas  # this ingress's share of the replicas
+        return (in_flight + 1) * s / share
+
+    def judge(self, route: list[tuple[str, str, int, int]], budget_s: float) -> Verdict:
+        """`route`: (stage, deployment, in_flight, replicas) of every stage a request would take.
+
+        Shed when the expected time through all stages exceeds `budget_s` (the SLA): such a
+        request would miss anyway, and refusing it keeps the queue short for those that can make it.
+        """
+        total, worst, worst_s = 0.0, "", -1.0
+        for stage, deployment, in_flight, replicas in route:
+            w = self.wait_s(deployment, in_flight, replicas)
+            if w is None:
+                continue
+            total += w
+            if w > worst_s:
+                worst, worst_s = stage, w
+        if total <= budget_s:
+            return Verdict(False, expected_s=total)
+        # by then the stage that holds the most work should have drained to a servable length
+        return Verdict(True, stage=worst, expected_s=total, retry_after_s=max(1, math.ceil(total - budget_s)))
