@@ -20,7 +20,7 @@ def _experiment(args: argparse.Namespace) -> int:
         trace = trace_from_arguments(args)
         cfg = ExperimentConfig(
             name=args.name or f"{args.pipeline}-{trace.name}", pipeline=args.pipeline, policies=parse_policies(args.policies),
-            trace=trace, tier=args.tier, hardware=args.hardware or None, out=Path(args.out), force=args.force,
+            repeat=args.repeat, trace=trace, tier=args.tier, hardware=args.hardware or None, out=Path(args.out), force=args.force,
             address=args.address, url=args.url, interval_s=args.interval, predictor=args.predictor, margin=args.margin,
             max_replicas=args.max_replicas, senders=args.senders, drain_s=args.drain,
         )
@@ -35,8 +35,12 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def print_report(paths: list[Path], out: Path, fmt: str, console, allow_partial: bool = False) -> int:
-    """Write the report of `paths` into `out` and print each experiment's headline table."""
-    from experiments.report import headline_table, ipa_energy_ratio, write_report
+    """Write the report of `paths` into `out` and print each experiment's headline table (with repeats:
+    the repeats table, mean (min–max) per policy, then the per-run table)."""
+    from experiments.repeats import ratio_note, repeat_table
+    from experiments.report import (
+        group_repeat_stats, has_repeats, headline_table, ipa_energy_ratio, run_labels, write_report,
+    )
     from experiments.summary import RunFormatError
 
     try:
@@ -46,8 +50,16 @@ def print_report(paths: list[Path], out: Path, fmt: str, console, allow_partial:
         return 2
     for group in groups:
         console.print(f"[bold]{group.name}[/bold]")
-        print(headline_table(group.summaries))  # plain: a wrapped markdown table is unreadable
-        ratio = ipa_energy_ratio(group.summaries)
+        if has_repeats(group):
+            stats = group_repeat_stats(group)
+            console.print("mean (min–max) over each policy's runs:")
+            print(repeat_table(stats))  # plain: a wrapped markdown table is unreadable
+            console.print("every run:")
+            print(headline_table(group.summaries, run_labels(group)))
+            ratio = ratio_note(stats)
+        else:
+            print(headline_table(group.summaries))
+            ratio = ipa_energy_ratio(group.summaries)
         if ratio:
             console.print(ratio)
         for policy, why in group.skipped.items():
@@ -93,6 +105,9 @@ def add_parsers(sub) -> None:
     exp.add_argument("--name", default="", help="experiment folder name (default: <pipeline>-<trace>)")
     exp.add_argument("--out", default="results", help="folder the experiment folder goes into")
     exp.add_argument("--force", action="store_true", help="rerun runs that are already complete")
+    exp.add_argument("--repeat", type=int, default=1, metavar="K",
+                     help="run each policy K times, interleaved (repeat r of every policy before r + 1; repeat r ≥ 2 "
+                          "in <policy>.r<r>); the report gives the mean and min–max of each figure")
     exp.add_argument("--tier", default="mini", help="catalog tier: mini (CPU stand-ins) or full")
     exp.add_argument("--hardware", default="", help="hardware id of the planner's profiles (default: this machine's)")
     exp.add_argument("--address", default=None, help="join a Ray cluster (e.g. auto) instead of starting one")

@@ -2,10 +2,12 @@
 
     .venv/bin/python -m experiments.report results/experiments/bursty-video [more dirs] --out report/ [--format html]
 
-Inputs are experiment folders (experiment.json + one folder per policy) and/or single run
+Inputs are experiment folders (experiment.json + one folder per run) and/or single run
 folders; runs are grouped by their experiment name. summary.json of every complete run is
 rebuilt on the way (it is derived). Runs that are not complete are listed, not summarized,
-unless partial runs are accepted.
+unless partial runs are accepted. An experiment whose policies ran several times
+(`--repeat K`) gets the repeats table first — mean (min–max) per policy, from
+experiments.repeats — then the per-run table.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments import plots
+from experiments import plots, repeats
 from ipa_energy.energy import ESTIMATE, join_methods, split_methods
 from ipa_energy.files import write_atomic
 from experiments.schema import ExperimentMeta, RunSummary
@@ -26,8 +28,8 @@ from experiments.summary import (
 
 __all__ = [
     "DEFINITIONS", "ExperimentGroup", "HEADERS", "MAX_LAG_MS", "MIN_ENERGY_COVERAGE", "build_report", "collect",
-    "headline_rows", "headline_table", "ipa_energy_ratio", "markdown_table", "render_html", "render_markdown",
-    "write_report",
+    "group_repeat_stats", "has_repeats", "headline_rows", "headline_table", "ipa_energy_ratio", "markdown_table",
+    "render_html", "render_markdown", "run_labels", "write_report",
 ]
 
 MIN_ENERGY_COVERAGE = 0.95
@@ -41,7 +43,7 @@ class ExperimentGroup:
     meta: ExperimentMeta | None
     runs: list[Run] = field(default_factory=list)
     summaries: list[RunSummary] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)  # policy → why it has no row
+    skipped: dict[str, str] = field(default_factory=dict)  # run label (policy, or "policy rN") → why it has no row
 
 
 # ------------------------------------------------------------------------------------------
@@ -67,6 +69,7 @@ def collect(paths: Iterable[str | Path], *, allow_partial: bool = False) -> list
     """Load and summarize every run under `paths`, grouped by experiment, in the experiment's policy order."""
     groups: dict[str, ExperimentGroup] = {}
     seen: set[Path] = set()
+    listed: dict[str, set[tuple[str, int]]] = {}  # experiment → (policy, repeat) of skipped runs
     for path in map(Path, paths):
         exp_meta, run_dirs = _run_dirs(path)
         if exp_meta:
@@ -78,17 +81,40 @@ def collect(paths: Iterable[str | Path], *, allow_partial: bool = False) -> list
             meta = load_run_meta(run_dir)
             group = groups.setdefault(meta.experiment, ExperimentGroup(meta.experiment, None))
             if meta.status != "complete" and not allow_partial:
-                group.skipped[meta.policy] = f"status {meta.status}" + (f" ({meta.error})" if meta.error else "")
+                group.skipped[repeats.run_label(meta.policy, meta.repeat)] = (
+                    f"status {meta.status}" + (f" ({meta.error})" if meta.error else ""))
+                listed.setdefault(meta.experiment, set()).add((meta.policy, meta.repeat or 1))
                 continue
             group.runs.append(load_run(run_dir, allow_partial=allow_partial))
     for group in groups.values():
-        group.runs.sort(key=lambda r: _policy_rank(group.meta, r.meta.policy))
+        group.runs.sort(key=lambda r: (_policy_rank(group.meta, r.meta.policy), r.meta.repeat or 1))
         group.summaries = [summarize_run(r) for r in group.runs]
-        present = {r.meta.policy for r in group.runs} | set(group.skipped)
+        present = {(r.meta.policy, r.meta.repeat or 1) for r in group.runs} | listed.get(group.name, set())
+        want = group.meta.repeat if group.meta else 1
         for policy in group.meta.policies if group.meta else []:
-            if policy not in present:
+            if want == 1 and policy not in {p for p, _ in present}:
                 group.skipped[policy] = "no run folder"
+            for r in range(1, want + 1) if want > 1 else ():
+                if (policy, r) not in present:
+                    group.skipped[repeats.run_label(policy, r)] = "no run folder"
     return list(groups.values())
+
+
+def has_repeats(group: ExperimentGroup) -> bool:
+    """Whether any policy of the group has more than one run (then the report shows the repeats table)."""
+    return len(group.runs) > len({r.meta.policy for r in group.runs})
+
+
+def run_labels(group: ExperimentGroup) -> list[str]:
+    """A label per run: `policy rN` when the group has repeats (a single run counts as r1), else the policy."""
+    if not has_repeats(group):
+        return [r.meta.policy for r in group.runs]
+    return [repeats.run_label(r.meta.policy, r.meta.repeat or 1) for r in group.runs]
+
+
+def group_repeat_stats(group: ExperimentGroup) -> list[repeats.RepeatStats]:
+    """Mean and min–max per policy over the group's runs, ratios paired by repeat."""
+    return repeats.repeat_stats(group.summaries, [r.meta.repeat for r in group.runs])
 
 
 # ------------------------------------------------------------------------------------------
@@ -109,9 +135,11 @@ def _energy(value: float | None, method: str | None) -> str:
     return "n/a" if value is None else f"{_sig(value)} ({method})"
 
 
-def headline_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
+def headline_rows(summaries: Sequence[RunSummary], labels: Sequence[str] | None = None) -> list[list[str]]:
+    """One row per run; `labels` name the rows (default: the policy)."""
+    labels = [s.policy for s in summaries] if labels is None else labels
     return [[
-        s.policy + ("" if s.weights == "checkpoint" else "*"),
+        label + ("" if s.weights == "checkpoint" else "*"),
         _energy(s.j_per_request, s.j_per_request_method),
         _energy(s.system_j_per_request, s.energy_method),
         _energy(s.mean_power_w, s.energy_method),
@@ -125,7 +153,7 @@ def headline_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
         f"{s.shed} / {s.requests}",
         f"{s.failed} / {s.requests}",
         str(s.plan_changes),
-    ] for s in summaries]
+    ] for s, label in zip(summaries, labels, strict=True)]
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -135,9 +163,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
 
 
-def headline_table(summaries: Sequence[RunSummary]) -> str:
-    """One markdown row per policy; energy figures carry their method in brackets; * = random weights."""
-    return markdown_table(HEADERS, headline_rows(summaries))
+def headline_table(summaries: Sequence[RunSummary], labels: Sequence[str] | None = None) -> str:
+    """One markdown row per run; energy figures carry their method in brackets; * = random weights."""
+    return markdown_table(HEADERS, headline_rows(summaries, labels))
 
 
 def ipa_energy_ratio(summaries: Sequence[RunSummary]) -> str | None:
@@ -174,34 +202,36 @@ MAX_LAG_MS = 1000.0  # an open-loop replay that sends later than this is no long
 
 def _notes(group: ExperimentGroup) -> list[str]:
     notes = []
-    ratio = ipa_energy_ratio(group.summaries)
+    many, labels = has_repeats(group), run_labels(group)
+    ratio = repeats.ratio_note(group_repeat_stats(group)) if many else ipa_energy_ratio(group.summaries)
     if ratio:
         notes.append(ratio)
-    estimated = [s.policy for s in group.summaries
-                 if ESTIMATE in split_methods(join_methods([s.energy_method, s.j_per_request_method]))]
+    estimated = list(dict.fromkeys(  # a policy once, however many runs it had
+        s.policy for s in group.summaries
+        if ESTIMATE in split_methods(join_methods([s.energy_method, s.j_per_request_method]))))
     if estimated:
         notes.append(f"**Energy method `{ESTIMATE}`** ({', '.join(estimated)}): these energy figures are an "
                      "estimate (idle + (TDP − idle) × utilisation), **not a measurement**.")
-    not_trained = [s.policy + ("" if s.weights == "random" else f" ({s.weights})")
-                   for s in group.summaries if s.weights != "checkpoint"]
+    not_trained = list(dict.fromkeys(s.policy + ("" if s.weights == "random" else f" ({s.weights})")
+                                     for s in group.summaries if s.weights != "checkpoint"))
     if not_trained:
         notes.append(f"\\* Weights: random ({', '.join(not_trained)}). Accuracy is the published figure of the model "
                      "each variant stands for; latency and energy come from the random-weight architecture.")
-    behind = [f"{s.policy} ({s.generator_lag_p99_ms / 1000:.1f} s)" for s in group.summaries
+    behind = [f"{label} ({s.generator_lag_p99_ms / 1000:.1f} s)" for s, label in zip(group.summaries, labels)
               if s.generator_lag_p99_ms is not None and s.generator_lag_p99_ms > MAX_LAG_MS]
     if behind:
         notes.append(f"Locust fell behind the trace (p99 of sent − scheduled): {', '.join(behind)}; every sender "
                      "was waiting for an answer, so the offered load was lower than the trace (raise --senders, "
                      "or lower --rate-factor).")
-    for run in group.runs:
+    for run, label in zip(group.runs, labels):
         cover = energy_coverage(run)
         if cover is not None and cover < MIN_ENERGY_COVERAGE:
-            notes.append(f"{run.meta.policy}: energy windows cover only {cover:.0%} of the load window, so its "
+            notes.append(f"{label}: energy windows cover only {cover:.0%} of the load window, so its "
                          "total J, mean W and g CO2e understate.")
         if run.missing:
-            notes.append(f"{run.meta.policy}: no {', '.join(run.missing)} in {run.run_dir}.")
+            notes.append(f"{label}: no {', '.join(run.missing)} in {run.run_dir}.")
         if run.meta.status != "complete":
-            notes.append(f"{run.meta.policy}: partial run (status {run.meta.status}).")
+            notes.append(f"{label}: partial run (status {run.meta.status}).")
     notes += [f"Not in the table: {policy} ({why})." for policy, why in group.skipped.items()]
     return notes
 
@@ -217,17 +247,44 @@ def _experiment_blocks(group: ExperimentGroup, out_dir: Path) -> list[tuple]:
                             + (f"; SLA {first.sla_ms:g} ms." if first else ".")))
     if not group.runs:
         return blocks + [("ul", _notes(group) or ["No runs."])]
-    blocks += [("table", HEADERS, headline_rows(group.summaries)), ("ul", _notes(group))]
+    runs, summaries, which = group.runs, group.summaries, ""
+    if has_repeats(group):
+        stats = group_repeat_stats(group)
+        blocks += [
+            ("p", f"Each policy ran up to {max(st.n for st in stats)} times, interleaved (repeat r of every policy "
+                  "before repeat r + 1). Cells: mean (min–max) over the policy's runs; ÷ ipa: repeat r of the "
+                  "policy against repeat r of ipa."),
+            ("table", repeats.REPEAT_HEADERS, repeats.repeat_rows(stats)),
+            ("p", "Every run:"),
+            ("table", HEADERS, headline_rows(group.summaries, run_labels(group))),
+        ]
+        # the figures show each policy's first run (and, energy vs accuracy, its means)
+        first: dict[str, int] = {}
+        for i, run in enumerate(group.runs):
+            first.setdefault(run.meta.policy, i)
+        by_policy = {st.policy: st for st in stats}
+        runs = [group.runs[i] for i in first.values()]
+        summaries = [_mean_point(group.summaries[i], by_policy[p]) for p, i in first.items()]
+        which = " (first run of each policy)"
+    else:
+        blocks.append(("table", HEADERS, headline_rows(group.summaries)))
+    blocks.append(("ul", _notes(group)))
     slug, title = _slug(group.name), f"{group.name}: {group.runs[0].meta.pipeline}"
     images = [
-        (plots.timeseries_png(group.runs, out_dir / f"{slug}-timeseries.png", title),
-         "Load, accuracy, cost, p99 latency and node power over time"),
-        (plots.latency_cdf_png(group.runs, out_dir / f"{slug}-latency-cdf.png", f"{title}: latency CDF"),
-         "Latency CDF of all policies"),
-        (plots.energy_accuracy_png(group.summaries, out_dir / f"{slug}-energy-accuracy.png",
-                                   f"{title}: energy vs accuracy"), "J/request vs accuracy, one point per policy"),
+        (plots.timeseries_png(runs, out_dir / f"{slug}-timeseries.png", title),
+         f"Load, accuracy, cost, p99 latency and node power over time{which}"),
+        (plots.latency_cdf_png(runs, out_dir / f"{slug}-latency-cdf.png", f"{title}: latency CDF"),
+         f"Latency CDF of all policies{which}"),
+        (plots.energy_accuracy_png(summaries, out_dir / f"{slug}-energy-accuracy.png", f"{title}: energy vs accuracy"),
+         "J/request vs accuracy, one point per policy" + (" (means over its runs)" if which else "")),
     ]
     return blocks + [("img", path.name, alt) for path, alt in images]
+
+
+def _mean_point(summary: RunSummary, stats: repeats.RepeatStats) -> RunSummary:
+    """A policy's summary with J/request and accuracy replaced by their means (for the scatter)."""
+    mean = {f: None if stats.fields[f] is None else stats.fields[f].mean for f in ("j_per_request", "accuracy")}
+    return summary.model_copy(update=mean)
 
 
 DEFINITIONS = [

@@ -1,10 +1,11 @@
-"""Run an experiment: one pipeline × trace × hardware, once per policy, one after another.
+"""Run an experiment: one pipeline × trace × hardware, each policy once (or K times,
+interleaved: `repeat`; layout and order in experiments.repeats), one run after another.
 
 For each policy: apply its opening plan (make-before-break), start its planner actor (planner
 policies), replay the trace with Locust in its own process, and meanwhile poll every node's
 energy actor and the replica counts; then write the run in the schema of
-`experiments.schema` (docs/results.md). A run whose run.json says "complete" is kept unless
-`force`; an interrupted run is redone.
+`experiments.schema` (docs/results.md). A run folder whose run.json says "complete" is kept
+unless `force`; an interrupted run is redone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 import ipa_energy
+from experiments.repeats import pending_runs, run_label, run_order
 from experiments.schema import (
     Decision,
     EnergyWindow,
@@ -55,6 +57,8 @@ class ExperimentConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="Folder name of the experiment under `out`.")
     pipeline: str = "video"
     policies: list[str]
+    repeat: int = Field(1, ge=1, description="Runs per policy, interleaved (repeat r of every policy before r + 1); "
+                                             "the report gives the mean and min–max over them.")
     trace: TraceSpec
     tier: str = "mini"
     hardware: str | None = Field(None, description="Hardware id of the profiles the planner uses (default: this machine's).")
@@ -78,13 +82,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _complete(run_dir: Path) -> bool:
-    try:
-        return RunMeta.model_validate_json((run_dir / "run.json").read_bytes()).status == "complete"
-    except (OSError, ValueError):
-        return False
 
 
 class Session:
@@ -189,7 +186,7 @@ def _variants(pipeline) -> dict[str, VariantInfo]:
     }
 
 
-def _start_run(session: Session, policy: str, run_dir: Path) -> RunMeta:
+def _start_run(session: Session, policy: str, run_dir: Path, repeat: int | None) -> RunMeta:
     """Apply the policy's opening plan and record run.json as "running"."""
     from serve_app import control
 
@@ -204,7 +201,7 @@ def _start_run(session: Session, policy: str, run_dir: Path) -> RunMeta:
                         supply=session.supply, serving_cpu_s=SERVING_CPU_S)
     weights = {v.weights for s in session.pipeline.stages for v in s.variants}
     meta = RunMeta(
-        experiment=cfg.name, pipeline=cfg.pipeline, policy=policy, policy_kind=kind, trace=cfg.trace,
+        experiment=cfg.name, pipeline=cfg.pipeline, policy=policy, repeat=repeat, policy_kind=kind, trace=cfg.trace,
         hardware=session.machine, tier=cfg.tier, weights=weights.pop() if len(weights) == 1 else "mixed",
         sla_ms=session.pipeline.sla_ms, interval_s=cfg.interval_s if kind == "planner" else None,
         predictor=cfg.predictor if kind == "planner" else None, load_start_s=time.time(), started_at=time.time(),
@@ -213,7 +210,7 @@ def _start_run(session: Session, policy: str, run_dir: Path) -> RunMeta:
         notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}"],
     )
     write_json(run_dir / "run.json", meta)
-    with console.status(f"{policy}: applying the opening plan…"):
+    with console.status(f"{run_label(policy, repeat)}: applying the opening plan…"):
         control.apply_plan(plan, app_name=cfg.app_name)
         time.sleep(cfg.settle_s)
     return meta
@@ -231,20 +228,20 @@ def _locust_command(session: Session, record: Path) -> list[str]:
 def _replay(session: Session, meta: RunMeta, cmd: list[str], run_dir: Path, energy: EnergyPoller,
             replicas: list[ReplicaSample]) -> subprocess.Popen:
     """Run Locust to the end of the trace (+ drain), polling energy and replica counts meanwhile."""
-    cfg, trace = session.cfg, session.cfg.trace
+    cfg, trace, label = session.cfg, session.cfg.trace, run_label(meta.policy, meta.repeat)
     record = run_dir / "requests.jsonl"
     with (run_dir / "locust.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         _register_loadgen(energy.actors, proc.pid)
         try:
             deadline = time.time() + trace.seconds + cfg.drain_s + 120
-            with session.console.status(f"{meta.policy}: replaying {trace.name} ×{trace.rate_factor}…") as status:
+            with session.console.status(f"{label}: replaying {trace.name} ×{trace.rate_factor}…") as status:
                 while proc.poll() is None and time.time() < deadline:
                     time.sleep(cfg.poll_s)
                     energy.poll()
                     replicas.append(session.replicas())
                     done = sum(1 for _ in record.open()) if record.exists() else 0
-                    status.update(f"{meta.policy}: {time.time() - meta.started_at:.0f} s, {done} answered "
+                    status.update(f"{label}: {time.time() - meta.started_at:.0f} s, {done} answered "
                                   f"({trace.name} ×{trace.rate_factor}, {trace.seconds} s)")
         finally:  # an interrupted run leaves no load generator behind (run.json stays "running")
             if proc.poll() is None:
@@ -270,14 +267,15 @@ def _register_loadgen(actors: dict, pid: int) -> None:
         logger.warning("load generator not registered for energy attribution: %s", e)
 
 
-def run_policy(session: Session, policy: str, run_dir: Path) -> RunMeta:
-    """One policy's run, every file of the result schema written; run.json's "complete" goes last."""
+def run_policy(session: Session, policy: str, run_dir: Path, repeat: int | None = None) -> RunMeta:
+    """One policy's run (`repeat`: which one, None for a single run), every file of the result schema
+    written; run.json's "complete" goes last."""
     import ray
 
     from planner.actor import start_planner, stop_planner
 
     cfg = session.cfg
-    meta = _start_run(session, policy, run_dir)
+    meta = _start_run(session, policy, run_dir, repeat)
     planner = None
     if meta.policy_kind == "planner":
         planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
@@ -326,22 +324,27 @@ def _consumers(actors: dict) -> dict[str, dict[str, str]]:
 
 
 def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> Path:
-    """Run every policy not yet complete; returns the experiment folder."""
+    """Run every run of the experiment not yet complete, interleaved; returns the experiment folder."""
     console = console or Console()
     exp_dir = cfg.out / cfg.name
     meta = ExperimentMeta(experiment=cfg.name, pipeline=cfg.pipeline, trace=cfg.trace, hardware="", tier=cfg.tier,
-                          policies=cfg.policies, created_at=time.time(), tool_version=ipa_energy.__version__)
+                          policies=cfg.policies, repeat=cfg.repeat, created_at=time.time(),
+                          tool_version=ipa_energy.__version__)
     meta_path = exp_dir / "experiment.json"
     if meta_path.exists() and not cfg.force:
         old = ExperimentMeta.model_validate_json(meta_path.read_text())
         if (old.pipeline, old.trace, old.tier) != (cfg.pipeline, cfg.trace, cfg.tier):
             raise ValueError(f"{exp_dir} holds an experiment with another pipeline, trace or tier; "
                              "choose another --name or pass --force")
-        meta = old.model_copy(update={"policies": list(dict.fromkeys(old.policies + cfg.policies))})
-    pending = [p for p in cfg.policies if cfg.force or not _complete(exp_dir / p)]
-    for p in cfg.policies:
-        if p not in pending:
-            console.print(f"{p}: complete in {exp_dir / p}; kept (--force to run again)")
+        # another repeat count is fine: more repeats add run folders beside the complete ones
+        meta = old.model_copy(update={"policies": list(dict.fromkeys(old.policies + cfg.policies)),
+                                      "repeat": max(old.repeat, cfg.repeat)})
+    order = run_order(cfg.policies, cfg.repeat)
+    pending = pending_runs(exp_dir, order, cfg.force)
+    for slot in order:
+        if slot not in pending:
+            console.print(f"{run_label(slot.policy, slot.repeat)}: complete in {exp_dir / slot.folder}; "
+                          "kept (--force to run again)")
     exp_dir.mkdir(parents=True, exist_ok=True)
     if not pending:
         return exp_dir
@@ -349,9 +352,9 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> Pat
     try:
         meta.hardware = session.machine
         write_json(meta_path, meta)
-        for policy in pending:
-            run = run_policy(session, policy, exp_dir / policy)
-            _summarize(exp_dir / policy, console, run)
+        for slot in pending:
+            run = run_policy(session, slot.policy, exp_dir / slot.folder, slot.repeat)
+            _summarize(exp_dir / slot.folder, console, run)
     finally:
         session.close()
     return exp_dir
@@ -360,16 +363,17 @@ def run_experiment(cfg: ExperimentConfig, console: Console | None = None) -> Pat
 def _summarize(run_dir: Path, console: Console, run: RunMeta) -> None:
     from experiments.summary import load_run, summarize_run, write_summary
 
+    label = run_label(run.policy, run.repeat)
     if run.status != "complete":
-        console.print(f"[red]{run.policy}: {run.error}[/red]")
+        console.print(f"[red]{label}: {run.error}[/red]")
         return
     try:
         loaded = load_run(run_dir)
         write_summary(run_dir, run=loaded)
         summary = summarize_run(loaded)
     except Exception as e:  # a broken summary is reported; the run's files are kept as they are
-        console.print(f"[red]{run.policy}: summary failed: {e}[/red]")
+        console.print(f"[red]{label}: summary failed: {e}[/red]")
         return
-    console.print(f"{run.policy}: {summary.requests} requests, {summary.failed} failed, p99 {summary.p99_ms or 0:.0f} ms, "
+    console.print(f"{label}: {summary.requests} requests, {summary.failed} failed, p99 {summary.p99_ms or 0:.0f} ms, "
                   f"SLO {summary.slo_attainment or 0:.1%}, {summary.j_per_request or 0:.3f} J/request "
                   f"({summary.j_per_request_method})")

@@ -1,7 +1,8 @@
 """The one result schema of an experiment run (documented in docs/results.md).
 
-An experiment is one pipeline × trace × hardware, run once per policy, one after another.
-On disk::
+An experiment is one pipeline × trace × hardware, run once per policy, one after another
+(or K times per policy, interleaved: `--repeat K`; repeat r ≥ 2 of a policy goes to the
+folder `<policy>.r<r>`, see experiments.repeats). On disk::
 
     <out>/<experiment>/experiment.json        ExperimentMeta
     <out>/<experiment>/<policy>/run.json      RunMeta (status "complete" once every file is written)
@@ -56,6 +57,8 @@ class ExperimentMeta(_Row):
     hardware: str
     tier: str
     policies: list[str]
+    repeat: int = Field(1, ge=1, description="Runs per policy asked for (the most of any invocation); "
+                                             "repeat r ≥ 2 of a policy is the folder <policy>.r<r>.")
     created_at: float
     tool_version: str
 
@@ -67,6 +70,8 @@ class RunMeta(_Row):
     experiment: str
     pipeline: str
     policy: str
+    repeat: int | None = Field(None, ge=1, description="Which run of its policy this is (1-based) when the experiment "
+                                                        "ran each policy several times; null for a single run (read as 1).")
     policy_kind: Literal["planner", "static", "serve-autoscaling"]
     trace: TraceSpec
     hardware: str

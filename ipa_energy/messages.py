@@ -16,7 +16,7 @@ from ipa_energy.energy import BatchEnergy, RequestEnergy
 from ipa_energy.spec import Accuracy, PipelineSpec, Plan, Resources
 
 __all__ = [
-    "ApplyReport", "ApplyStep", "Health", "PipelineAnswer", "PipelineInfo", "PlanState", "Shed", "StageInfo",
+    "ApplyReport", "ApplyStep", "Health", "PendingChange", "PipelineAnswer", "PipelineInfo", "PlanState", "Shed", "StageInfo",
     "StageResult", "VariantCard",
 ]
 
@@ -52,12 +52,33 @@ class PipelineAnswer(_Message):
     plan_version: int
 
 
+class PendingChange(_Message):
+    """A plan change the controller is applying (make-before-break), not yet converged."""
+
+    version: int = Field(description="The version the plans will have once converged.")
+    plans: dict[str, Plan]
+    step: str = Field(description="The step in progress: make, switch, break, apply, or rollback:<step>.")
+    routed: bool = Field(description="Whether the ingress already routes requests by these plans.")
+    since_s: float = Field(description="When the change started (Unix s).")
+
+
 class PlanState(_Message):
-    """The plans the ingress routes by (``GET /v1/plan``)."""
+    """The converged plans, and a change in progress apart (``GET /v1/plan``).
+
+    `plans` is active only once every replica it needs runs; until then the change is
+    `pending`. The ingress routes by :meth:`routing`.
+    """
 
     version: int
     plans: dict[str, Plan]
     accuracy: dict[str, float] = Field(default_factory=dict, description="pipeline → accuracy of its plan.")
+    pending: PendingChange | None = None
+
+    def routing(self) -> tuple[int, dict[str, Plan]]:
+        """(version, plans) requests are routed by: the pending plans once the switch is made."""
+        if self.pending is not None and self.pending.routed:
+            return self.pending.version, self.plans | self.pending.plans
+        return self.version, self.plans
 
 
 class ApplyStep(_Message):

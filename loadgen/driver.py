@@ -74,13 +74,18 @@ async def open_loop(
 
 
 def summarize(records: list[RequestRow], window_s: float | None = None) -> dict:
-    """Counts, failures, latency percentiles (ms) and throughput of successful requests."""
+    """Counts, failures, latency percentiles (ms) and throughput of successful requests.
+
+    Shed requests (503 + Retry-After: the app refused load beyond its plan) are counted apart
+    from failures, as in experiment summaries."""
     ok = [r for r in records if r.status == 200]
+    shed = sum(1 for r in records if r.shed)
     lat = np.array([r.latency_ms for r in ok]) if ok else np.array([np.nan])
     span = window_s or (max(r.finished_s for r in records) - min(r.sent_s for r in records) if records else 0)
     return {
         "requests": len(records),
-        "failed": len(records) - len(ok),
+        "failed": len(records) - len(ok) - shed,
+        "shed": shed,
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "mean_ms": float(np.mean(lat)),

@@ -15,9 +15,10 @@ def app(args: Dict[str, str]):
     from serve_app.config import from_args
     from serve_app.controller import PlanController
     from serve_app.layout import layout
+    from ipa_energy.messages import PlanState
 
     spec, plans = from_args(args)
-    return build_app(spec, layout(plans), plans, version=1, controller=PlanController)
+    return build_app(spec, layout(plans), PlanState(version=1, plans=plans), controller=PlanController)
 
 
 def __getattr__(name: str):

@@ -17,7 +17,6 @@ from ray.serve.deployment import Application, Deployment
 
 import ipa_energy
 from ipa_energy.messages import PlanState
-from ipa_energy.spec import Plan
 from serve_app.config import AppSpec
 from serve_app.constants import CONTROLLER, FAST_PATH_ENV, INGRESS, STAGE_SHUTDOWN_S
 from serve_app.ingress import Ingress
@@ -36,14 +35,13 @@ def _pinned(deployment: Deployment, *init_args) -> Deployment:
     return deployment.options(version=digest, _internal=True)
 
 
-def routing_config(plans: dict[str, Plan], version: int) -> dict:
-    """The ingress's `user_config`: the plans it routes by (the app's one source of truth)."""
-    return PlanState(version=version, plans=plans).model_dump(mode="json", exclude={"accuracy"})
+def routing_config(state: PlanState) -> dict:
+    """The ingress's `user_config`: converged plans and a pending change (the app's one source of truth)."""
+    return state.model_dump(mode="json", exclude={"accuracy"})
 
 
-def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], version: int,
-              controller: Deployment) -> Application:
-    """The application serving `deployments`, with the ingress routing by `plans`.
+def build_app(spec: AppSpec, deployments: Layout, state: PlanState, controller: Deployment) -> Application:
+    """The application serving `deployments`, with the ingress routing by `state`.
 
     `controller` is the PlanController deployment (serve_app.controller): it is part of the
     app it redeploys, so it hands itself in rather than this module importing it.
@@ -72,6 +70,6 @@ def build_app(spec: AppSpec, deployments: Layout, plans: dict[str, Plan], versio
     return _pinned(Ingress, spec_json).options(
         name=INGRESS,
         num_replicas=spec.ingress_replicas,
-        user_config=routing_config(plans, version),
+        user_config=routing_config(state),
         ray_actor_options={"num_cpus": spec.ingress_num_cpus, "runtime_env": {"env_vars": FAST_PATH_ENV}},
     ).bind(spec_json, plan_controller, stages)

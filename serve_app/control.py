@@ -15,13 +15,13 @@ from serve_app.constants import APP_NAME, CONTROLLER, INGRESS
 from serve_app.controller import PlanController
 from serve_app.layout import layout
 
-__all__ = ["apply_plan", "current_plans", "deploy"]
+__all__ = ["apply_plan", "current_plans", "deploy", "plan_state"]
 
 
 def deploy(spec: AppSpec, plans: dict[str, Plan] | None = None, *, name: str = APP_NAME, route_prefix: str = "/") -> DeploymentHandle:
     """Start (or replace) the app on the connected Ray cluster and wait until it runs."""
     plans = spec.complete_plans(plans)
-    return serve.run(build_app(spec, layout(plans), plans, version=1, controller=PlanController),
+    return serve.run(build_app(spec, layout(plans), PlanState(version=1, plans=plans), controller=PlanController),
                      name=name, route_prefix=route_prefix)
 
 
@@ -43,7 +43,12 @@ def apply_plan(plans: Plan | Iterable[Plan], *, app_name: str = APP_NAME, timeou
         raise
 
 
+def plan_state(app_name: str = APP_NAME) -> PlanState:
+    """The converged plans and any change in progress, as the ingress holds them."""
+    return PlanState.model_validate(serve.get_deployment_handle(INGRESS, app_name).current.remote().result())
+
+
 def current_plans(app_name: str = APP_NAME) -> tuple[int, dict[str, Plan]]:
-    """(version, plans) the ingress routes by."""
-    state = PlanState.model_validate(serve.get_deployment_handle(INGRESS, app_name).current.remote().result())
+    """(version, plans) of the converged plans (a change in progress is in :func:`plan_state`)."""
+    state = plan_state(app_name)
     return state.version, state.plans

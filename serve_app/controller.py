@@ -17,7 +17,7 @@ from ray.serve.context import _get_global_client
 
 from ipa_energy.diff import diff_plans
 from ipa_energy.errors import PlanApplyError, PlanRejected, SpecError
-from ipa_energy.messages import ApplyReport, ApplyStep, PlanState
+from ipa_energy.messages import ApplyReport, ApplyStep, PendingChange, PlanState
 from ipa_energy.spec import Plan
 from serve_app.builder import build_app
 from serve_app.config import AppSpec
@@ -82,8 +82,8 @@ class PlanController:
         details = _get_global_client().get_serve_details()
         return details.get("applications", {}).get(self.app_name, {}).get("route_prefix")
 
-    def _deploy(self, deployments: Layout, routing: dict[str, Plan], version: int, timeout_s: float) -> None:
-        app = build_app(self.spec, deployments, routing, version, controller=PlanController)
+    def _deploy(self, deployments: Layout, state: PlanState, timeout_s: float) -> None:
+        app = build_app(self.spec, deployments, state, controller=PlanController)
         serve.run(app, name=self.app_name, route_prefix=self.route_prefix)
         wait_converged(self.app_name, deployments, self.spec.ingress_replicas, timeout_s)
 
@@ -126,17 +126,31 @@ class PlanController:
             raise PlanRejected("plan does not fit the cluster; " + "; ".join(missing))
 
         self.route_prefix = self._route_prefix()
+        since = time.time()
+
+        def pending(step: Step, name: str | None = None) -> PlanState:
+            change = PendingChange(version=version + 1, plans=incoming, step=name or step.name,
+                                   routed=step.routing == new, since_s=since)
+            return PlanState(version=version, plans=current, pending=change)
+
         steps_done = []
         try:
             running = layout(current)
-            for step in rollout(current, new):
+            steps = rollout(current, new)
+            for step in steps:
                 t0 = time.monotonic()
                 if step.name == "break":  # no call may still be on its way to what is removed
                     self._drain([n for n in running if n not in step.deployments], timeout_s)
-                self._deploy(step.deployments, step.routing, version + 1, timeout_s)
+                # The new plans are active once every replica they need has run: after "make"
+                # (so from the switch on); an "apply" step starts replicas itself.
+                converged = step.name in ("switch", "break") and step is steps[-1]
+                self._deploy(step.deployments, PlanState(version=version + 1, plans=new) if converged else pending(step),
+                             timeout_s)
                 running = step.deployments
                 steps_done.append(ApplyStep(step=step.name, seconds=round(time.monotonic() - t0, 3)))
                 logger.info("plan v%d: step %s done in %.2f s", version + 1, step.name, time.monotonic() - t0)
+            if not converged:
+                self._deploy(running, PlanState(version=version + 1, plans=new), timeout_s)
         except Exception as e:
             logger.error("plan v%d failed (%s); returning to v%d", version + 1, e, version)
             routed_new = any(done.step in ("switch", "apply") for done in steps_done)
@@ -145,7 +159,9 @@ class PlanController:
             back = rollout(new, current) if routed_new else [Step("rollback", layout(current), current)]
             try:
                 for step in back:
-                    self._deploy(step.deployments, step.routing, version, timeout_s)
+                    done = step is back[-1]
+                    self._deploy(step.deployments, PlanState(version=version, plans=current) if done
+                                 else pending(step, f"rollback:{step.name}"), timeout_s)
             except Exception as rollback_error:  # report both; serving goes on with what runs
                 raise PlanApplyError(f"{e}; and the rollback failed too: {rollback_error}") from e
             raise PlanApplyError(f"plan not applied, still on v{version}: {e}") from e

@@ -97,7 +97,8 @@ class Ingress:
         self.app_name = context.app_name
         # Picks the member of a variant mix per request; seeded per replica (reproducible).
         self._rng = random.Random(context.replica_id.unique_id)
-        self.plans: dict[str, Plan] = {}
+        self.state = PlanState(version=0, plans={})  # converged plans, and a pending change apart
+        self.plans: dict[str, Plan] = {}  # what requests are routed by
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, _Totals] = {}  # pipeline → what this replica answered
@@ -145,8 +146,8 @@ class Ingress:
             return {}
 
     def reconfigure(self, config: dict) -> None:
-        state = PlanState.model_validate(config)  # serve_app.builder.routing_config
-        self.plans, self.plan_version = state.plans, state.version
+        self.state = PlanState.model_validate(config)  # serve_app.builder.routing_config
+        self.plan_version, self.plans = self.state.routing()
 
     def _handle(self, name: str) -> DeploymentHandle:
         if name not in self._handles:
@@ -175,8 +176,9 @@ class Ingress:
 
     @api.get("/v1/plan", response_model=PlanState)
     async def get_plan(self) -> Response:
-        return _json(PlanState(version=self.plan_version, plans=self.plans,
-                               accuracy={name: self.pipelines[name].accuracy(p) for name, p in self.plans.items()}))
+        state = self.state
+        return _json(state.model_copy(update={
+            "accuracy": {name: self.pipelines[name].accuracy(p) for name, p in state.plans.items()}}))
 
     @api.get("/v1/energy", response_model=EnergyReport)
     async def get_energy(self) -> Response:
@@ -211,8 +213,8 @@ class Ingress:
         return sum(self.in_flight[d] for d in deployments)
 
     def current(self) -> dict:
-        """For the plan controller: the routing state this replica serves with (a dumped PlanState)."""
-        return PlanState(version=self.plan_version, plans=self.plans).model_dump(mode="json")
+        """For the plan controller: the converged plans and any pending change (a dumped PlanState)."""
+        return self.state.model_dump(mode="json")
 
     # -- changing the plan ----------------------------------------------------------------
 
@@ -250,7 +252,14 @@ class Ingress:
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             return self._unknown(name)
-        self._count_arrival(name)
+        self._count_arrival(name)  # offered load, shed or not: the planner plans for it
+        # A variant mix: one member per stage, at random with probability = its share.
+        draws = [self._rng.random() for _ in pipeline.stages]
+        verdict = self.shedder.judge(self._route(name, draws), pipeline.sla_ms / 1000)
+        if verdict.shed:  # before reading the body: a refusal costs next to nothing
+            return self._refuse(pipeline, verdict.stage, verdict.retry_after_s,
+                                f"the plan cannot serve this request within the SLA ({pipeline.sla_ms:g} ms): about "
+                                f"{verdict.expected_s * 1000:.0f} ms of work is queued ahead of it")
         limits = self.spec.limits
         check_body_size(request.headers.get("content-length"), limits)
         body = await _read_body(request, limits.max_body_bytes)
@@ -260,13 +269,6 @@ class Ingress:
             payload = await asyncio.to_thread(parse_body, self.schemas[name], body, limits)
 
         start = time.perf_counter()
-        # A variant mix: one member per stage, at random with probability = its share.
-        draws = [self._rng.random() for _ in pipeline.stages]
-        verdict = self.shedder.judge(self._route(name, draws), pipeline.sla_ms / 1000)
-        if verdict.shed:
-            return self._refuse(pipeline, verdict.stage, verdict.retry_after_s,
-                                f"the plan cannot serve this request within the SLA ({pipeline.sla_ms:g} ms): about "
-                                f"{verdict.expected_s * 1000:.0f} ms of work is queued ahead of it")
         results: dict[str, StageResult] = {}
         latency: dict[str, float] = {}
         for stage, u in zip(pipeline.stages, draws):

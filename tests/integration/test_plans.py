@@ -39,21 +39,37 @@ def test_variant_switch_under_8_clients_loses_no_request(base_url, http):
     old = plans["video"].stages["classifier"].variant
     new = "resnet34-mini" if old != "resnet34-mini" else "resnet18-mini"
     bodies = [payloads.image_request(seed=s) for s in range(4)]
-    report = {}
+    report, seen = {}, []
 
     def change():
         time.sleep(3)
         report.update(control.apply_plan(video_plan(new, batch=4)).model_dump())
 
+    def watch():  # what GET /v1/plan says while the change runs
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            while changer.is_alive() or not seen:
+                seen.append(client.get("/v1/plan").json())
+                time.sleep(0.2)
+
     changer = threading.Thread(target=change)
+    watcher = threading.Thread(target=watch)
     changer.start()
+    watcher.start()
     url = f"{base_url}/v1/pipelines/video"
     records = asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=8, duration_s=25))
     while changer.is_alive():  # starting the new replica can outlast 25 s on 2 busy cores: keep the load on
         records += asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=8, duration_s=5))
     records += asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=8, duration_s=5))
     changer.join()
+    watcher.join()
 
+    # active only once converged: while pending, the old version is shown with the change apart
+    pending = [st for st in seen if st["pending"]]
+    assert pending and all(st["version"] == version_before for st in pending)
+    assert {st["pending"]["plans"]["video"]["stages"]["classifier"]["variant"] for st in pending} == {new}
+    assert {st["pending"]["step"] for st in pending} <= {"make", "switch"}
+    final = http.get("/v1/plan").json()
+    assert final["version"] == version_before + 1 and final["pending"] is None
     stats = summarize(records)
     assert stats["failed"] == 0, [r.error for r in records if r.status != 200][:3]
     assert [s["step"] for s in report["steps"]] == ["make", "switch", "break"]
@@ -64,7 +80,7 @@ def test_variant_switch_under_8_clients_loses_no_request(base_url, http):
     assert replica_of(http, "detector") == detector_before
     assert http.get("/v1/plan").json()["plans"]["video"]["stages"]["classifier"]["batch_size"] == 4
     print(f"\nplan change under 8 clients: {report['seconds']:.1f} s, steps {report['steps']}, "
-          f"{stats['requests']} requests, 0 failed, p50 {stats['p50_ms']:.0f} ms, p99 {stats['p99_ms']:.0f} ms")
+          f"{stats['requests']} requests, 0 failed, {stats['shed']} shed, p50 {stats['p50_ms']:.0f} ms, p99 {stats['p99_ms']:.0f} ms")
 
 
 def test_put_plan_needs_the_token_and_a_valid_plan(http):

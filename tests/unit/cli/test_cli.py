@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 from energy.etrace2 import parse_etrace2
 from cli.main import main
 
@@ -48,3 +50,22 @@ def test_plan_prints_a_plan_per_policy_as_json(capsys):
 def test_plan_without_profiles_for_the_hardware_is_a_clear_error(capsys):
     assert main(["plan", "--pipeline", "video", "--load", "5", "--hardware", "gpu-imaginary"]) == 2
     assert "no profiles" in capsys.readouterr().err
+
+
+def test_experiment_repeat_reaches_the_runner(monkeypatch, tmp_path):
+    from experiments import runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, console: seen.append(cfg) or tmp_path)
+    argv = ["experiment", "--trace", "constant:1", "--seconds", "5", "--out", str(tmp_path), "--policies", "ipa,ipa-energy"]
+    assert main(argv + ["--repeat", "3"]) == 0
+    assert main(argv) == 0
+    assert [cfg.repeat for cfg in seen] == [3, 1]
+
+
+def test_experiment_repeat_below_one_is_refused(monkeypatch, capsys, tmp_path):
+    from experiments import runner
+
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, console: pytest.fail("must not run"))
+    assert main(["experiment", "--trace", "constant:1", "--seconds", "5", "--out", str(tmp_path), "--repeat", "0"]) == 2
+    assert "repeat" in capsys.readouterr().err
