@@ -223,6 +223,11 @@ def _notes(group: ExperimentGroup) -> list[str]:
         notes.append(f"Locust fell behind the trace (p99 of sent − scheduled): {', '.join(behind)}; every sender "
                      "was waiting for an answer, so the offered load was lower than the trace (raise --senders, "
                      "or lower --rate-factor).")
+    predicted = [f"{label} {s.p99_prediction_error:.0%} ({s.p99_predictions})" for s, label in zip(group.summaries, labels)
+                 if s.p99_prediction_error is not None]
+    if predicted:
+        notes.append("Stage p99 as the planner's model predicted it for the running plan at the observed load, vs "
+                     "observed (median |error|, over stage-intervals): " + ", ".join(predicted) + ".")
     for run, label in zip(group.runs, labels):
         cover = energy_coverage(run)
         if cover is not None and cover < MIN_ENERGY_COVERAGE:

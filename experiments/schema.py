@@ -129,4 +129,7 @@ class RunSummary(_Row):
     energy_coverage: float | None = Field(None, description="Share of the load window the energy windows cover.")
     carbon_g: float | None = Field(description="energy_j × g/kWh × PUE / 3.6e6 (g CO2e).")
     plan_changes: int
+    p99_prediction_error: float | None = Field(None, description="Median over intervals and stages of |predicted − "
+                                                                 "observed| / observed stage p99 (planner decisions).")
+    p99_predictions: int = Field(0, description="Stage-intervals the p99 prediction error is taken over.")
     weights: str

@@ -33,8 +33,8 @@ from ipa_energy.files import write_json
 
 __all__ = [
     "IncompleteRunError", "OPTIONAL_FILES", "Run", "RunFormatError", "clipped_windows", "energy_coverage",
-    "load_experiment_meta", "load_run", "loadgen_energy", "load_run_meta", "percentile", "request_accuracy", "summarize_run",
-    "time_weighted_cost", "window_energy", "write_summary",
+    "load_experiment_meta", "load_run", "load_run_meta", "loadgen_energy", "p99_prediction_errors", "percentile",
+    "request_accuracy", "summarize_run", "time_weighted_cost", "window_energy", "write_summary",
 ]
 
 OPTIONAL_FILES = ("decisions.jsonl", "energy.jsonl", "replicas.jsonl", "load.csv")
@@ -253,6 +253,12 @@ def time_weighted_cost(samples: Iterable[ReplicaSample], start: float, end: floa
     return total / weight
 
 
+def p99_prediction_errors(decisions: Iterable[Decision]) -> list[float]:
+    """|predicted − observed| / observed stage p99, one per stage and interval that has both."""
+    return [abs(d.predicted_p99_ms[s] - obs) / obs for d in decisions for s, obs in d.observed_p99_ms.items()
+            if obs > 0 and s in d.predicted_p99_ms]
+
+
 def summarize_run(run: Run) -> RunSummary:
     meta = run.meta
     start, end = run.load_window
@@ -263,6 +269,7 @@ def summarize_run(run: Run) -> RunSummary:
     energy = window_energy(run.energy, start, end)
     loadgen_j = loadgen_energy(run.energy, start, end)
     shed = sum(1 for r in run.requests if r.shed)
+    errors = p99_prediction_errors(run.decisions)
     return RunSummary(
         experiment=meta.experiment,
         pipeline=meta.pipeline,
@@ -294,6 +301,8 @@ def summarize_run(run: Run) -> RunSummary:
         energy_coverage=energy_coverage(run),
         carbon_g=energy * meta.carbon_g_per_kwh * meta.pue / 3.6e6 if energy is not None else None,
         plan_changes=sum(1 for d in run.decisions if d.changed),
+        p99_prediction_error=float(np.median(errors)) if errors else None,
+        p99_predictions=len(errors),
         weights=meta.weights,
     )
 

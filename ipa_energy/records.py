@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ipa_energy.energy import MethodLabel
 
-__all__ = ["Decision", "LoadStart", "ReplicaSample", "RequestRow", "TraceSpec"]
+__all__ = ["Decision", "LoadStart", "ReplicaSample", "RequestRow", "StageObservation", "TraceSpec"]
 
 
 class _Row(BaseModel):
@@ -71,6 +71,18 @@ class ReplicaSample(_Row):
     cost_units: float = Field(description="Σ replicas × resource units of their variant.")
 
 
+class StageObservation(_Row):
+    """What one stage variant achieved over an interval, from the replicas' own timings (all ingress replicas)."""
+
+    stage: str
+    variant: str
+    seconds: int = Field(gt=0, description="Length of the interval (s).")
+    requests: int = Field(ge=0, description="Stage calls answered in the interval.")
+    s_per_request: float = Field(ge=0, description="Mean forward-pass seconds per request (its share of its batch).")
+    mean_batch: float = Field(1.0, ge=1, description="Mean size of the batches the requests ran in.")
+    p99_ms: float | None = Field(None, description="p99 of the stage call as the ingress timed it, queueing included (ms).")
+
+
 class Decision(_Row):
     """One adaptation interval of the planner (IPA's adaptation_log fields, plus energy).
 
@@ -96,6 +108,12 @@ class Decision(_Row):
     energy_method: MethodLabel = Field(description="Method of the profiles the predictions come from.")
     feasible: bool
     solve_time_s: float
+    observed_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 of its calls over the last "
+                                                                                "interval, as the ingress timed them (ms).")
+    predicted_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 the model predicts for the "
+                                                                                 "plan that ran, at the observed load (ms).")
+    corrections: dict[str, float] = Field(default_factory=dict, description="variant → factor on its profiled service "
+                                                                            "time, learnt from what it achieved (1 = as profiled).")
     changed: bool = False
     changes: list[str] = Field(default_factory=list)
     apply_s: float | None = Field(None, description="Seconds applying took; None while it is being applied.")

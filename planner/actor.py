@@ -18,6 +18,7 @@ import ray
 
 from ipa_energy import RAY_NAMESPACE
 from ipa_energy.energy import join_methods
+from ipa_energy.records import StageObservation
 from planner.capacity import supply_from_ray
 from planner.constants import SERVING_CPU_S
 from serve_app.arrivals import arrivals_actor
@@ -77,12 +78,17 @@ class PlannerActor:
             try:
                 self._refresh_supply()
                 # the sum over all ingress replicas; looked up each time (the actor may have restarted)
-                counts = arrivals_actor(self.app_name).history.remote(self.pipeline)
+                arrivals = arrivals_actor(self.app_name)
+                counts = arrivals.history.remote(self.pipeline)
+                timed = arrivals.stages.remote(self.pipeline, int(self.interval_s))
                 history = np.asarray(ray.get(counts, timeout=30), dtype=float)
+                stages = [StageObservation.model_validate(o) for o in ray.get(timed, timeout=30)]
                 if self.history_from_s is not None:
                     keep = min(len(history), max(0, int(time.time() - self.history_from_s)))
                     history = history[len(history) - keep:]
-                self.loop.step(history)
+                if self.history_from_s is not None and time.time() - self.history_from_s < self.interval_s:
+                    stages = []  # the interval began before this run: not this plan's
+                self.loop.step(history, stages)
             except Exception:  # an interval that fails is logged and skipped; serving is unaffected
                 logger.exception("planner interval failed")
 

@@ -18,6 +18,7 @@ from planner.terms import (
     LatencyModel,
     ProfileLookup,
     Weights,
+    fill_ms,
     mix_terms,
     option,
     plan_members,
@@ -26,7 +27,7 @@ from planner.terms import (
     stage_latency_ms,
 )
 
-__all__ = ["check_plan", "evaluate_plan", "is_feasible", "plan_model"]
+__all__ = ["check_plan", "evaluate_plan", "is_feasible", "plan_model", "stage_p99_ms"]
 
 
 def is_feasible(plan: Plan) -> bool:
@@ -39,6 +40,26 @@ def plan_model(plan: Plan) -> LatencyModel:
     o = plan.objective
     return LatencyModel(queueing=o.get("queueing", 0.0) > 0.5, stretch=o.get("stretch", 1.0),
                         fill_factor=o.get("fill_factor", 1.0))
+
+
+def stage_p99_ms(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float) -> dict[str, float]:
+    """stage → p99 latency the plan's model predicts at `load` req/s (ms): what the closed loop
+    compares with the stage's observed p99. A batch waits at most its batch_wait_timeout to
+    fill; a mix's stage takes its slowest member."""
+    model = plan_model(plan)
+    out = {}
+    for st in pipeline.stages:
+        worst = 0.0
+        for m in plan.stages[st.name].members():
+            prof = profiles.get((m.variant, m.batch_size))
+            if prof is None:
+                continue
+            lam = m.share * load
+            o = option(st, st.variant(m.variant), m.batch_size, prof, lam)
+            fill = fill_ms(m.batch_size, lam * model.fill_factor)
+            worst = max(worst, stage_latency_ms(o, m.replicas, lam, model) - fill + min(fill, m.batch_wait_timeout_ms))
+        out[st.name] = worst
+    return out
 
 
 def evaluate_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load: float,

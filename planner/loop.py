@@ -17,10 +17,11 @@ import numpy as np
 
 from ipa_energy.cluster import ClusterSupply
 from ipa_energy.diff import StageChange, diff_plans
-from ipa_energy.records import Decision
+from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
-from planner.checks import is_feasible
+from planner.checks import is_feasible, plan_model, stage_p99_ms
 from planner.constants import MIN_LOAD_RPS, TREND_WINDOW_S, WAIT_HYSTERESIS
+from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy
 from planner.terms import Weights
@@ -78,9 +79,28 @@ class PlannerLoop:
         # A change takes effect once its new replicas answer, and must hold until the next one does.
         self.horizon_s = interval_s + max((p.cold_start_s or 0.0 for p in profiles.values()), default=0.0)
         self.decisions: list[Decision] = []
+        self.corrections = Corrections()
 
-    def step(self, history_rps: np.ndarray) -> Decision:
-        """One interval: `history_rps` is per-second arrivals, most recent last."""
+    def _close_the_loop(self, stages: list[StageObservation], observed_rps: float) -> tuple[dict, dict, dict]:
+        """Compare the last interval with the running plan's model, and fold it into the corrections.
+
+        Returns (observed p99, predicted p99, factors): the prediction is made with the profiles
+        as the plan was made (corrected so far), at the observed load."""
+        if self.current is None or not stages:
+            return {}, {}, self.corrections.update([], self.profiles)
+        by_stage: dict[str, StageObservation] = {}
+        for o in stages:  # a mix: the member that served the most
+            if o.p99_ms is not None and (o.stage not in by_stage or o.requests > by_stage[o.stage].requests):
+                by_stage[o.stage] = o
+        observed = {s: round(o.p99_ms, 3) for s, o in by_stage.items()}
+        predicted = {s: round(v, 3) for s, v in stage_p99_ms(
+            self.pipeline, self.current, self.corrections.apply(self.profiles), observed_rps).items() if s in observed}
+        factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)
+        return observed, predicted, {v: round(f, 4) for v, f in factors.items()}
+
+    def step(self, history_rps: np.ndarray, stages: list[StageObservation] | None = None) -> Decision:
+        """One interval: `history_rps` is per-second arrivals, most recent last; `stages` what
+        each stage variant achieved over the last interval (the closed loop; None: none known)."""
         history = np.asarray(history_rps, dtype=float)
         recent = history[-int(self.interval_s):] if len(history) else history
         observed = float(recent.mean()) if len(recent) else 0.0
@@ -93,8 +113,9 @@ class PlannerLoop:
             # forecast from (the LSTM's bias alone says ~4 req/s); follow the load down now
             predicted = 0.0
         planned = max(predicted, floor, trend_rps(history, self.horizon_s))
+        observed_p99, predicted_p99, factors = self._close_the_loop(stages or [], observed)
         plan = optimize(
-            self.pipeline, self.profiles, max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
+            self.pipeline, self.corrections.apply(self.profiles), max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
             margin=self.margin, max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
             supply=self.supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
         )
@@ -108,6 +129,7 @@ class PlannerLoop:
             accuracy=self.pipeline.accuracy(plan), predicted_power_w=plan.predicted_power_w,
             predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
+            observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors,
         )
         self.decisions.append(decision)  # visible while the change is being applied
         stage_changes = [c for c in changes if c != "initial plan"]

@@ -14,6 +14,9 @@ a second, to one small detached actor per app (`arrivals-<app>`), which sums the
 * if the actor itself restarts (it is restartable, its state is not persisted), replicas
   notice its new incarnation in the reply and resend their whole window.
 
+Pushes carry the replica's per-second stage timings too (serve_app.timings), under the same
+rules; the planner's closed loop reads them back summed (`ArrivalsActor.stages`).
+
 `ArrivalCounter` (per replica) and `ArrivalBook` (the sum) are plain Python, tested
 without Ray; `ArrivalsActor` wraps the book.
 """
@@ -28,6 +31,7 @@ import ray
 from ipa_energy import RAY_NAMESPACE
 from serve_app.constants import ARRIVALS_HISTORY_S as HISTORY_S
 from serve_app.constants import ARRIVALS_STALE_S as STALE_S
+from serve_app.timings import StageTimings, observe
 
 __all__ = ["ArrivalBook", "ArrivalCounter", "ArrivalsActor", "Pusher", "actor_name", "arrivals_actor"]
 
@@ -66,13 +70,19 @@ class ArrivalBook:
         self.keep_s, self.stale_s = keep_s, stale_s
         self.incarnation = uuid.uuid4().hex  # new on every (re)start of the holder
         self.counts: dict[str, dict[str, dict[int, int]]] = {}  # replica → pipeline → second → count
+        self.timings: dict[str, dict[str, dict[int, list]]] = {}  # replica → stage variant → second → entry
         self.pushed: dict[str, tuple[int, float]] = {}  # replica → (last complete second, when pushed)
 
-    def update(self, replica: str, counts: dict[str, dict[int, int]], complete_through: int, now: float) -> str:
-        """Record `replica`'s counts (complete up to and including `complete_through`); returns the incarnation."""
+    def update(self, replica: str, counts: dict[str, dict[int, int]], complete_through: int, now: float,
+               timings: dict[str, dict[int, list]] | None = None) -> str:
+        """Record `replica`'s counts and stage timings (complete up to and including
+        `complete_through`); returns the incarnation."""
         mine = self.counts.setdefault(replica, {})
         for pipeline, seconds in counts.items():
             mine.setdefault(pipeline, {}).update({int(s): int(n) for s, n in seconds.items()})
+        timed = self.timings.setdefault(replica, {})
+        for k, seconds in (timings or {}).items():
+            timed.setdefault(k, {}).update({int(s): e for s, e in seconds.items()})
         self.pushed[replica] = (int(complete_through), now)
         self._prune(now)
         return self.incarnation
@@ -90,18 +100,26 @@ class ArrivalBook:
             total.update(by_pipeline.get(pipeline, {}))
         return [total.get(s, 0) for s in range(end - seconds, end)]
 
+    def stages(self, pipeline: str, now: float, seconds: int) -> list:
+        """What each stage variant of `pipeline` achieved over the last `seconds` complete seconds."""
+        end = self.end(now)
+        return observe(self.timings.values(), pipeline, end - seconds, end)
+
     def by_replica(self, pipeline: str) -> dict[str, int]:
         """Arrivals kept per replica (to see how the ingress replicas share the load)."""
         return {r: sum(c.get(pipeline, {}).values()) for r, c in self.counts.items()}
 
     def _prune(self, now: float) -> None:
         oldest = int(now) - self.keep_s
+        for book in (self.counts, self.timings):
+            for by_key in book.values():
+                for seconds in by_key.values():
+                    for s in [s for s in seconds if s < oldest]:
+                        del seconds[s]
         for replica in list(self.counts):
-            for pipeline, seconds in self.counts[replica].items():
-                for s in [s for s in seconds if s < oldest]:
-                    del seconds[s]
             if self.pushed.get(replica, (0, 0.0))[1] < now - self.keep_s:  # gone for a whole window
                 del self.counts[replica]
+                self.timings.pop(replica, None)
                 self.pushed.pop(replica, None)
 
 
@@ -110,15 +128,26 @@ class ArrivalsActor:
     def __init__(self):
         self.book = ArrivalBook()
 
-    def update(self, replica: str, counts: dict, complete_through: int) -> str:
+    def update(self, replica: str, counts: dict, complete_through: int, timings: dict | None = None) -> str:
         import time
 
-        return self.book.update(replica, counts, complete_through, time.time())
+        return self.book.update(replica, counts, complete_through, time.time(), timings)
+
+    def stages(self, pipeline: str, seconds: int) -> list[dict]:
+        """Dumped :class:`~ipa_energy.records.StageObservation` rows of the last `seconds`."""
+        import time
+
+        return [o.model_dump(mode="json") for o in self.book.stages(pipeline, time.time(), seconds)]
 
     def history(self, pipeline: str, seconds: int = HISTORY_S) -> list[int]:
         import time
 
         return self.book.history(pipeline, time.time(), seconds)
+
+    def stages(self, pipeline: str, now: float, seconds: int) -> list:
+        """What each stage variant of `pipeline` achieved over the last `seconds` complete seconds."""
+        end = self.end(now)
+        return observe(self.timings.values(), pipeline, end - seconds, end)
 
     def by_replica(self, pipeline: str) -> dict[str, int]:
         return self.book.by_replica(pipeline)
@@ -138,16 +167,17 @@ def arrivals_actor(app_name: str):
 class Pusher:
     """The ingress side: what to push next, given the last reply (plain Python)."""
 
-    def __init__(self, counter: ArrivalCounter, replica: str):
-        self.counter, self.replica = counter, replica
+    def __init__(self, counter: ArrivalCounter, replica: str, timings: StageTimings | None = None):
+        self.counter, self.replica, self.timings = counter, replica, timings
         self.incarnation: str | None = None  # None: the book may lack our history, send it all
         self.through = self._pending = 0  # last complete second the book has from us
 
-    def payload(self, now: float) -> tuple[str, dict[str, dict[int, int]], int]:
+    def payload(self, now: float) -> tuple[str, dict[str, dict[int, int]], int, dict]:
         """Arguments of `ArrivalsActor.update`: what the book may lack, complete through now - 1."""
         since = 0 if self.incarnation is None else self.through + 1
         self._pending = int(now) - 1
-        return self.replica, self.counter.complete(now, since), self._pending
+        timings = self.timings.complete(now, since) if self.timings is not None else {}
+        return self.replica, self.counter.complete(now, since), self._pending, timings
 
     def acknowledge(self, incarnation: str | None) -> None:
         """Call with the book's reply to the last payload, or None when the push failed."""

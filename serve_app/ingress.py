@@ -37,10 +37,11 @@ from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInf
 from ipa_energy.spec import PipelineSpec, Plan
 from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
-from serve_app.constants import ARRIVAL_PUSH_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
+from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
 from serve_app.layout import deployment_name
 from serve_app.requests import check_body_size, parse_body, request_model
 from serve_app.shedding import LoadShedder
+from serve_app.timings import StageTimings
 
 __all__ = ["Ingress", "api"]
 
@@ -105,7 +106,8 @@ class Ingress:
         self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
         self.shedder = LoadShedder(self.spec.ingress_replicas)
         self.arrivals = ArrivalCounter(self.pipelines)
-        self._pusher = Pusher(self.arrivals, context.replica_id.unique_id)
+        self.timings = StageTimings(ARRIVALS_HISTORY_S)  # what each stage variant achieved, for the planner
+        self._pusher = Pusher(self.arrivals, context.replica_id.unique_id, self.timings)
         self._energy_actors = self._start_energy_actors()
         # Serve adds application, deployment and replica tags to these (docs/observability.md)
         self._slo = metrics.Counter("ipa_energy_slo_requests", "Requests within (met) or over (missed) the pipeline's SLA, "
@@ -294,6 +296,8 @@ class Ingress:
             result = results[stage.name] = StageResult.model_validate(reply)
             self.shedder.observe(target, result.compute_ms, result.batch_size)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
+            self.timings.record(name, stage.name, variant, time.time(), result.compute_ms, result.batch_size,
+                                latency[stage.name])
             payload.update(result.output)
         latency["total"] = round((time.perf_counter() - start) * 1000, 3)
         self._latency.observe(latency["total"], tags={"pipeline": name})

@@ -45,6 +45,7 @@ def test_ipa_run_figures_by_hand(synthetic):
     assert s.mean_power_w == pytest.approx(244 / 20)
     assert s.carbon_g == pytest.approx(244 * 400 * 1.5 / 3.6e6)
     assert (s.energy_method, s.plan_changes, s.weights) == ("tdp-estimate", 2, "random")
+    assert s.p99_prediction_error == pytest.approx(0.2) and s.p99_predictions == 2 * len(load_run(synthetic / "ipa").decisions)
 
 
 def test_ipa_energy_run(synthetic):

@@ -6,7 +6,8 @@ T = 1_000_000  # a whole Unix second
 
 
 def push(book: ArrivalBook, pusher: Pusher, now: float) -> None:
-    pusher.acknowledge(book.update(*pusher.payload(now), now))
+    replica, counts, through, timings = pusher.payload(now)
+    pusher.acknowledge(book.update(replica, counts, through, now, timings))
 
 
 def test_two_replicas_are_summed_and_repeated_pushes_do_not_double_count():
@@ -22,7 +23,7 @@ def test_two_replicas_are_summed_and_repeated_pushes_do_not_double_count():
     push(book, pa, T + 10.2)
     push(book, pb, T + 10.3)
     assert book.history("p", T + 10.4, 10) == [4] * 10
-    book.update(*Pusher(a, "a").payload(T + 10.5), T + 10.5)  # a retried (full) push: still 4 a second
+    book.update(*Pusher(a, "a").payload(T + 10.5)[:3], T + 10.5)  # a retried (full) push: still 4 a second
     assert book.history("p", T + 10.6, 10) == [4] * 10
     assert a.history("p", T + 10.4, 10) == [3] * 10  # what one replica alone would report
     assert book.history("other", T + 10.4, 3) == [0, 0, 0]
@@ -75,3 +76,26 @@ def test_old_seconds_and_long_gone_replicas_are_pruned():
     for s in range(200):
         c.count("p", T + s)
     assert len(c.counts["p"]) <= 62
+
+
+def test_stage_timings_are_summed_over_replicas_once_each():
+    from serve_app.timings import StageTimings
+
+    book = ArrivalBook()
+    ta, tb = StageTimings(600), StageTimings(600)
+    pa, pb = Pusher(ArrivalCounter(["p"]), "a", ta), Pusher(ArrivalCounter(["p"]), "b", tb)
+    for s in range(10):
+        ta.record("p", "cls", "small", T + s + 0.1, compute_ms=200, batch_size=2, latency_ms=150)  # 0.1 s each
+        tb.record("p", "cls", "small", T + s + 0.2, compute_ms=300, batch_size=1, latency_ms=350)
+        tb.record("q", "cls", "small", T + s + 0.2, compute_ms=1, batch_size=1, latency_ms=1)  # another pipeline
+        push(book, pa, T + s + 0.9)
+        push(book, pb, T + s + 0.95)
+    push(book, pa, T + 10.2)
+    push(book, pa, T + 10.3)  # repeated: set, not added
+    push(book, pb, T + 10.3)
+    (row,) = book.stages("p", T + 10.4, 10)
+    assert (row.stage, row.variant, row.seconds, row.requests) == ("cls", "small", 10, 20)
+    assert abs(row.s_per_request - 0.2) < 1e-9  # (10 × 0.1 + 10 × 0.3) / 20
+    assert abs(row.mean_batch - 20 / 15) < 1e-9  # 5 batches of 2 + 10 of 1
+    assert 150 < row.p99_ms <= 350
+    assert book.stages("p", T + 10.4, 10)[0].requests == 20

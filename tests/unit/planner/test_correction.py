@@ -1,0 +1,80 @@
+"""The closed loop: bounded, decaying per-variant factors from observed timings, and the loop using them."""
+
+import numpy as np
+import pytest
+
+from ipa_energy.records import StageObservation
+from planner.checks import plan_model
+from planner.correction import DECAY, FACTOR_MAX, MIN_REQUESTS, WEIGHT, Corrections, expected_s_per_request
+from planner.loop import PlannerLoop
+from planner.predictor import MaxPredictor
+from planner.profiles import profiles_from_store
+from workloads import catalog
+from workloads.profile_store import PROFILES_DIR, ProfileStore
+
+HARDWARE = "cpu-amd-epyc-2c"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    pipeline = catalog.pipeline("classify")
+    return pipeline, profiles_from_store(ProfileStore(PROFILES_DIR), HARDWARE, pipeline)
+
+
+def seen(variant: str, s: float, requests: int = 100, batch: float = 1.0, p99: float | None = 100.0) -> StageObservation:
+    return StageObservation(stage="classifier", variant=variant, seconds=10, requests=requests, s_per_request=s,
+                            mean_batch=batch, p99_ms=p99)
+
+
+def test_expected_time_is_the_profiled_batch_p50_per_request_at_the_nearest_batch(setup):
+    _, profiles = setup
+    p1, p4 = profiles[("resnet18-112-mini", 1)], profiles[("resnet18-112-mini", 4)]
+    assert expected_s_per_request(profiles, "resnet18-112-mini", 1.0) == pytest.approx(p1.latency_p50_ms / 1000)
+    assert expected_s_per_request(profiles, "resnet18-112-mini", 3.6, stretch=2) == pytest.approx(p4.latency_p50_ms / 4000 * 2)
+    assert expected_s_per_request(profiles, "no-such-variant", 1.0) is None
+
+
+def test_factor_moves_part_way_is_bounded_and_decays(setup):
+    _, profiles = setup
+    base = expected_s_per_request(profiles, "resnet18-112-mini", 1.0)
+    c = Corrections()
+    assert c.update([seen("resnet18-112-mini", 2 * base)], profiles) == {"resnet18-112-mini": pytest.approx(1 + WEIGHT)}
+    c.update([seen("resnet18-112-mini", 2 * base, requests=MIN_REQUESTS - 1)], profiles)  # too few: decays instead
+    assert c.factors["resnet18-112-mini"] == pytest.approx(1 + WEIGHT * DECAY)
+    for _ in range(20):  # a wildly slow interval, again and again: never beyond the bound
+        c.update([seen("resnet18-112-mini", 100 * base)], profiles)
+    assert FACTOR_MAX - 0.01 < c.factors["resnet18-112-mini"] <= FACTOR_MAX
+    for _ in range(20):  # the variant stops running: back to its profile
+        c.update([], profiles)
+    assert c.factors == {}
+
+
+def test_corrected_profiles_are_slower_and_serve_less(setup):
+    _, profiles = setup
+    c = Corrections()
+    c.factors["resnet18-112-mini"] = 2.0
+    out = c.apply(profiles)
+    p, q = profiles[("resnet18-112-mini", 4)], out[("resnet18-112-mini", 4)]
+    assert q.latency_p99_ms == pytest.approx(2 * p.latency_p99_ms) and q.throughput_rps == pytest.approx(p.throughput_rps / 2)
+    assert out[("resnet50-112-mini", 1)] is profiles[("resnet50-112-mini", 1)]
+
+
+def test_the_loop_logs_predicted_and_observed_p99_and_plans_with_the_correction(setup):
+    pipeline, profiles = setup
+    applied = []
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: applied.append(p), interval_s=10,
+                          current=pipeline.default_plan())
+    load = np.full(60, 4.0)
+    planner.step(load)
+    running = planner.current.stages["classifier"]
+    base = expected_s_per_request(profiles, running.variant, running.batch_size, plan_model(planner.current).stretch)
+    # the running variant turns out twice as slow as modelled, with a p99 far over the prediction
+    slow = seen(running.variant, 2 * base, batch=running.batch_size, p99=900.0)
+    d = planner.step(load, [slow])
+    assert d.observed_p99_ms == {"classifier": 900.0}
+    assert d.predicted_p99_ms["classifier"] > 0
+    assert d.corrections[running.variant] > 1.2
+    uncorrected = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10).step(load)
+    cap = lambda stages: sum(v["replicas"] for v in stages.values())  # noqa: E731
+    # slower than profiled: the plan keeps more capacity, or moves to a lighter variant
+    assert cap(d.stages) > cap(uncorrected.stages) or d.stages != uncorrected.stages
