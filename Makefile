@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo bench sweeps test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile train-predictor serve clean
+.PHONY: install demo bench bench-traces sweeps test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile train-predictor serve clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest -q tests/integration
+
+# ipa and ipa-energy on IPA's four Twitter windows (classify) and llm on a constant and a bursty trace; ~40 min.
+bench-traces: install
+	$(BIN)/python bench/other_traces.py --out results/traces
 
 bench-overhead: install
 	$(BIN)/python bench/overhead.py

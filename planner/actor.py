@@ -74,7 +74,11 @@ class PlannerActor:
             logger.warning("cluster supply not read (%s); keeping %s", e, self.loop.supply)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        # Intervals start on a fixed cadence: a plan change that took longer than an interval
+        # (replicas starting on busy cores) is followed by a decision at once, not an interval later.
+        due = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = time.monotonic() + self.interval_s  # from this step's start, however long it takes
             try:
                 self._refresh_supply()
                 # the sum over all ingress replicas; looked up each time (the actor may have restarted)

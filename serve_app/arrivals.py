@@ -144,11 +144,6 @@ class ArrivalsActor:
 
         return self.book.history(pipeline, time.time(), seconds)
 
-    def stages(self, pipeline: str, now: float, seconds: int) -> list:
-        """What each stage variant of `pipeline` achieved over the last `seconds` complete seconds."""
-        end = self.end(now)
-        return observe(self.timings.values(), pipeline, end - seconds, end)
-
     def by_replica(self, pipeline: str) -> dict[str, int]:
         return self.book.by_replica(pipeline)
 

@@ -35,3 +35,6 @@ def test_planner_follows_a_load_step_up_and_down(base_url):
     assert any(d["changed"] and d["time_s"] > step_up_end for d in decisions), decisions
     assert all(d["error"] is None for d in decisions), [d["error"] for d in decisions if d["error"]]
     assert all(d["energy_method"] == "tdp-estimate" for d in decisions)
+    # the closed loop saw what the stage achieved while loaded, beside what its model predicted
+    timed = [d for d in during if d["observed_p99_ms"]]
+    assert timed and all(d["predicted_p99_ms"].keys() == d["observed_p99_ms"].keys() == {"classifier"} for d in timed)

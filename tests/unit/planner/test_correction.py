@@ -61,11 +61,12 @@ def test_corrected_profiles_are_slower_and_serve_less(setup):
 
 def test_the_loop_logs_predicted_and_observed_p99_and_plans_with_the_correction(setup):
     pipeline, profiles = setup
-    applied = []
+    applied, now = [], [1000.0]
     planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: applied.append(p), interval_s=10,
-                          current=pipeline.default_plan())
+                          current=pipeline.default_plan(), clock=lambda: now[0])
     load = np.full(60, 4.0)
     planner.step(load)
+    now[0] += 20  # an interval after the change has settled
     running = planner.current.stages["classifier"]
     base = expected_s_per_request(profiles, running.variant, running.batch_size, plan_model(planner.current).stretch)
     # the running variant turns out twice as slow as modelled, with a p99 far over the prediction
@@ -78,3 +79,20 @@ def test_the_loop_logs_predicted_and_observed_p99_and_plans_with_the_correction(
     cap = lambda stages: sum(v["replicas"] for v in stages.values())  # noqa: E731
     # slower than profiled: the plan keeps more capacity, or moves to a lighter variant
     assert cap(d.stages) > cap(uncorrected.stages) or d.stages != uncorrected.stages
+
+
+def test_an_interval_that_saw_a_change_teaches_nothing(setup):
+    pipeline, profiles = setup
+    now = [1000.0]
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10, clock=lambda: now[0])
+    first = planner.step(np.full(60, 4.0))  # the initial plan is applied: a change
+    assert first.changed
+    running = planner.current.stages["classifier"]
+    slow = seen(running.variant, 10.0, batch=running.batch_size, p99=5000.0)
+    now[0] += 5  # within an interval of the change
+    during = planner.step(np.full(60, 4.0), [slow])
+    assert during.observed_p99_ms == {"classifier": 5000.0} and during.predicted_p99_ms == {}
+    assert during.corrections == {} and planner.corrections.factors == {}
+    now[0] += 20
+    after = planner.step(np.full(60, 4.0), [slow])
+    assert after.corrections and after.predicted_p99_ms

@@ -99,3 +99,23 @@ def test_stage_timings_are_summed_over_replicas_once_each():
     assert abs(row.mean_batch - 20 / 15) < 1e-9  # 5 batches of 2 + 10 of 1
     assert 150 < row.p99_ms <= 350
     assert book.stages("p", T + 10.4, 10)[0].requests == 20
+
+
+def test_the_actor_answers_what_the_ingress_pushes_and_the_planner_asks():
+    """The actor class's own methods (without Ray): the calls serve_app.ingress and planner.actor make."""
+    import time
+
+    from ipa_energy.records import StageObservation
+    from serve_app.arrivals import ArrivalsActor
+    from serve_app.timings import StageTimings
+
+    actor = ArrivalsActor.__ray_actor_class__()
+    counter, timings = ArrivalCounter(["p"]), StageTimings(600)
+    now = time.time()
+    for s in range(1, 6):
+        counter.count("p", now - s)
+        timings.record("p", "cls", "v", now - s, compute_ms=50, batch_size=1, latency_ms=60)
+    assert isinstance(actor.update(*Pusher(counter, "a", timings).payload(now)), str)
+    assert sum(actor.history("p", 10)) == 5
+    (row,) = [StageObservation.model_validate(o) for o in actor.stages("p", 10)]
+    assert row.requests == 5 and abs(row.s_per_request - 0.05) < 1e-9
