@@ -37,4 +37,7 @@ def test_planner_follows_a_load_step_up_and_down(base_url):
     assert all(d["energy_method"] == "tdp-estimate" for d in decisions)
     # the closed loop saw what the stage achieved while loaded, beside what its model predicted
     timed = [d for d in during if d["observed_p99_ms"]]
-    assert timed and all(d["predicted_p99_ms"].keys() == d["observed_p99_ms"].keys() == {"classifier"} for d in timed)
+    assert timed and all(d["observed_p99_ms"].keys() == {"classifier"} for d in timed)
+    # an interval that saw a change has no prediction (no one plan ran through it; with 2 s
+    # intervals and changes taking longer, that may be every loaded interval here)
+    assert all(d["predicted_p99_ms"].keys() in ({"classifier"}, set()) for d in timed), timed
