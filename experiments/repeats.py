@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from experiments.markdown import markdown_table
 from experiments.schema import RunMeta, RunSummary
 from ipa_energy.energy import join_methods
 
@@ -259,8 +260,6 @@ def repeat_rows(stats: Sequence[RepeatStats]) -> list[list[str]]:
 
 def repeat_table(stats: Sequence[RepeatStats]) -> str:
     """The repeats table in markdown: one row per policy, cells `mean (min–max)`, * = random weights."""
-    from experiments.report import markdown_table  # report imports this module
-
     return markdown_table(REPEAT_HEADERS, repeat_rows(stats))
 
 

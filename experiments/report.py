@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import plots, repeats
+from experiments.markdown import markdown_table
 from ipa_energy.energy import ESTIMATE, join_methods, split_methods
 from ipa_energy.files import write_atomic
 from experiments.schema import ExperimentMeta, RunSummary
@@ -154,13 +155,6 @@ def headline_rows(summaries: Sequence[RunSummary], labels: Sequence[str] | None 
         f"{s.failed} / {s.requests}",
         str(s.plan_changes),
     ] for s, label in zip(summaries, labels, strict=True)]
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
 
 
 def headline_table(summaries: Sequence[RunSummary], labels: Sequence[str] | None = None) -> str:
