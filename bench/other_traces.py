@@ -66,9 +66,9 @@ def main() -> int:
                           f"{sum(slo) / len(slo):.1%} ({min(slo):.1%}–{max(slo):.1%})",
                           f"{sum(s.shed for s in runs)} / {sum(s.requests for s in runs)}",
                           f"{sum(s.failed for s in runs)} / {sum(s.requests for s in runs)}",
-                          _mean(s.j_per_request for s in runs, ".3f"), _mean(s.system_j_per_request for s in runs, ".3f"),
-                          _mean(s.accuracy for s in runs, ".4f"), _mean(s.p99_ms for s in runs, ".0f"),
-                          _mean(s.p99_prediction_error for s in runs, ".0%"))
+                          _mean([s.j_per_request for s in runs], ".3f"), _mean([s.system_j_per_request for s in runs], ".3f"),
+                          _mean([s.accuracy for s in runs], ".4f"), _mean([s.p99_ms for s in runs], ".0f"),
+                          _mean([s.p99_prediction_error for s in runs], ".0%"))
     console.print(table)
     return 0
 

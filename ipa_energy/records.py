@@ -114,6 +114,8 @@ class Decision(_Row):
                                                                                  "plan that ran, at the observed load (ms).")
     corrections: dict[str, float] = Field(default_factory=dict, description="variant → factor on its profiled service "
                                                                             "time, learnt from what it achieved (1 = as profiled).")
+    deferred: list[str] = Field(default_factory=list, description="Variant switches chosen for the first time while the "
+                                                                  "running plan still fits: held for one interval.")
     changed: bool = False
     changes: list[str] = Field(default_factory=list)
     apply_s: float | None = Field(None, description="Seconds applying took; None while it is being applied.")

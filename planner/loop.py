@@ -19,7 +19,7 @@ from ipa_energy.cluster import ClusterSupply
 from ipa_energy.diff import StageChange, diff_plans
 from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
-from planner.checks import is_feasible, plan_model, stage_p99_ms
+from planner.checks import check_plan, is_feasible, plan_model, stage_p99_ms
 from planner.constants import MIN_LOAD_RPS, TREND_WINDOW_S, WAIT_HYSTERESIS
 from planner.correction import Corrections
 from planner.optimizer import optimize
@@ -80,6 +80,7 @@ class PlannerLoop:
         self.horizon_s = interval_s + max((p.cold_start_s or 0.0 for p in profiles.values()), default=0.0)
         self.decisions: list[Decision] = []
         self.corrections = Corrections()
+        self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
 
     def _close_the_loop(self, stages: list[StageObservation], observed_rps: float) -> tuple[dict, dict, dict]:
         """Compare the last interval with the running plan's model, and fold it into the corrections.
@@ -104,6 +105,19 @@ class PlannerLoop:
         factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)
         return observed, predicted, {v: round(f, 4) for v, f in factors.items()}
 
+    def _optional_switch(self, plan: Plan, load: float, profiles: Mapping) -> tuple:
+        """The variant changes of `plan` the running plan does not need, as (stage, routes) pairs:
+        empty when nothing switches variant, or when the running plan no longer serves `load`
+        within the SLA and the cluster (its own model) and the switch is forced."""
+        if self.current is None:
+            return ()
+        moved = tuple((s, sp.routes()) for s, sp in plan.stages.items()
+                      if s in self.current.stages and self.current.stages[s].routes() != sp.routes())
+        if not moved or check_plan(self.pipeline, self.current, profiles, load, max_replicas=self.max_replicas,
+                                   check_predictions=False):
+            return ()
+        return moved
+
     def step(self, history_rps: np.ndarray, stages: list[StageObservation] | None = None) -> Decision:
         """One interval: `history_rps` is per-second arrivals, most recent last; `stages` what
         each stage variant achieved over the last interval (the closed loop; None: none known)."""
@@ -120,11 +134,21 @@ class PlannerLoop:
             predicted = 0.0
         planned = max(predicted, floor, trend_rps(history, self.horizon_s))
         observed_p99, predicted_p99, factors = self._close_the_loop(stages or [], observed)
+        profiles = self.corrections.apply(self.profiles)
         plan = optimize(
-            self.pipeline, self.corrections.apply(self.profiles), max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
+            self.pipeline, profiles, max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
             margin=self.margin, max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
             supply=self.supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
         )
+        # A variant switch starts replicas on the cores that serve (7-16 s on a busy 2-core host)
+        # and costs the SLA meanwhile: one the running plan does not need must be chosen twice in
+        # a row, so a load estimate that wavers between two variants does not switch back and forth.
+        optional = self._optional_switch(plan, max(planned, MIN_LOAD_RPS), profiles)
+        deferred = []
+        if optional and optional != self._deferred:
+            deferred = [f"{s}: {dict(routes)}" for s, routes in optional]
+            plan = self.current
+        self._deferred = optional if deferred else None
         changes = [str(c) for c in diff_plans(self.current, plan) if _worth_applying(c)] if self.current else ["initial plan"]
         decision = Decision(
             time_s=self.clock(), observed_rps=observed, predicted_rps=predicted, planned_rps=planned,
@@ -135,7 +159,7 @@ class PlannerLoop:
             accuracy=self.pipeline.accuracy(plan), predicted_power_w=plan.predicted_power_w,
             predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
-            observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors,
+            observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors, deferred=deferred,
         )
         self.decisions.append(decision)  # visible while the change is being applied
         stage_changes = [c for c in changes if c != "initial plan"]

@@ -177,5 +177,7 @@ def test_planner_loop_applies_and_logs_a_mix():
     assert d.accuracy == pytest.approx((10 * 0.8 + 20 * 0.7) / 30)
     # back to a load "big" carries alone: the mix goes, and the change says so
     d = loop.step(np.full(30, 5.0))
+    assert not d.changed and d.deferred  # the mix still serves 5 req/s: dropping a member is held once
+    d = loop.step(np.full(30, 5.0))
     assert d.changed and "mix" not in d.stages["c"] and any(".mix:" in c for c in d.changes)
     assert math.isclose(d.accuracy, 0.8)

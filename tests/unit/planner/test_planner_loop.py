@@ -30,18 +30,24 @@ def loop(setup, applied, fail=False, **kw):
     return PlannerLoop(pipeline, profiles, MaxPredictor(), apply, interval_s=10, **kw)
 
 
+def settled(planner: PlannerLoop, history) -> "Decision":
+    """One step, and a second if the first held an optional variant switch (it must be chosen twice)."""
+    d = planner.step(history)
+    return planner.step(history) if d.deferred else d
+
+
 def test_load_up_then_down_changes_the_plan_and_back(setup):
     applied = []
     planner = loop(setup, applied, current=setup[0].default_plan())
     low, high = np.full(120, 1.0), np.full(120, 30.0)
     first = planner.step(low)
-    up = planner.step(np.concatenate([low, high]))
+    up = settled(planner, np.concatenate([low, high]))
     assert up.changed and up.predicted_rps == pytest.approx(30.0)
     capacity = {s: d["replicas"] for s, d in up.stages.items()}
-    down = planner.step(np.concatenate([high[:0], np.full(240, 1.0)]))
+    down = settled(planner, np.concatenate([high[:0], np.full(240, 1.0)]))
     assert down.changed
     assert sum(d["replicas"] for d in down.stages.values()) <= sum(capacity.values())
-    assert all(d.energy_method == "tdp-estimate" and d.predicted_power_w > 0 for d in planner.decisions)
+    assert all(d.energy_method == "tdp-estimate" and d.predicted_power_w > 0 for d in planner.decisions if d.changed)
     assert len(applied) == sum(d.changed for d in (first, up, down))
 
 
@@ -56,7 +62,7 @@ def test_same_load_twice_changes_nothing(setup):
 def test_a_failed_apply_keeps_the_old_plan_and_is_logged(setup):
     current = setup[0].default_plan()
     planner = loop(setup, [], fail=True, current=current)
-    d = planner.step(np.full(60, 30.0))
+    d = settled(planner, np.full(60, 30.0))
     assert not d.changed and "cluster busy" in d.error and planner.current is current
 
 
@@ -131,3 +137,27 @@ def test_batches_wait_no_longer_than_the_observed_rate_fills_them(setup):
     for sp in plan.stages.values():
         assert sp.batch_wait_timeout_ms <= 1000 * (sp.batch_size - 1) / 0.5 + 1e-6
     assert plan.objective["latency_ms"] <= pipeline.sla_ms
+
+
+def test_an_optional_variant_switch_must_be_chosen_twice_a_forced_one_is_made_at_once(setup, monkeypatch):
+    import planner.loop as loop_module
+    from ipa_energy.spec import Plan, StagePlan
+    from planner.optimizer import optimize
+
+    pipeline, profiles = setup
+    current = optimize(pipeline, profiles, 4.0, policy="ipa", max_replicas=4)
+    running = current.stages["classifier"].variant
+    other = next(v.name for v in pipeline.stages[0].variants if v.name != running)
+    switch = Plan(pipeline="classify", stages={"classifier": StagePlan(variant=other, replicas=2)}, policy="ipa")
+    monkeypatch.setattr(loop_module, "optimize", lambda *a, **k: switch)
+    applied = []
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), applied.append, policy="ipa", interval_s=10,
+                          max_replicas=4, current=current)
+    first = planner.step(np.full(60, 4.0))  # the running plan still serves 4 req/s: hold
+    assert not first.changed and first.deferred and applied == [] and first.stages["classifier"]["variant"] == running
+    second = planner.step(np.full(60, 4.0))
+    assert second.changed and applied == [switch] and not second.deferred
+    forced = PlannerLoop(pipeline, profiles, MaxPredictor(), applied.append, policy="ipa", interval_s=10,
+                         max_replicas=4, current=current)
+    overload = forced.step(np.full(60, 400.0))  # far beyond the running plan: switch at once
+    assert overload.changed and not overload.deferred
