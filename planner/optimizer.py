@@ -1,31 +1,13 @@
 """IPA's integer program, corrected, with energy as a third objective (docs/design.md, "Planning").
 
-The program
------------
-For every stage s, option (m, b) = (variant, batch size) with a profile, and replica cap N:
-
-* ``x[s,m,b]`` binary, ``Σ_{m,b} x[s,m,b] = 1`` (one variant and one batch size per stage);
-* ``n_s`` integer in ``1..N``; ``y[s,m,b] = n_s·x[s,m,b]`` linearised exactly:
-  ``y ≤ N·x``, ``Σ_{m,b} y[s,m,b] = n_s``, ``y ≥ 0`` integer;
-* throughput: ``Σ_{m,b} h(s,m,b)·y[s,m,b] ≥ λ̂`` per stage (h = profile ``throughput_rps``);
-* latency: ``Σ_s Σ_{m,b} (l99(s,m,b) + 1000·(b−1)/λ̂)·x[s,m,b] ≤ SLA`` (ms). The batch-fill
-  time multiplies the *binary* x (IPA's intended queueing term), so it tightens, never
-  loosens, the SLA;
-* accuracy: ``Σ_s Σ log a(s,m)·x`` (= log of the pipeline accuracy Π_s a(s,m), exact);
-* power (W): ``P = λ̂·Σ_s Σ e(s,m,b)·x + Σ_s Σ p_idle(s,m,b)·y`` with e the dynamic
-  J/request and p_idle the replica's allocation idle power from the profile;
-  J/request = P/λ̂;
-* cost: ``Σ r(s,m)·y`` with ``r = num_cpus + num_gpus`` of the replica (one "resource unit"
-  per logical CPU or per whole GPU, as IPA counts cores; a GPU fraction counts its fraction);
-* objective: ``max α·accuracy − β·cost − γ·P − δ·Σ b·x``.
+:func:`optimize` turns a pipeline, its profiles and a predicted load into a Plan: policies and
+their restrictions, the search over node utilisation caps, the fewest-changes tie-break and
+the best-effort fallback live here; the program itself (candidates, constraints, objective,
+solves) is :mod:`planner.program`.
 
 λ̂ = λ × ``margin`` (headroom; ``margin=1.0``, the default, plans for exactly the predicted
 load; 1.2 plans for 20 % more). λ̂ is used everywhere λ appears: throughput, batch-fill time,
 power. ``Plan.predicted_load_rps`` is λ̂.
-
-Exact presolve: options that can never be in a feasible solution (their own latency term
-already exceeds the SLA, or N replicas of them cannot reach λ̂) get no variables. This does
-not change the optimum; it only shrinks the model.
 
 Default weights (:class:`Weights`) and why
 ------------------------------------------
@@ -60,257 +42,31 @@ Infeasible loads
 ----------------
 When no plan meets both the SLA and λ̂ within N replicas, :func:`optimize` never raises; it
 returns a best-effort plan, flagged ``objective["feasible"] = 0.0``: it maximises the served
-throughput t = min_s Σ h·y (capped at λ̂), keeping the latency constraint when any choice of
+throughput t = min over stages of the chosen capacity (capped at λ̂), keeping the latency constraint when any choice of
 variants and batches meets the SLA at all (else dropping it), and among the plans with the
 largest t (within 1e-7) maximises the real objective. ``objective["capacity_rps"]`` is t.
-
-The model is solved exactly by :mod:`planner.solver` (HiGHS in-process, or CBC).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import pulp
-
-from dataclasses import dataclass, replace
-
 from ipa_energy.cluster import ClusterSupply
-from ipa_energy.spec import PipelineSpec, Plan, StagePlan
-from planner.capacity import stretch
+from ipa_energy.spec import PipelineSpec, Plan
 from planner.checks import evaluate_plan
-from planner.constants import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_MAX_REPLICAS,
-    DEFAULT_MAX_VARIANTS,
-    LAT_TOL,
-    MEMORY_FRACTION,
-    OBJ_TOL,
-    UTILISATION_GRID,
-)
+from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS, OBJ_TOL
 from planner.infadapter import solve_infadapter
 from planner.policies import check_policy, is_static, restrictions
-from planner.solver import DEFAULT_SOLVER, solve_problem
-from planner.terms import (
-    IPA_LATENCY,
-    LatencyModel,
-    Option,
-    ProfileLookup,
-    Weights,
-    choice_terms,
-    plan_from_choice,
-    stage_capacity_rps,
-    stage_latency_ms,
-    stage_options,
-)
+from planner.program import Capacity, capacities, solve_best_effort, solve_optimum
+from planner.solver import DEFAULT_SOLVER
+from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 
 __all__ = ["compare_policies", "optimize"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What a plan may consume, and the latency model that goes with it.
-
-    `cpu_cores`: CPU core-seconds per second the stages' requests may use (ρ × physical cores
-    − the serving path's own share), None = not limited; `memory_mb`: resident memory the
-    replicas may hold, None = not limited; `utilisation`: ρ, the node utilisation cap the
-    latency model's contention stretch was computed at.
-    """
-
-    model: LatencyModel = IPA_LATENCY
-    cpu_cores: float | None = None
-    memory_mb: float | None = None
-    utilisation: float | None = None
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """One way to run a stage: `n` replicas of an option, with its latency and capacity at λ̂."""
-
-    option: Option
-    n: int
-    latency_ms: float
-    capacity_rps: float
-
-
-def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, fixed: int | None,
-                model: LatencyModel, keep: tuple[str, int, int] | None = None, *,
-                best_effort: bool = False, latency: bool = True) -> list[_Candidate]:
-    """The (option, n) a stage may run. Exact presolve: a candidate that cannot serve λ̂ or meet
-    the SLA on its own gets no variable, nor does n past the point where more replicas no longer
-    shorten the wait (they only cost more); `keep` (the running variant, batch, n) stays a
-    candidate for the fewest-changes tie-break. `best_effort`: every n, latency without the wait
-    (an overloaded stage queues without bound; the served load is what is maximised)."""
-    out = []
-    for o in opts:
-        for n in ((fixed,) if fixed is not None else range(1, n_max + 1)):
-            cap = stage_capacity_rps(o, n, model)
-            if best_effort:
-                lat = stage_latency_ms(o, n, lam, replace(model, queueing=False))
-                if not latency or lat <= sla_ms + LAT_TOL:
-                    out.append(_Candidate(o, n, lat, cap))
-                continue
-            if cap < lam * (1 - 1e-12):
-                continue
-            lat = stage_latency_ms(o, n, lam, model)
-            if lat <= sla_ms + LAT_TOL:
-                out.append(_Candidate(o, n, lat, cap))
-            no_wait = lat <= stage_latency_ms(o, n, lam, replace(model, queueing=False))
-            if no_wait and fixed is None:  # n past this only costs more: keep the running n, if larger
-                if keep is not None and (o.variant, o.batch) == keep[:2] and keep[2] > n:
-                    big = _Candidate(o, keep[2], stage_latency_ms(o, keep[2], lam, model),
-                                     stage_capacity_rps(o, keep[2], model))
-                    if keep[2] <= n_max and big.latency_ms <= sla_ms + LAT_TOL:
-                        out.append(big)
-                break
-    return out
-
-
-class _Program:
-    """The MILP over candidates: one binary z per (stage, option, n), exactly one per stage."""
-
-    def __init__(self, cands: list[list[_Candidate]], lam: float, sla_ms: float, capacity: Capacity, *,
-                 latency: bool = True, target: float | None = None, maximise_served: bool = False):
-        self.cands, self.lam = cands, lam
-        self.prob = pulp.LpProblem("ipa", pulp.LpMaximize)
-        self.z = [[pulp.LpVariable(f"z_{s}_{k}", cat="Binary") for k in range(len(cs))] for s, cs in enumerate(cands)]
-        for s, zs in enumerate(self.z):
-            self.prob += pulp.lpSum(zs) == 1, f"one_{s}"
-        if latency:
-            self.prob += pulp.lpSum(c.latency_ms * z for cs, zs in self._pairs() for c, z in zip(cs, zs)) <= sla_ms, "latency"
-        if target is not None:
-            for s, (cs, zs) in enumerate(self._pairs()):
-                self.prob += pulp.lpSum(c.capacity_rps * z for c, z in zip(cs, zs)) >= target, f"tput_{s}"
-        self.served = None
-        if maximise_served:  # t ≤ λ̂ served by every stage; its CPU: w = t·z, linearised exactly
-            self.served = t = pulp.LpVariable("served", 0, max(lam, 0.0))
-            cpu = []
-            for s, (cs, zs) in enumerate(self._pairs()):
-                self.prob += pulp.lpSum(c.capacity_rps * z for c, z in zip(cs, zs)) - t >= 0, f"served_{s}"
-                for k, (c, z) in enumerate(zip(cs, zs)):
-                    if c.option.cpu_s > 0 and capacity.cpu_cores is not None:
-                        w = pulp.LpVariable(f"w_{s}_{k}", 0, max(lam, 0.0))
-                        self.prob += w - t <= 0, f"w_t_{s}_{k}"
-                        self.prob += w - max(lam, 0.0) * z <= 0, f"w_z_{s}_{k}"
-                        self.prob += w - t - max(lam, 0.0) * z >= -max(lam, 0.0), f"w_tz_{s}_{k}"
-                        cpu.append((w, c.option.cpu_s))
-            if cpu:
-                self.prob += pulp.LpAffineExpression(cpu) <= capacity.cpu_cores, "cpu"
-        elif capacity.cpu_cores is not None:
-            load = lam if target is None else target
-            self.prob += pulp.lpSum(load * c.option.cpu_s * z for cs, zs in self._pairs()
-                                    for c, z in zip(cs, zs)) <= capacity.cpu_cores, "cpu"
-        if capacity.memory_mb is not None:
-            self.prob += pulp.lpSum(c.option.memory_mb_per_replica * c.n * z for cs, zs in self._pairs()
-                                    for c, z in zip(cs, zs)) <= capacity.memory_mb, "memory"
-
-    def _pairs(self):
-        return zip(self.cands, self.z)
-
-    def objective(self, w: Weights) -> pulp.LpAffineExpression:
-        terms = []
-        for cs, zs in self._pairs():
-            for c, z in zip(cs, zs):
-                o = c.option
-                terms.append((z, w.alpha * o.log_acc - w.gamma * self.lam * o.energy_j - w.delta * o.batch
-                              - (w.beta * o.resources + w.gamma * o.idle_w) * c.n))
-        return pulp.LpAffineExpression(terms)
-
-    def solve(self, solver: str) -> bool:
-        return solve_problem(self.prob, solver)
-
-    def choice(self) -> list[tuple[Option, int]]:
-        out = []
-        for cs, zs in self._pairs():
-            k = max(range(len(cs)), key=lambda j: zs[j].varValue or 0.0)
-            out.append((cs[k].option, cs[k].n))
-        return out
-
-
-def _keep(cur: StagePlan | None) -> tuple[str, int, int] | None:
-    return None if cur is None else (cur.variant, cur.batch_size, cur.replicas)
-
-
-def _solve_main(options, lam, sla, n_max, fixed_n, weights, solver, current_stages, capacity: Capacity,
-                tie_break: bool = True):
-    """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible."""
-    cur = current_stages or [None] * len(options)
-    cands = [_candidates(so, lam, sla, n_max, f, capacity.model, _keep(c)) for so, f, c in zip(options, fixed_n, cur)]
-    if any(not cs for cs in cands) or sum(min(c.latency_ms for c in cs) for cs in cands) > sla + LAT_TOL:
-        return None
-    m = _Program(cands, lam, sla, capacity)
-    obj = m.objective(weights)
-    m.prob.setObjective(obj)
-    if not m.solve(solver):
-        return None
-    choice = m.choice()
-    best = choice_terms(choice, lam, weights, capacity.model)["objective"]
-    if current_stages is None or not tie_break:
-        return choice, best
-    # Second solve: stay at the optimum, minimise changes (variant, batch size, replicas per stage).
-    m.prob += obj >= best - OBJ_TOL, "stay_optimal"
-    changes = []
-    for cs, zs, c in zip(cands, m.z, cur):
-        if c is None:
-            continue
-        changes += [(z, (cand.option.variant != c.variant) + (cand.option.batch != c.batch_size) + (cand.n != c.replicas))
-                    for cand, z in zip(cs, zs)]
-    m.prob.sense = pulp.LpMinimize
-    m.prob.setObjective(pulp.LpAffineExpression(changes))
-    if m.solve(solver):
-        alt = m.choice()
-        if choice_terms(alt, lam, weights, capacity.model)["objective"] >= best - OBJ_TOL:
-            return alt, best
-    return choice, best
-
-
-def _solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capacity: Capacity):
-    """Max served throughput t (≤ λ̂), then the best objective among plans serving t."""
-    if any(not o for o in options):
-        return None
-    plain = replace(capacity.model, queueing=False)
-    min_lat = sum(min(stage_latency_ms(o, 1, lam, plain) for o in so) for so in options)
-    keep_latency = min_lat <= sla + LAT_TOL
-    cands = [_candidates(so, lam, sla, n_max, f, capacity.model, best_effort=True, latency=keep_latency)
-             for so, f in zip(options, fixed_n)]
-    if any(not cs for cs in cands):
-        return None
-    m = _Program(cands, lam, sla, capacity, latency=keep_latency, maximise_served=True)
-    m.prob.setObjective(pulp.LpAffineExpression([(m.served, 1.0)]))
-    if not m.solve(solver):
-        return None
-    first = m.choice()
-    served = min(m.served.varValue or 0.0, lam)
-    # Second solve: the program itself with throughput target `served` (latency as above).
-    target = served * (1 - 1e-9)
-    m2 = _Program(cands, lam, sla, capacity, latency=keep_latency, target=target)
-    m2.prob.setObjective(m2.objective(weights))
-    if m2.solve(solver):
-        second = m2.choice()
-        if min(choice_terms(second, lam, weights, plain)["capacity_rps"], lam) >= served - 1e-6:
-            return second
-    return first
-
-
-def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving_cpu_s: float,
-               fill_factor: float = 1.0) -> list[Capacity]:
-    """The capacities to try: one per node utilisation cap ρ of UTILISATION_GRID, or unlimited."""
-    if supply is None:
-        return [Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))]
-    cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
-    out = []
-    for rho in UTILISATION_GRID:
-        cpu = rho * supply.cores - lam * serving_cpu_s
-        if cpu > 0:
-            out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho), fill_factor=fill_factor),
-                                cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho))
-    return out
 
 
 def optimize(
@@ -380,16 +136,16 @@ def optimize(
         # the fewest-changes tie-break runs once, at the chosen cap.
         best: tuple[float, Capacity] | None = None
         for cap in tried:
-            found = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap, tie_break=False)
+            found = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap, tie_break=False)
             if found is not None and (best is None or found[1] > best[0] + OBJ_TOL):
                 best = (found[1], cap)
         if best is not None:
             cap = best[1]
-            choice, _ = _solve_main(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap)
+            choice, _ = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap)
             return _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
         cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))
-        choice = _solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
+        choice = solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
             return _planned(plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
