@@ -1,6 +1,8 @@
 """ipa and ipa-energy on traces besides the demo's: IPA's four Twitter windows on classify, and
 llm on a constant and a bursty trace. One experiment per trace (both policies interleaved
-per repeat), then one table: SLO attainment, shed, failed, J/request and accuracy per policy.
+per repeat), then one table, the report's repeats table per experiment: mean (min–max) of
+J/request and system J/request (with their method), accuracy, p99, SLO attainment, shed and
+failed shares, plan changes, and the p99 prediction error.
 
     make bench-traces        # or: python bench/other_traces.py --repeat 1 --seconds 120 --out results/traces
 
@@ -19,7 +21,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 #: (experiment, pipeline, trace, offset s, rate factor): Twitter windows are damped by 8 first
 TRACES = [
@@ -40,7 +41,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
     args = parser.parse_args()
 
-    from experiments.report import collect
+    from experiments.markdown import markdown_table
+    from experiments.repeats import REPEAT_HEADERS, repeat_rows
+    from experiments.report import collect, group_repeat_stats
     from experiments.runner import ExperimentConfig, run_experiment
     from loadgen.traces import parse_trace
 
@@ -54,28 +57,16 @@ def main() -> int:
         cfg = ExperimentConfig(name=name, pipeline=pipeline, policies=["ipa", "ipa-energy"], trace=spec,
                                out=Path(args.out), repeat=args.repeat, max_replicas=2)
         dirs.append(run_experiment(cfg, console))
-    table = Table("experiment", "policy", "runs", "SLO attainment", "shed / sent", "failed / sent", "J/request",
-                  "system J/request", "accuracy", "p99 ms", "p99 pred. error", title="ipa and ipa-energy on other traces")
+    # the repeats table of the report (energy cells name their method), one block per experiment
+    rows = []
     for group in collect(dirs, allow_partial=True):
-        for policy in ("ipa", "ipa-energy"):
-            runs = [s for s in group.summaries if s.policy == policy]
-            if not runs:
-                continue
-            slo = [s.slo_attainment or 0.0 for s in runs]
-            table.add_row(group.name, policy, str(len(runs)),
-                          f"{sum(slo) / len(slo):.1%} ({min(slo):.1%}–{max(slo):.1%})",
-                          f"{sum(s.shed for s in runs)} / {sum(s.requests for s in runs)}",
-                          f"{sum(s.failed for s in runs)} / {sum(s.requests for s in runs)}",
-                          _mean([s.j_per_request for s in runs], ".3f"), _mean([s.system_j_per_request for s in runs], ".3f"),
-                          _mean([s.accuracy for s in runs], ".4f"), _mean([s.p99_ms for s in runs], ".0f"),
-                          _mean([s.p99_prediction_error for s in runs], ".0%"))
-    console.print(table)
+        stats = group_repeat_stats(group)
+        for st, row in zip(stats, repeat_rows(stats)):
+            error = st.fields.get("p99_prediction_error")
+            rows.append([group.name, *row, "n/a" if error is None else f"{error.mean:.0%} ({error.min:.0%}–{error.max:.0%})"])
+    console.print("ipa and ipa-energy on other traces, mean (min–max) over each policy's runs:")
+    print(markdown_table(("experiment", *REPEAT_HEADERS, "p99 prediction error"), rows))  # plain: never wrapped
     return 0
-
-
-def _mean(values, fmt: str) -> str:
-    got = [v for v in values if v is not None]
-    return format(sum(got) / len(got), fmt) if got else "n/a"
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class Session:
 
         from serve_app import control
         from serve_app.config import from_args
-        from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
+        from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id, planning_hardware
 
         self.cfg, self.console, self.ray, self.serve = cfg, console, ray, serve
         self.started_ray = not ray.is_initialized() and cfg.address is None
@@ -105,7 +105,7 @@ class Session:
         self.spec, plans = from_args({"pipelines": cfg.pipeline, "tier": cfg.tier})
         self.pipeline = self.spec.pipeline(cfg.pipeline)
         self.machine = hardware_id("cpu")
-        from planner.profiles import planning_hardware, profiles_from_store
+        from planner.profiles import profiles_from_store
 
         store = ProfileStore(PROFILES_DIR)
         self.hardware, warning = planning_hardware(store, cfg.hardware or self.machine)

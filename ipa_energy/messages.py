@@ -109,7 +109,7 @@ class Shed(_Message):
     error: str
     shed: Literal[True] = True
     pipeline: str
-    stage: str = Field(description="The stage whose queue was full.")
+    stage: str = Field(description="The stage holding the most queued work (or whose bounded queue was full).")
     retry_after_s: int = Field(ge=1, description="When the queue is expected to have drained (s).")
 
 

@@ -347,6 +347,14 @@ class StagePlan(_Model):
         return (VariantShare(variant=self.variant, share=1.0, batch_size=self.batch_size, replicas=self.replicas,
                              batch_wait_timeout_ms=self.batch_wait_timeout_ms),)
 
+    def most_replicas(self, variant: str) -> int:
+        """Replicas `variant` may run in this stage: the autoscaling maximum, else its planned count."""
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        if self.mix is None:
+            return self.replicas
+        return next(m.replicas for m in self.mix if m.variant == variant)
+
     def routes(self) -> tuple[tuple[str, float], ...]:
         """(variant, share) pairs, sorted: equal routes send the same traffic to the same variants."""
         return tuple(sorted((m.variant, m.share) for m in self.members()))

@@ -36,10 +36,10 @@ class PlannerActor:
                  capacity: bool = True):
         from planner.loop import PlannerLoop
         from planner.predictor import get_predictor
-        from planner.profiles import planning_hardware, profiles_from_store
+        from planner.profiles import profiles_from_store
         from serve_app import control
         from workloads import catalog
-        from workloads.profile_store import PROFILES_DIR, ProfileStore
+        from workloads.profile_store import PROFILES_DIR, ProfileStore, planning_hardware
 
         spec = catalog.pipeline(pipeline, tier)
         store = ProfileStore(PROFILES_DIR)
@@ -90,8 +90,6 @@ class PlannerActor:
                 if self.history_from_s is not None:
                     keep = min(len(history), max(0, int(time.time() - self.history_from_s)))
                     history = history[len(history) - keep:]
-                if self.history_from_s is not None and time.time() - self.history_from_s < self.interval_s:
-                    stages = []  # the interval began before this run: not this plan's
                 self.loop.step(history, stages)
             except Exception:  # an interval that fails is logged and skipped; serving is unaffected
                 logger.exception("planner interval failed")

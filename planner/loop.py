@@ -89,17 +89,16 @@ class PlannerLoop:
         as the plan was made (corrected so far), at the observed load."""
         if self.current is None or not stages:
             return {}, {}, self.corrections.update([], self.profiles)
-        last = self.decisions[-1] if self.decisions else None
-        if last is not None and last.changed and self.clock() - (last.time_s + (last.apply_s or 0.0)) < self.interval_s:
-            # the interval saw a change being made: replicas starting on the same cores, traffic
-            # moving between variants; neither the old plan's model nor the new one's describes it
-            observed = {o.stage: round(o.p99_ms, 3) for o in stages if o.p99_ms is not None}
-            return observed, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
         by_stage: dict[str, StageObservation] = {}
         for o in stages:  # a mix: the member that served the most
             if o.p99_ms is not None and (o.stage not in by_stage or o.requests > by_stage[o.stage].requests):
                 by_stage[o.stage] = o
         observed = {s: round(o.p99_ms, 3) for s, o in by_stage.items()}
+        last = self.decisions[-1] if self.decisions else None
+        if last is not None and last.changed and self.clock() - (last.time_s + (last.apply_s or 0.0)) < self.interval_s:
+            # the interval saw a change being made: replicas starting on the same cores, traffic
+            # moving between variants; neither the old plan's model nor the new one's describes it
+            return observed, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
         predicted = {s: round(v, 3) for s, v in stage_p99_ms(
             self.pipeline, self.current, self.corrections.apply(self.profiles), observed_rps).items() if s in observed}
         factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)

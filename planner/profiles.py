@@ -1,4 +1,5 @@
-"""The profiles the planner plans with: which hardware id, and the (variant, batch) lookup.
+"""The profiles the planner plans with: the (variant, batch) lookup (which hardware id:
+:func:`workloads.profile_store.planning_hardware`).
 
 Measured profiles come from the profile store (workloads/profiles/<hardware>.json); batch
 sizes that were not measured are filled with IPA's quadratic latency fit (``fitted=True``).
@@ -15,21 +16,7 @@ from planner.constants import DEFAULT_BATCH_SIZES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fill_profiles", "planning_hardware", "profiles_from_store"]
-
-
-def planning_hardware(store: Any, hardware: str | None = None) -> tuple[str, str | None]:
-    """(hardware id to plan with, a warning or None): `hardware` (default this machine's CPU
-    class) if the store has its profiles, else the first shipped CPU class."""
-    from workloads.profile_store import hardware_id
-
-    wanted = hardware or hardware_id("cpu")
-    if store.path(wanted).exists():
-        return wanted, None
-    shipped = sorted(p.stem for p in store.root.glob("cpu-*.json"))
-    if not shipped:
-        raise FileNotFoundError(f"no profiles for {wanted!r} and no CPU profiles in {store.root}")
-    return shipped[0], f"no profiles for {wanted}; planning with {shipped[0]}"
+__all__ = ["fill_profiles", "profiles_from_store"]
 
 
 def profiles_from_store(store: Any, hardware: str | None, pipeline: PipelineSpec,

@@ -24,16 +24,12 @@ from serve_app.layout import Layout
 __all__ = ["cluster_totals", "replica_memory_mb", "shortfalls"]
 
 
-def _replicas(d) -> int:
-    return d.autoscaling.max_replicas if d.autoscaling is not None else d.replicas
-
-
 def shortfalls(spec: AppSpec, peak: Layout, totals: Mapping[str, float], memory_mb: Mapping[str, float]) -> list[str]:
     """What the `peak` layout needs beyond `totals` ({"CPU", "GPU", "memory_mb"}), one line per resource."""
     need = {"CPU": spec.ingress_replicas * spec.ingress_num_cpus, "GPU": 0.0, "memory_mb": 0.0}
     for d in peak.values():
         resources = spec.pipeline(d.pipeline).stage(d.stage).variant(d.variant).resources
-        n = _replicas(d)
+        n = d.most_replicas
         need["CPU"] += n * resources.num_cpus
         need["GPU"] += n * resources.num_gpus
         need["memory_mb"] += n * memory_mb.get(d.variant, 0.0)
@@ -56,14 +52,14 @@ def cluster_totals() -> dict[str, float]:
 
 
 def replica_memory_mb(spec: AppSpec) -> dict[str, float]:
-    """Resident memory per replica of every variant the app serves, from this machine's profiles."""
-    from workloads.profile_store import PROFILES_DIR, ProfileStore, hardware_id
+    """Memory one replica adds (USS) for every variant the app serves, from the profiles the
+    planner would use on this machine (none without profiles)."""
+    from workloads.profile_store import PROFILES_DIR, ProfileStore, planning_hardware
 
     store = ProfileStore(PROFILES_DIR)
-    path = store.path(hardware_id("cpu"))
-    shipped = sorted(PROFILES_DIR.glob("cpu-*.json"))
-    hardware = path.stem if path.exists() else (shipped[0].stem if shipped else None)
-    if hardware is None:
+    try:
+        hardware, _ = planning_hardware(store)
+    except FileNotFoundError:
         return {}
     names = {v.name for p in spec.pipelines for s in p.stages for v in s.variants}
     return {p.variant: p.memory_mb_per_replica for p in store.load(hardware) if p.variant in names and p.memory_mb_per_replica}

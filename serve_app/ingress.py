@@ -322,11 +322,9 @@ class Ingress:
             stage = spec.name
             sp = plan.stages[stage]
             variant = sp.route(u)
-            member = next(m for m in sp.members() if m.variant == variant)
-            # an autoscaled stage may grow to its maximum: never refuse below what it can reach
-            replicas = sp.autoscaling.max_replicas if sp.autoscaling else member.replicas
             target = deployment_name(name, stage, variant)
-            route.append((stage, target, self.in_flight[target], replicas))
+            # an autoscaled stage may grow to its maximum: never refuse below what it can reach
+            route.append((stage, target, self.in_flight[target], sp.most_replicas(variant)))
         return route
 
     def _refuse(self, pipeline: PipelineSpec, stage: str, retry_after_s: int, why: str) -> Response:

@@ -44,11 +44,15 @@ class StageDeployment:
         return {"autoscaling_config": self.autoscaling.serve_config(self.replicas)}
 
     @property
+    def most_replicas(self) -> int:
+        """The replicas it may run: the autoscaling maximum, else the planned count."""
+        return self.autoscaling.max_replicas if self.autoscaling else self.replicas
+
+    @property
     def max_queued_requests(self) -> int:
         """Serve's bound on calls queued at each caller for this deployment: a backstop behind
         the ingress's SLA shedding (serve_app.shedding), which refuses far earlier."""
-        most = self.autoscaling.max_replicas if self.autoscaling else self.replicas
-        return QUEUED_BATCHES_PER_REPLICA * self.batch_size * most
+        return QUEUED_BATCHES_PER_REPLICA * self.batch_size * self.most_replicas
 
     @property
     def user_config(self) -> dict:

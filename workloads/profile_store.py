@@ -48,7 +48,7 @@ from ipa_energy.spec import Profile, VariantSpec
 
 __all__ = [
     "FITTED_NOTE", "PROFILES_DIR", "SCHEMA_VERSION", "ProfileStore", "fit_latency", "format_table", "hardware_id",
-    "migrate_v1", "parse_device", "predict_profile",
+    "migrate_v1", "parse_device", "planning_hardware", "predict_profile",
 ]
 
 logger = logging.getLogger(__name__)
@@ -349,3 +349,14 @@ def _fmt_j(j: float) -> str:
         return f"{j:g}"
     return f"{j:.3g}" if j < 1 else f"{j:.2f}"
 
+
+def planning_hardware(store: ProfileStore, hardware: str | None = None) -> tuple[str, str | None]:
+    """(hardware id to plan and admit plans with, a warning or None): `hardware` (default this machine's CPU
+    class) if the store has its profiles, else the first shipped CPU class."""
+    wanted = hardware or hardware_id("cpu")
+    if store.path(wanted).exists():
+        return wanted, None
+    shipped = sorted(p.stem for p in store.root.glob("cpu-*.json"))
+    if not shipped:
+        raise FileNotFoundError(f"no profiles for {wanted!r} and no CPU profiles in {store.root}")
+    return shipped[0], f"no profiles for {wanted}; planning with {shipped[0]}"

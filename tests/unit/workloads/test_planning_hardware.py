@@ -1,9 +1,8 @@
-"""Which hardware id the planner plans with."""
+"""Which hardware id the planner plans (and the plan controller admits plans) with."""
 
 import pytest
 
-from planner.profiles import planning_hardware
-from workloads.profile_store import ProfileStore
+from workloads.profile_store import ProfileStore, planning_hardware
 
 
 def test_planning_hardware_falls_back_to_the_shipped_cpu_class(tmp_path):
