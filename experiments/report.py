@@ -171,11 +171,12 @@ def ipa_energy_ratio(summaries: Sequence[RunSummary]) -> str | None:
     ratio = ours.j_per_request / ipa.j_per_request
     change = f"{abs(1 - ratio):.1%} {'less' if ratio <= 1 else 'more'} energy per request"
     text = (f"**ipa-energy / ipa J/request = {ratio:.3f}** ({_sig(ours.j_per_request)} J vs "
-            f"{_sig(ipa.j_per_request)} J: {change}; accuracy {_num(ours.accuracy, '.4f')} vs {_num(ipa.accuracy, '.4f')}).")
+            f"{_sig(ipa.j_per_request)} J, {join_methods([ours.j_per_request_method, ipa.j_per_request_method])}: "
+            f"{change}; accuracy {_num(ours.accuracy, '.4f')} vs {_num(ipa.accuracy, '.4f')}).")
     if ipa.system_j_per_request and ours.system_j_per_request is not None:
         text += (f" System J/request (all node energy, idle included, less the load generator's share): "
                  f"**{ours.system_j_per_request / ipa.system_j_per_request:.3f}** ({_sig(ours.system_j_per_request)} J vs "
-                 f"{_sig(ipa.system_j_per_request)} J).")
+                 f"{_sig(ipa.system_j_per_request)} J, {join_methods([ours.energy_method, ipa.energy_method])}).")
     if ours.j_per_request_method != ipa.j_per_request_method:
         text += (f" The two runs used different energy methods ({ours.j_per_request_method} vs "
                  f"{ipa.j_per_request_method}): the ratio compares unlike figures.")

@@ -24,6 +24,7 @@ def test_markdown_report(synthetic, tmp_path):
     assert "| 250 | 968 | 70.0% | 0 / 10 | 1 / 10 | 2 |" in text  # shed, failed
     assert "ipa-energy / ipa J/request = 0.582" in text  # 0.4 / 0.6875
     assert "System J/request (all node energy, idle included, less the load generator's share): **0.590**" in text
+    assert "(16.0 J vs 27.1 J, tdp-estimate)" in text  # every energy figure names its method
     assert "not a measurement" in text and "Weights: random" in text
     for name in PNGS:
         assert f"]({name})" in text
