@@ -55,7 +55,7 @@ class NodeEnergyActor:
         self._energy = metrics.Counter("ipa_energy_node_energy_joules", "Node energy by device (J)", tag_keys=("device", "method"))
         self._attributed = metrics.Counter(
             "ipa_energy_attributed_joules", "Energy attributed to deployments, other processes and idle (J)",
-            tag_keys=("deployment", "method"),
+            tag_keys=("deployment", "variant", "method"),
         )
         self._stop = threading.Event()
         threading.Thread(target=self._cpu_loop, daemon=True, name="energy-cpu").start()
@@ -103,8 +103,10 @@ class NodeEnergyActor:
         for name, total in totals.items():
             delta = total - previous_totals.get(name, 0.0)
             if delta > 0:
-                deployment = self.state.labels.get(name, {}).get("deployment", name)
-                self._attributed.inc(delta, tags={"deployment": deployment, "method": method})
+                labels = self.state.labels.get(name, {})
+                # a stage slot switches variant in place: the variant it runs now (none for the rest)
+                self._attributed.inc(delta, tags={"deployment": labels.get("deployment", name),
+                                                  "variant": labels.get("variant", ""), "method": method})
         previous_totals.clear()
         previous_totals.update(totals)
 
@@ -112,6 +114,9 @@ class NodeEnergyActor:
 
     def register(self, consumer: str, pid: int, labels: dict, gpu_ids: list[int], gpu_fraction: float) -> None:
         self.state.register(consumer, pid, labels, gpu_ids, gpu_fraction)
+
+    def relabel(self, consumer: str, labels: dict) -> None:
+        self.state.relabel(consumer, labels)
 
     def report_busy(self, consumer: str, seconds: float) -> None:
         self.state.report_busy(consumer, seconds)

@@ -54,6 +54,14 @@ class ReplicaEnergy:
             self.actor = None
         self.consumer = consumer
 
+    def relabel(self, labels: dict[str, str]) -> None:
+        """New labels for what this replica's energy is attributed to from now on (a variant switch)."""
+        if self.actor is not None:
+            try:
+                self.actor.relabel.remote(self.consumer, labels)
+            except Exception as e:  # serving never depends on telemetry
+                logger.warning("energy labels of %s not updated: %s", self.consumer, e)
+
     def maybe_refresh(self) -> None:
         """Schedule a rates refresh if they are stale (call from the replica's event loop)."""
         if self.actor is None or time.monotonic() - self._refreshed < REFRESH_S:

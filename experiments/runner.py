@@ -43,6 +43,7 @@ from planner.capacity import supply_from_ray
 from planner.constants import SERVING_CPU_S
 from planner.policies import policy_kind
 from serve_app.constants import APP_NAME
+from serve_app.layout import slot_resources
 
 __all__ = ["ExperimentConfig", "run_experiment"]
 
@@ -150,8 +151,7 @@ class Session:
                       for n, d in status.deployments.items() if n.startswith(prefix)}
         units = 0.0
         for name, n in counts.items():
-            _, stage, variant = name.split(".", 2)
-            r = self.pipeline.stage(stage).variant(variant).resources
+            r = slot_resources(self.pipeline, name)
             units += n * (r.num_cpus + r.num_gpus)
         return ReplicaSample(time_s=time.time(), replicas=counts, cost_units=units)
 

@@ -18,7 +18,7 @@ def app(args: Dict[str, str]):
     from ipa_energy.messages import PlanState
 
     spec, plans = from_args(args)
-    return build_app(spec, layout(plans), PlanState(version=1, plans=plans), controller=PlanController)
+    return build_app(spec, layout(plans, spec.shape), PlanState(version=1, plans=plans), controller=PlanController)
 
 
 def __getattr__(name: str):

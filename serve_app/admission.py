@@ -1,8 +1,10 @@
 """Admission of a plan change: it must fit the cluster before anything starts.
 
 A change is made make-before-break, so for a while the app runs the old and the new
-deployments together (:func:`serve_app.layout.union`). That peak must fit what the cluster
-has, or Serve leaves replicas pending forever and the change never converges:
+deployments together (:func:`serve_app.layout.union`): a slot that switches variant in place
+counts once, at the larger of its two replica counts; a new mix member or a variant of another
+resource shape counts beside the old. That peak must fit what the cluster has, or Serve leaves
+replicas pending forever and the change never converges:
 
 * Ray's reservations: Σ replicas × num_cpus (num_gpus) of every stage deployment, plus the
   ingress replicas, against the cluster's logical CPUs (GPUs);

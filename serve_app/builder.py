@@ -1,11 +1,11 @@
 """Turn (AppSpec, plans) into a Ray Serve Application whose redeploys keep unchanged replicas.
 
-The app graph is: Ingress → PlanController, plus one StageReplica deployment for every
-(pipeline, stage, variant) that currently has replicas. Serve gives imperatively deployed
-apps a random code version on every `serve.run`, which restarts every replica; we pin each
-deployment's version to a hash of what it runs (package version, class, init arguments), so
-a redeploy that changes only replica counts or `user_config` (batch size, routing) updates
-replicas in place, and only a deployment whose model changed is restarted.
+The app graph is: Ingress → PlanController, plus one StageReplica deployment for every stage
+slot (serve_app.layout) that currently has replicas. Serve gives imperatively deployed apps a
+random code version on every `serve.run`, which restarts every replica; we pin each
+deployment's version to a hash of what it runs (package version, class, init arguments: the
+stage and the variants its slot may run), so a redeploy that changes only replica counts or
+`user_config` (variant, batch size, routing) updates replicas in place.
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ def build_app(spec: AppSpec, deployments: Layout, state: PlanState, controller: 
     spec_json = spec.model_dump(mode="json")
     stages = {}
     for d in deployments.values():
-        variant = spec.pipeline(d.pipeline).stage(d.stage).variant(d.variant)
-        args = (d.pipeline, d.stage, variant.model_dump(mode="json"), spec.energy.model_dump(mode="json"))
+        stage = spec.pipeline(d.pipeline).stage(d.stage)
+        # every variant of the slot's shape: the replicas switch among them in place
+        variants = {v.name: v.model_dump(mode="json") for v in stage.variants
+                    if spec.shape(d.pipeline, d.stage, v.name) == d.shape}
+        variant = stage.variant(d.variant)
+        args = (d.pipeline, d.stage, variants, spec.energy.model_dump(mode="json"))
         stages[d.name] = _pinned(StageReplica, *args).options(
             name=d.name,
             **d.replica_options,

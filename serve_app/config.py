@@ -13,6 +13,7 @@ from ipa_energy.errors import SpecError
 from ipa_energy.spec import PipelineSpec, Plan
 from energy.config import EnergyConfig
 from serve_app.constants import TOKEN_ENV
+from serve_app.layout import shape_of
 from serve_app.requests import Limits
 
 __all__ = ["ARGS_HELP", "AppSpec", "from_args", "load_plans"]
@@ -46,6 +47,10 @@ class AppSpec(BaseModel):
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def shape(self, pipeline: str, stage: str, variant: str) -> str:
+        """The resource tag that names `variant`'s slot (serve_app.layout.Shape)."""
+        return shape_of(self.pipeline(pipeline), stage, variant)
 
     def complete_plans(self, plans: dict[str, Plan] | None = None) -> dict[str, Plan]:
         """`plans` checked against the pipelines, with defaults for pipelines it lacks."""

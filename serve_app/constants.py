@@ -9,7 +9,7 @@ __all__ = [
 
 #: the Serve application name `ipa-energy serve`, the planner and experiments use by default
 APP_NAME = "ipa"
-#: deployment names of the ingress and the plan controller (stage deployments are pipeline.stage.variant)
+#: deployment names of the ingress and the plan controller (stage deployments are slots: pipeline.stage.0, serve_app.layout)
 INGRESS = "Ingress"
 CONTROLLER = "PlanController"
 #: environment variable holding the bearer token of PUT /v1/plan

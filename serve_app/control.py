@@ -21,7 +21,7 @@ __all__ = ["apply_plan", "current_plans", "deploy", "plan_state"]
 def deploy(spec: AppSpec, plans: dict[str, Plan] | None = None, *, name: str = APP_NAME, route_prefix: str = "/") -> DeploymentHandle:
     """Start (or replace) the app on the connected Ray cluster and wait until it runs."""
     plans = spec.complete_plans(plans)
-    return serve.run(build_app(spec, layout(plans), PlanState(version=1, plans=plans), controller=PlanController),
+    return serve.run(build_app(spec, layout(plans, spec.shape), PlanState(version=1, plans=plans), controller=PlanController),
                      name=name, route_prefix=route_prefix)
 
 

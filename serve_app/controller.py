@@ -121,7 +121,9 @@ class PlanController:
         changes = [str(c) for name, plan in incoming.items() for c in diff_plans(current.get(name), plan)]
         if not changes and all(current.get(n) == p for n, p in incoming.items()):
             return ApplyReport(version=version).model_dump()
-        missing = shortfalls(self.spec, union(layout(current), layout(new)), cluster_totals(), self._memory_mb)
+        shape = self.spec.shape
+        missing = shortfalls(self.spec, union(layout(current, shape), layout(new, shape)), cluster_totals(),
+                             self._memory_mb)
         if missing:
             raise PlanRejected("plan does not fit the cluster; " + "; ".join(missing))
 
@@ -135,8 +137,8 @@ class PlanController:
 
         steps_done = []
         try:
-            running = layout(current)
-            steps = rollout(current, new)
+            running = layout(current, shape)
+            steps = rollout(current, new, shape)
             for step in steps:
                 t0 = time.monotonic()
                 if step.name == "break":  # no call may still be on its way to what is removed
@@ -156,7 +158,7 @@ class PlanController:
             routed_new = any(done.step in ("switch", "apply") for done in steps_done)
             # Traffic already on the new plan goes back make-before-break; otherwise the old
             # deployments still serve everything and whatever failed to start is just removed.
-            back = rollout(new, current) if routed_new else [Step("rollback", layout(current), current)]
+            back = rollout(new, current, shape) if routed_new else [Step("rollback", layout(current, shape), current)]
             try:
                 for step in back:
                     done = step is back[-1]

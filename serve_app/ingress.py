@@ -38,7 +38,7 @@ from ipa_energy.spec import PipelineSpec, Plan
 from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
-from serve_app.layout import deployment_name
+from serve_app.layout import targets
 from serve_app.requests import check_body_size, parse_body, request_model
 from serve_app.shedding import LoadShedder
 from serve_app.timings import StageTimings
@@ -100,6 +100,7 @@ class Ingress:
         self._rng = random.Random(context.replica_id.unique_id)
         self.state = PlanState(version=0, plans={})  # converged plans, and a pending change apart
         self.plans: dict[str, Plan] = {}  # what requests are routed by
+        self.targets: dict[str, dict[str, dict[str, str]]] = {}  # pipeline → stage → variant → deployment
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_totals: dict[str, _Totals] = {}  # pipeline → what this replica answered
@@ -150,6 +151,7 @@ class Ingress:
     def reconfigure(self, config: dict) -> None:
         self.state = PlanState.model_validate(config)  # serve_app.builder.routing_config
         self.plan_version, self.plans = self.state.routing()
+        self.targets = {name: targets(plan, self.spec.shape) for name, plan in self.plans.items()}
 
     def _handle(self, name: str) -> DeploymentHandle:
         if name not in self._handles:
@@ -277,7 +279,7 @@ class Ingress:
             # Read the plan per stage: after a switch, no new call goes to a draining variant.
             variant = self.plans[name].stages[stage.name].route(u)
             t0 = time.perf_counter()
-            target = deployment_name(name, stage.name, variant)
+            target = self.targets[name][stage.name][variant]
             self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
             try:
                 reply = await self._handle(target).remote({k: payload[k] for k in stage.consumes})
@@ -296,7 +298,8 @@ class Ingress:
             result = results[stage.name] = StageResult.model_validate(reply)
             self.shedder.observe(target, result.compute_ms, result.batch_size)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
-            self.timings.record(name, stage.name, variant, time.time(), result.compute_ms, result.batch_size,
+            # by the variant that served it: a slot switching in place may still answer with the old one
+            self.timings.record(name, stage.name, result.variant, time.time(), result.compute_ms, result.batch_size,
                                 latency[stage.name])
             payload.update(result.output)
         latency["total"] = round((time.perf_counter() - start) * 1000, 3)
@@ -322,7 +325,7 @@ class Ingress:
             stage = spec.name
             sp = plan.stages[stage]
             variant = sp.route(u)
-            target = deployment_name(name, stage, variant)
+            target = self.targets[name][stage][variant]
             # an autoscaled stage may grow to its maximum: never refuse below what it can reach
             route.append((stage, target, self.in_flight[target], sp.most_replicas(variant)))
         return route

@@ -1,28 +1,85 @@
 """The desired state of the app's stage deployments: which (pipeline, stage, variant) runs how.
 
-Pure data, no Ray: :func:`layout` turns plans into one :class:`StageDeployment` per variant
-(every member of a mix), :func:`union` is the make-before-break intermediate.
+Pure data, no Ray: :func:`layout` turns plans into one :class:`StageDeployment` per member of a
+stage's plan (one, or every member of a mix), :func:`union` is the make-before-break intermediate.
+
+A stage deployment is a *slot* (``pipeline.stage.0``, ``.1`` for a mix's next member), not a
+variant: the variant it runs is part of its ``user_config``. Switching a stage from one variant to
+another therefore reconfigures the running replicas in place (each builds the new model beside the
+old one, which serves meanwhile, then swaps: well under a second for the mini models) instead of
+starting new processes (a cold start: 4-5 s idle, 7-16 s on a busy 2-core host, mostly importing
+torch and torchvision). Only a variant that reserves other resources than its stage's first
+variant gets a slot of its own (``pipeline.stage.0-cpu1-gpu0.5``): Serve restarts replicas whose
+resources change, so such a switch is made before it breaks, in two deployments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ipa_energy.spec import Autoscaling, Plan
+from ipa_energy.spec import Autoscaling, PipelineSpec, Plan, Resources, StagePlan
 
-__all__ = ["Layout", "QUEUED_BATCHES_PER_REPLICA", "StageDeployment", "deployment_name", "layout", "union"]
+__all__ = ["Layout", "QUEUED_BATCHES_PER_REPLICA", "Shape", "StageDeployment", "deployment_name", "layout",
+           "members_in_slots", "no_shapes", "parse_name", "shape_of", "slot_resources", "targets", "union"]
 
 #: Serve's per-caller queue bound of a stage deployment, in full batches per replica
 QUEUED_BATCHES_PER_REPLICA = 64
 
 
-def deployment_name(pipeline: str, stage: str, variant: str) -> str:
-    return f"{pipeline}.{stage}.{variant}"
+#: (pipeline, stage, variant) → the variant's resource tag: "" when it reserves what its stage's
+#: first variant does (every catalog stage), else a tag that gives it a slot of its own
+Shape = Callable[[str, str, str], str]
+
+
+def no_shapes(pipeline: str, stage: str, variant: str) -> str:
+    """Every variant reserves the same resources (plans checked without an app spec)."""
+    return ""
+
+
+def shape_of(pipeline: PipelineSpec, stage: str, variant: str) -> str:
+    """The resource tag of `variant` in `stage` of `pipeline` (see :data:`Shape`)."""
+    spec = pipeline.stage(stage)
+    r = spec.variant(variant).resources
+    if r == spec.variants[0].resources:
+        return ""
+    tag = f"cpu{r.num_cpus:g}-gpu{r.num_gpus:g}"
+    return tag + (f"-mem{r.memory_mb}" if r.memory_mb is not None else "")
+
+
+def deployment_name(pipeline: str, stage: str, slot: int = 0, shape: str = "") -> str:
+    return f"{pipeline}.{stage}.{slot}" + (f"-{shape}" if shape else "")
+
+
+def parse_name(name: str) -> tuple[str, str, int, str]:
+    """(pipeline, stage, slot, shape) of a stage deployment's name."""
+    pipeline, stage, last = name.split(".", 2)
+    slot, _, shape = last.partition("-")
+    return pipeline, stage, int(slot), shape
+
+
+def slot_resources(pipeline: PipelineSpec, name: str) -> Resources:
+    """What one replica of the stage deployment `name` reserves (every variant of its shape alike)."""
+    _, stage, _, shape = parse_name(name)
+    return next(v.resources for v in pipeline.stage(stage).variants if shape_of(pipeline, stage, v.name) == shape)
+
+
+def members_in_slots(sp: StagePlan):
+    """A stage plan's members in slot order: the primary variant first (a mix keeps it in the slot
+    the single variant had), then by share and name; so the order follows from the plan alone."""
+    return sorted(sp.members(), key=lambda m: (m.variant != sp.variant, -m.share, m.variant))
+
+
+def targets(plan: Plan, shape: Shape = no_shapes) -> dict[str, dict[str, str]]:
+    """Stage → variant → the deployment that serves it under `plan` (what the ingress calls)."""
+    return {stage: {m.variant: deployment_name(plan.pipeline, stage, i, shape(plan.pipeline, stage, m.variant))
+                    for i, m in enumerate(members_in_slots(sp))}
+            for stage, sp in plan.stages.items()}
 
 
 @dataclass(frozen=True)
 class StageDeployment:
-    """Desired state of one stage-variant deployment."""
+    """Desired state of one stage deployment (a slot) and the variant it runs."""
 
     pipeline: str
     stage: str
@@ -31,10 +88,12 @@ class StageDeployment:
     batch_size: int
     batch_wait_timeout_ms: float
     autoscaling: Autoscaling | None = None
+    slot: int = 0
+    shape: str = ""
 
     @property
     def name(self) -> str:
-        return deployment_name(self.pipeline, self.stage, self.variant)
+        return deployment_name(self.pipeline, self.stage, self.slot, self.shape)
 
     @property
     def replica_options(self) -> dict:
@@ -56,26 +115,29 @@ class StageDeployment:
 
     @property
     def user_config(self) -> dict:
-        return {"max_batch_size": self.batch_size, "batch_wait_timeout_s": self.batch_wait_timeout_ms / 1000}
+        """What the replicas are reconfigured with in place: the variant and its batching."""
+        return {"variant": self.variant, "max_batch_size": self.batch_size,
+                "batch_wait_timeout_s": self.batch_wait_timeout_ms / 1000}
 
 
 Layout = dict[str, StageDeployment]
 
 
-def layout(plans: dict[str, Plan]) -> Layout:
-    """The stage deployments that `plans` run: one per variant, every member of a mix."""
+def layout(plans: dict[str, Plan], shape: Shape = no_shapes) -> Layout:
+    """The stage deployments that `plans` run: a slot per member of each stage's plan."""
     out: Layout = {}
     for plan in plans.values():
         for stage, sp in plan.stages.items():
-            for m in sp.members():
-                d = StageDeployment(plan.pipeline, stage, m.variant, m.replicas, m.batch_size,
-                                    m.batch_wait_timeout_ms, sp.autoscaling)
+            for i, m in enumerate(members_in_slots(sp)):
+                d = StageDeployment(plan.pipeline, stage, m.variant, m.replicas, m.batch_size, m.batch_wait_timeout_ms,
+                                    sp.autoscaling, slot=i, shape=shape(plan.pipeline, stage, m.variant))
                 out[d.name] = d
     return out
 
 
 def union(current: Layout, new: Layout) -> Layout:
-    """Make-before-break intermediate: everything of both, the larger replica count, new batching."""
+    """Make-before-break intermediate: everything of both, the larger replica count, new variant
+    and batching (a slot whose variant changes switches in place, its replicas serving throughout)."""
     out = dict(current)
     for name, d in new.items():
         if name in out:

@@ -1,7 +1,8 @@
 """Make-before-break: the sequence of app states that takes one plan set to another.
 
 1. make   — new variants' replicas start (and existing ones grow) while traffic stays put
-             (new members of a variant mix too);
+             (new members of a variant mix too); a slot whose variant changes switches in place
+             (serve_app.layout), its replicas serving the old model until the new one is warm;
 2. switch — the ingress routes by the new plans;
 3. break  — what the new plans no longer need drains (Serve's graceful shutdown) and stops
              (members dropped from a mix too).
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ipa_energy.spec import Plan
-from serve_app.layout import Layout, layout, union
+from serve_app.layout import Layout, Shape, layout, no_shapes, union
 
 __all__ = ["Step", "rollout", "same_routes"]
 
@@ -35,8 +36,8 @@ def same_routes(current: dict[str, Plan], new: dict[str, Plan]) -> bool:
     )
 
 
-def rollout(current: dict[str, Plan], new: dict[str, Plan]) -> list[Step]:
-    now, target = layout(current), layout(new)
+def rollout(current: dict[str, Plan], new: dict[str, Plan], shape: Shape = no_shapes) -> list[Step]:
+    now, target = layout(current, shape), layout(new, shape)
     both = union(now, target)
     if same_routes(current, new):
         steps = [Step("apply", both, new)]

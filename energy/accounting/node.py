@@ -103,6 +103,13 @@ class NodeEnergy:
             self.consumers[consumer] = Consumer(pid, labels, tuple(gpu_ids), gpu_fraction, process)
             self.labels[consumer] = dict(labels)
 
+    def relabel(self, consumer: str, labels: dict[str, str]) -> None:
+        """Attribute `consumer`'s energy under `labels` from the next window on (its counters stay)."""
+        with self._lock:
+            if consumer in self.consumers:
+                self.consumers[consumer].labels = dict(labels)
+                self.labels[consumer] = dict(labels)
+
     def report_busy(self, consumer: str, seconds: float) -> None:
         with self._lock:
             c = self.consumers.get(consumer)

@@ -46,8 +46,8 @@ def test_a_variant_mix_splits_traffic_then_returns_to_one_variant(base_url, http
     assert http.get("/v1/plan").json()["accuracy"]["classify"] == pytest.approx(spec.accuracy(mix))
 
     report = control.apply_plan(before)
-    assert [s.step for s in report.steps] == ["make", "switch", "break"]  # b drains last
-    assert deployment_name("classify", "classifier", b) not in serve.status().applications["ipa"].deployments
+    assert [s.step for s in report.steps] == ["make", "switch", "break"]  # b (slot 1) drains last
+    assert deployment_name("classify", "classifier", 1) not in serve.status().applications["ipa"].deployments
     r = http.post("/v1/pipelines/classify", json=payloads.image_request())
     assert r.status_code == 200 and r.json()["variants"]["classifier"] == a
 
@@ -61,7 +61,7 @@ def test_serve_autoscaling_plan_is_applied_and_serves(base_url):
                 stages={"classifier": StagePlan(variant=variant, autoscaling=auto)})
     report = control.apply_plan(plan)
     assert [s.step for s in report.steps][0] == "apply"  # same variant: in place
-    name = deployment_name("classify", "classifier", variant)
+    name = deployment_name("classify", "classifier", 0)
     details = _get_global_client().get_serve_details()["applications"]["ipa"]["deployments"][name]
     config = details["deployment_config"]["autoscaling_config"]
     assert (config["min_replicas"], config["max_replicas"], config["target_ongoing_requests"]) == (1, 2, 1)

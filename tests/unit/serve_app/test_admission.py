@@ -13,12 +13,27 @@ def plan(variant: str, replicas: int = 1, **kw) -> dict[str, Plan]:
     return {"classify": Plan(pipeline="classify", stages={"classifier": StagePlan(variant=variant, replicas=replicas, **kw)})}
 
 
+def mix(*members: tuple[str, float, int]) -> dict[str, Plan]:
+    return {"classify": Plan(pipeline="classify", stages={"classifier": StagePlan(
+        mix=[{"variant": v, "share": share, "replicas": n} for v, share, n in members])})}
+
+
 def test_the_peak_counts_old_and_new_and_the_ingress():
-    old, new = plan("resnet18-112-mini", 2), plan("resnet50-112-mini", 2)
-    peak = union(layout(old), layout(new))  # 2 + 2 mini replicas of 0.5 CPU, plus the ingress's 0.5
+    # a new mix member starts beside the running one: 2 + 2 mini replicas of 0.5 CPU, plus the ingress's 0.5
+    old, new = plan("resnet18-112-mini", 2), mix(("resnet18-112-mini", 0.5, 2), ("resnet50-112-mini", 0.5, 2))
+    peak = union(layout(old, SPEC.shape), layout(new, SPEC.shape))
     assert shortfalls(SPEC, peak, {"CPU": 2.5, "GPU": 0, "memory_mb": 1e6}, {}) == []
     (cpu,) = shortfalls(SPEC, peak, {"CPU": 2.0, "GPU": 0, "memory_mb": 1e6}, {})
     assert cpu.startswith("CPU:") and "needs 2.5" in cpu and "short by 0.5" in cpu
+
+
+def test_a_variant_switched_in_place_counts_once_at_its_larger_replica_count():
+    old, new = plan("resnet18-112-mini", 2), plan("resnet50-112-mini", 3)
+    peak = union(layout(old, SPEC.shape), layout(new, SPEC.shape))  # one slot: 3 replicas, plus the ingress
+    assert [d.variant for d in peak.values()] == ["resnet50-112-mini"]
+    assert shortfalls(SPEC, peak, {"CPU": 2.0, "GPU": 0, "memory_mb": 1e6}, {}) == []
+    (cpu,) = shortfalls(SPEC, peak, {"CPU": 1.5, "GPU": 0, "memory_mb": 1e6}, {})
+    assert "needs 2" in cpu
 
 
 def test_memory_counts_each_replica_and_autoscaling_its_maximum():

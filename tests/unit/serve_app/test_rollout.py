@@ -2,7 +2,7 @@
 
 from ipa_energy.spec import Autoscaling, Plan, StagePlan
 from ipa_energy.diff import diff_plans, switches_variant
-from serve_app.layout import deployment_name, layout, union
+from serve_app.layout import deployment_name, layout, parse_name, targets, union
 from serve_app.rollout import rollout
 
 
@@ -22,26 +22,41 @@ def test_diff_lists_each_changed_field():
     assert len(diff_plans(None, plan())) == 2 * 4
 
 
-def test_union_keeps_both_variants_and_the_larger_replica_count():
+CLS0 = deployment_name("video", "classifier", 0)  # the classifier's slot
+
+
+def test_union_switches_a_slot_in_place_at_the_larger_replica_count():
     now, new = layout({"video": plan(cls_replicas=3)}), layout({"video": plan(cls="cls-b", cls_replicas=1)})
     both = union(now, new)
-    assert set(both) == set(now) | set(new)
-    assert both[deployment_name("video", "classifier", "cls-a")].replicas == 3
+    assert set(both) == set(now) == set(new) == {"video.detector.0", CLS0}
+    assert (both[CLS0].variant, both[CLS0].replicas) == ("cls-b", 3)
+    assert both[CLS0].user_config == {"variant": "cls-b", "max_batch_size": 1, "batch_wait_timeout_s": 0.01}
 
 
-def test_variant_switch_is_make_switch_break():
+def test_variant_switch_is_in_place_then_routed():
     cur, new = {"video": plan()}, {"video": plan(cls="cls-b", cls_batch=4)}
     steps = rollout(cur, new)
-    assert [s.name for s in steps] == ["make", "switch", "break"]
-    make, switch, brk = steps
-    old_dep, new_dep = deployment_name("video", "classifier", "cls-a"), deployment_name("video", "classifier", "cls-b")
-    # Traffic keeps flowing to the old variant while the new one starts...
-    assert {old_dep, new_dep} <= set(make.deployments) and make.routing == cur
-    # ...moves only once both run...
-    assert set(switch.deployments) == set(make.deployments) and switch.routing == new
-    # ...and the old one is removed last.
-    assert old_dep not in brk.deployments and new_dep in brk.deployments
-    assert brk.deployments[new_dep].batch_size == 4
+    assert [s.name for s in steps] == ["make", "switch"]  # one slot: nothing to break
+    make, switch = steps
+    # the running replicas switch in place while traffic keeps its routes...
+    assert make.deployments[CLS0].variant == "cls-b" and make.routing == cur
+    # ...which then follow the plan; the slot was never without a replica
+    assert switch.deployments == make.deployments and switch.routing == new
+    assert switch.deployments[CLS0].batch_size == 4
+
+
+def shaped(pipeline: str, stage: str, variant: str) -> str:
+    return "gpu1" if variant == "cls-big" else ""
+
+
+def test_a_variant_of_another_shape_is_made_before_it_breaks():
+    cur, new = {"video": plan()}, {"video": plan(cls="cls-big")}
+    make, switch, brk = rollout(cur, new, shaped)
+    big = deployment_name("video", "classifier", 0, "gpu1")
+    assert big == "video.classifier.0-gpu1" and parse_name(big) == ("video", "classifier", 0, "gpu1")
+    assert {CLS0, big} <= set(make.deployments) and make.routing == cur
+    assert switch.routing == new and CLS0 not in brk.deployments and big in brk.deployments
+    assert targets(new["video"], shaped)["classifier"] == {"cls-big": big}
 
 
 def test_batch_only_change_is_one_step_and_scale_down_two():
@@ -49,13 +64,14 @@ def test_batch_only_change_is_one_step_and_scale_down_two():
     assert [s.name for s in rollout(cur, {"video": plan(cls_batch=8, cls_replicas=2)})] == ["apply"]
     steps = rollout(cur, {"video": plan(cls_replicas=1)})
     assert [s.name for s in steps] == ["apply", "break"]
-    assert steps[-1].deployments[deployment_name("video", "classifier", "cls-a")].replicas == 1
+    assert steps[-1].deployments[CLS0].replicas == 1
 
 
 def test_other_pipelines_are_untouched():
     other = Plan(pipeline="llm", stages={"generator": StagePlan(variant="g")})
     steps = rollout({"video": plan(), "llm": other}, {"video": plan(det="det-b"), "llm": other})
-    assert all(deployment_name("llm", "generator", "g") in s.deployments for s in steps)
+    g = deployment_name("llm", "generator", 0)
+    assert all(s.deployments[g].variant == "g" for s in steps)
 
 
 # -- variant mixes and autoscaling ---------------------------------------------------------------
@@ -67,17 +83,19 @@ def mixed(shares=(("cls-a", 0.7), ("cls-b", 0.3)), replicas=1):
     })
 
 
-def test_layout_runs_every_member_of_a_mix():
+def test_layout_runs_every_member_of_a_mix_in_a_slot_of_its_own():
     deps = layout({"video": mixed(replicas=2)})
-    assert {d.variant for d in deps.values() if d.stage == "classifier"} == {"cls-a", "cls-b"}
+    classifier = {d.name: d.variant for d in deps.values() if d.stage == "classifier"}
+    assert classifier == {CLS0: "cls-a", "video.classifier.1": "cls-b"}  # the largest share keeps slot 0
     assert all(d.replicas == 2 for d in deps.values() if d.stage == "classifier")
+    assert targets(mixed())["classifier"] == {"cls-a": CLS0, "cls-b": "video.classifier.1"}
 
 
 def test_adding_a_mix_member_is_make_before_switch_and_dropping_it_breaks_last():
     cur, new = {"video": plan()}, {"video": mixed()}
     steps = rollout(cur, new)
-    assert [s.name for s in steps] == ["make", "switch"]  # cls-a stays: nothing to break
-    b = deployment_name("video", "classifier", "cls-b")
+    assert [s.name for s in steps] == ["make", "switch"]  # cls-a stays in its slot: nothing to break
+    b = deployment_name("video", "classifier", 1)
     assert b in steps[0].deployments and steps[0].routing == cur and steps[1].routing == new
     back = rollout(new, cur)
     assert [s.name for s in back] == ["make", "switch", "break"]
@@ -104,7 +122,7 @@ def test_autoscaled_deployment_passes_serve_its_config_and_keeps_it_through_a_un
     auto = Autoscaling(min_replicas=1, max_replicas=4, target_ongoing_requests=2)
     scaled = Plan(pipeline="video", stages={**plan().stages, "classifier": StagePlan(
         variant="cls-a", replicas=6, autoscaling=auto)})
-    dep = layout({"video": scaled})[deployment_name("video", "classifier", "cls-a")]
+    dep = layout({"video": scaled})[CLS0]
     assert dep.replica_options == {"autoscaling_config": auto.serve_config(6)}
     assert dep.replica_options["autoscaling_config"]["initial_replicas"] == 4
     assert layout({"video": plan()})[dep.name].replica_options == {"num_replicas": 1}

@@ -62,6 +62,23 @@ def test_busy_process_gets_energy_idle_one_does_not(workers):
     assert node.idle_j == pytest.approx(10.0 * (last.time_s - first.time_s), rel=1e-9)
 
 
+def test_relabel_keeps_the_consumers_energy_and_names_it_anew(workers):
+    busy, _ = workers
+    node = NodeEnergy([FakeCpuMeter(50.0, time.time)], EnergyConfig(idle_w={"cpu:0": 10.0}))
+    node.register("busy", busy.pid, {"deployment": "a.s.0", "variant": "v1"})
+    node.tick()
+    time.sleep(0.5)
+    node.tick()
+    before = node.totals["busy"]
+    node.relabel("busy", {"deployment": "a.s.0", "variant": "v2"})  # a slot switched variant in place
+    node.relabel("ghost", {"variant": "v3"})  # never registered: nothing to rename
+    time.sleep(0.5)
+    node.tick()
+    assert node.totals["busy"] > before > 0  # the same counters carry on
+    assert node.labels["busy"]["variant"] == "v2" and node.consumers["busy"].labels["variant"] == "v2"
+    assert "ghost" not in node.labels
+
+
 def test_window_and_rates(workers):
     busy, _ = workers
     node = NodeEnergy([FakeCpuMeter(40.0, time.time)], EnergyConfig(idle_w={"cpu:0": 0.0}))
