@@ -57,7 +57,7 @@ class PendingChange(_Message):
 
     version: int = Field(description="The version the plans will have once converged.")
     plans: dict[str, Plan]
-    step: str = Field(description="The step in progress: make, switch, break, apply, or rollback:<step>.")
+    step: str = Field(description="The step in progress: grow, make, switch, break, apply, or rollback:<step>.")
     routed: bool = Field(description="Whether the ingress already routes requests by these plans.")
     since_s: float = Field(description="When the change started (Unix s).")
 
@@ -82,7 +82,7 @@ class PlanState(_Message):
 
 
 class ApplyStep(_Message):
-    step: Literal["make", "switch", "break", "apply", "rollback"]
+    step: Literal["grow", "make", "switch", "break", "apply", "rollback"]
     seconds: float
 
 

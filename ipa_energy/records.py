@@ -116,6 +116,8 @@ class Decision(_Row):
                                                                             "time, learnt from what it achieved (1 = as profiled).")
     deferred: list[str] = Field(default_factory=list, description="Variant switches chosen for the first time while the "
                                                                   "running plan still fits: held for one interval.")
+    trigger: Literal["interval", "surge"] = Field("interval", description="What started the step: the interval, or "
+                                                     "arrivals surging past the running plan's load in between.")
     changed: bool = False
     changes: list[str] = Field(default_factory=list)
     apply_s: float | None = Field(None, description="Seconds applying took; None while it is being applied.")

@@ -27,6 +27,9 @@ __all__ = ["PlannerActor", "start_planner", "stop_planner"]
 
 logger = logging.getLogger(__name__)
 
+#: how often the planner reads the arrivals between intervals, looking for a surge (s)
+SURGE_POLL_S = 1.0
+
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
 class PlannerActor:
@@ -73,25 +76,36 @@ class PlannerActor:
         except Exception as e:  # keep planning with what was last known
             logger.warning("cluster supply not read (%s); keeping %s", e, self.loop.supply)
 
+    def _history(self, arrivals) -> np.ndarray:
+        history = np.asarray(ray.get(arrivals.history.remote(self.pipeline), timeout=30), dtype=float)
+        if self.history_from_s is not None:
+            keep = min(len(history), max(0, int(time.time() - self.history_from_s)))
+            history = history[len(history) - keep:]
+        return history
+
     def _run(self) -> None:
         # Intervals start on a fixed cadence: a plan change that took longer than an interval
         # (replicas starting on busy cores) is followed by a decision at once, not an interval later.
+        # In between, the arrivals are read every second: a surge past the plan's load steps at once.
         due = time.monotonic() + self.interval_s
-        while not self._stop.wait(max(0.0, due - time.monotonic())):
-            due = time.monotonic() + self.interval_s  # from this step's start, however long it takes
+        while not self._stop.wait(min(SURGE_POLL_S, max(0.0, due - time.monotonic()))):
             try:
-                self._refresh_supply()
                 # the sum over all ingress replicas; looked up each time (the actor may have restarted)
                 arrivals = arrivals_actor(self.app_name)
-                counts = arrivals.history.remote(self.pipeline)
+                if time.monotonic() < due:
+                    if not self.loop.surging(self._history(arrivals)):
+                        continue
+                    trigger = "surge"
+                else:
+                    trigger = "interval"
+                due = time.monotonic() + self.interval_s  # from this step's start, however long it takes
+                self._refresh_supply()
                 timed = arrivals.stages.remote(self.pipeline, int(self.interval_s))
-                history = np.asarray(ray.get(counts, timeout=30), dtype=float)
+                history = self._history(arrivals)
                 stages = [StageObservation.model_validate(o) for o in ray.get(timed, timeout=30)]
-                if self.history_from_s is not None:
-                    keep = min(len(history), max(0, int(time.time() - self.history_from_s)))
-                    history = history[len(history) - keep:]
-                self.loop.step(history, stages)
+                self.loop.step(history, stages, trigger=trigger)
             except Exception:  # an interval that fails is logged and skipped; serving is unaffected
+                due = max(due, time.monotonic() + SURGE_POLL_S)
                 logger.exception("planner interval failed")
 
     def decisions(self) -> list[dict]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_REPLICAS", "DEFAULT_MAX_VARIANTS", "LAT_TOL", "MAX_WAIT_MS", "MEMORY_FRACTION",
-    "MIN_LOAD_RPS", "OBJ_TOL", "SERVING_CPU_S", "TREND_WINDOW_S", "UTILISATION_GRID", "WAIT_HYSTERESIS",
+    "MIN_LOAD_RPS", "OBJ_TOL", "SERVING_CPU_S", "SURGE_WINDOW_S", "SURGE_Z", "TREND_WINDOW_S", "UTILISATION_GRID",
+    "WAIT_HYSTERESIS",
 ]
 
 #: batch sizes the program chooses among (profiles are fitted where not measured)
@@ -32,5 +33,10 @@ SERVING_CPU_S = 0.02
 MEMORY_FRACTION = 0.8
 #: seconds of arrivals the planner fits a line through to see a ramp ahead of its predictor
 TREND_WINDOW_S = 60
+#: seconds of arrivals the planner watches between intervals for a surge past its plan's load
+SURGE_WINDOW_S = 3
+#: a surge: arrivals in that window above λ·w + z·√(λ·w) at the plan's load λ (a Poisson count
+#: exceeds it by chance about once in 700 windows at z = 3; usually far rarer, as λ is a peak forecast)
+SURGE_Z = 3.0
 #: a batch wait that moves less than this factor is not worth a reconfigure
 WAIT_HYSTERESIS = 2.0

@@ -20,7 +20,7 @@ from ipa_energy.diff import StageChange, diff_plans
 from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.checks import check_plan, is_feasible, plan_model, stage_p99_ms
-from planner.constants import MIN_LOAD_RPS, TREND_WINDOW_S, WAIT_HYSTERESIS
+from planner.constants import MIN_LOAD_RPS, SURGE_WINDOW_S, SURGE_Z, TREND_WINDOW_S, WAIT_HYSTERESIS
 from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy
@@ -117,9 +117,29 @@ class PlannerLoop:
             return ()
         return moved
 
-    def step(self, history_rps: np.ndarray, stages: list[StageObservation] | None = None) -> Decision:
+    def surging(self, history_rps: np.ndarray) -> bool:
+        """Whether arrivals since the last step outgrow the load the running plan was made for.
+
+        Checked every second between intervals (planner.actor): the last `SURGE_WINDOW_S`
+        seconds, all after the last step finished, hold more arrivals than a Poisson stream at
+        the planned rate would by chance (`SURGE_Z` standard deviations). Then the next step
+        comes at once instead of up to an interval later: a ramp costs the SLA until the
+        replicas it needs have started, and each second of it counts."""
+        last = self.decisions[-1] if self.decisions else None
+        if self.current is None or last is None or last.apply_s is None and last.changed:
+            return False  # nothing planned yet, or a change still being applied
+        h = np.asarray(history_rps, dtype=float)
+        if len(h) < SURGE_WINDOW_S or self.clock() - (last.time_s + (last.apply_s or 0.0)) < SURGE_WINDOW_S:
+            return False
+        expected = max(last.planned_rps or last.predicted_rps, MIN_LOAD_RPS) * SURGE_WINDOW_S
+        return float(h[-SURGE_WINDOW_S:].sum()) > expected + SURGE_Z * math.sqrt(expected)
+
+    def step(self, history_rps: np.ndarray, stages: list[StageObservation] | None = None, *,
+             trigger: str = "interval") -> Decision:
         """One interval: `history_rps` is per-second arrivals, most recent last; `stages` what
-        each stage variant achieved over the last interval (the closed loop; None: none known)."""
+        each stage variant achieved over the last interval (the closed loop; None: none known).
+        `trigger` "surge": a step ahead of the interval (see `surging`); its window overlaps the
+        last step's, so it teaches the closed loop nothing."""
         history = np.asarray(history_rps, dtype=float)
         recent = history[-int(self.interval_s):] if len(history) else history
         observed = float(recent.mean()) if len(recent) else 0.0
@@ -132,16 +152,19 @@ class PlannerLoop:
             # forecast from (the LSTM's bias alone says ~4 req/s); follow the load down now
             predicted = 0.0
         planned = max(predicted, floor, trend_rps(history, self.horizon_s))
-        observed_p99, predicted_p99, factors = self._close_the_loop(stages or [], observed)
+        if trigger == "interval":
+            observed_p99, predicted_p99, factors = self._close_the_loop(stages or [], observed)
+        else:
+            observed_p99, predicted_p99, factors = {}, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
         profiles = self.corrections.apply(self.profiles)
         plan = optimize(
             self.pipeline, profiles, max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
             margin=self.margin, max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
             supply=self.supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
         )
-        # A variant switch starts replicas on the cores that serve (7-16 s on a busy 2-core host)
-        # and costs the SLA meanwhile: one the running plan does not need must be chosen twice in
-        # a row, so a load estimate that wavers between two variants does not switch back and forth.
+        # A variant switch rebuilds models in the running replicas, on the cores that serve (2-3 s
+        # on a busy 2-core host): one the running plan does not need must be chosen twice in a
+        # row, so a load estimate that wavers between two variants does not switch back and forth.
         optional = self._optional_switch(plan, max(planned, MIN_LOAD_RPS), profiles)
         deferred = []
         if optional and optional != self._deferred:
@@ -159,6 +182,7 @@ class PlannerLoop:
             predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
             observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors, deferred=deferred,
+            trigger=trigger,
         )
         self.decisions.append(decision)  # visible while the change is being applied
         stage_changes = [c for c in changes if c != "initial plan"]

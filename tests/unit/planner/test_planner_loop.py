@@ -161,3 +161,33 @@ def test_an_optional_variant_switch_must_be_chosen_twice_a_forced_one_is_made_at
                          max_replicas=4, current=current)
     overload = forced.step(np.full(60, 400.0))  # far beyond the running plan: switch at once
     assert overload.changed and not overload.deferred
+
+
+class _Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_surge_past_the_plans_load_steps_before_the_interval(setup):
+    pipeline, profiles = setup
+    clock = _Clock()
+    planner = PlannerLoop(pipeline, profiles, _Biased(), lambda plan: {}, interval_s=10, clock=clock)
+    steady = np.full(120, 2.0)
+    assert not planner.surging(steady)  # nothing planned yet
+    first = planner.step(steady)
+    planned = first.planned_rps  # 4 req/s: the predictor's
+    clock.t += 1.0
+    surge = np.concatenate([steady, np.full(3, 9.0)])
+    assert not planner.surging(surge)  # the window must lie wholly after the last step
+    clock.t += 3.0
+    assert planner.surging(surge)
+    # Poisson noise at the planned rate does not count: 3 s at 4 req/s is 12 ± 3.5 arrivals
+    assert not planner.surging(np.concatenate([steady, [5.0, 6.0, 6.0]]))
+    assert planner.surging(np.concatenate([steady, [8.0, 8.0, 8.0]]))  # 24 > 12 + 3·√12
+    d = planner.step(surge, trigger="surge")
+    assert d.trigger == "surge" and d.planned_rps >= 9.0 > planned
+    assert d.observed_p99_ms == {} and d.predicted_p99_ms == {}  # an overlapping window teaches nothing
+    assert first.trigger == "interval"

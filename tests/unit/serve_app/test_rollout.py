@@ -45,6 +45,20 @@ def test_variant_switch_is_in_place_then_routed():
     assert switch.deployments[CLS0].batch_size == 4
 
 
+def test_a_slot_that_switches_and_grows_grows_first_with_the_variant_it_runs():
+    cur, new = {"video": plan(cls_replicas=1)}, {"video": plan(cls="cls-b", cls_batch=2, cls_replicas=3)}
+    steps = rollout(cur, new)
+    assert [s.name for s in steps] == ["grow", "make", "switch"]
+    grow, make, _ = steps
+    # the new replicas start on the running variant: capacity never dips below the running plan's
+    assert (grow.deployments[CLS0].variant, grow.deployments[CLS0].replicas, grow.deployments[CLS0].batch_size) == (
+        "cls-a", 3, 1) and grow.routing == cur
+    assert (make.deployments[CLS0].variant, make.deployments[CLS0].replicas) == ("cls-b", 3)
+    # switching to fewer replicas needs no growth; the break shrinks afterwards
+    assert [s.name for s in rollout({"video": plan(cls_replicas=3)}, {"video": plan(cls="cls-b")})] == [
+        "make", "switch", "break"]
+
+
 def shaped(pipeline: str, stage: str, variant: str) -> str:
     return "gpu1" if variant == "cls-big" else ""
 
