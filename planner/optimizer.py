@@ -50,6 +50,7 @@ largest t (within 1e-7) maximises the real objective. ``objective["capacity_rps"
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -131,19 +132,33 @@ def optimize(
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
     fill_factor = 1.0 if fill_rps is None or lam <= 0 else min(1.0, max(fill_rps, 1e-9) / lam)
     tried = capacities(supply, lam, queueing, serving_cpu_s, fill_factor)
+    floor = None
+    if policy == "ipa-energy" and w.gamma > 0 and w.accuracy_budget is not None:
+        # IPA's plan at the same load and capacity sets the reference accuracy
+        reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes,
+                             max_replicas=max_replicas, policy="ipa", margin=margin, solver=solver,
+                             queueing=queueing, supply=supply, serving_cpu_s=serving_cpu_s, fill_rps=fill_rps)
+        if reference.objective.get("feasible") and pipeline.accuracy(reference) > w.accuracy_budget:
+            floor = pipeline.accuracy(reference) - w.accuracy_budget
+    min_log_acc = math.log(floor) if floor is not None else None
     try:
         # The best plan over the utilisation caps (ties: the lowest cap, the most headroom);
         # the fewest-changes tie-break runs once, at the chosen cap.
         best: tuple[float, Capacity] | None = None
         for cap in tried:
-            found = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap, tie_break=False)
+            found = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap, tie_break=False,
+                                  min_log_acc=min_log_acc)
             if found is not None and (best is None or found[1] > best[0] + OBJ_TOL):
                 best = (found[1], cap)
         if best is not None:
             cap = best[1]
-            choice, _ = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap)
-            return _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
+            choice, _ = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap,
+                                      min_log_acc=min_log_acc)
+            plan = _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
+            if floor is not None:
+                plan = plan.model_copy(update={"objective": {**plan.objective, "accuracy_floor": floor}})
+            return plan
         cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))
         choice = solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:

@@ -11,6 +11,7 @@ candidate:
 * capacity holds by construction: a candidate that cannot serve λ̂ gets no variable;
 * CPU (with a cluster): ``Σ λ̂·cpu_s(s,k)·z ≤ ρ·cores − λ̂·serving_cpu_s``; memory:
   ``Σ n·memory_mb(s,k)·z ≤ 80 % of memory``;
+* accuracy floor (ipa-energy's budget): ``Σ z·log a ≥ log(A_ipa − budget)``;
 * objective: ``max Σ z·(α·log a − γ·λ̂·e − δ·b − (β·r + γ·p_idle)·n)``, i.e. α·log-accuracy
   − β·cost − γ·power − δ·Σ b (the terms of planner.terms; accuracy is the product of the
   stage accuracies, exact in log form).
@@ -115,12 +116,16 @@ class _Program:
     """The MILP over candidates: one binary z per (stage, option, n), exactly one per stage."""
 
     def __init__(self, cands: list[list[_Candidate]], lam: float, sla_ms: float, capacity: Capacity, *,
-                 latency: bool = True, target: float | None = None, maximise_served: bool = False):
+                 latency: bool = True, target: float | None = None, maximise_served: bool = False,
+                 min_log_acc: float | None = None):
         self.cands, self.lam = cands, lam
         self.prob = pulp.LpProblem("ipa", pulp.LpMaximize)
         self.z = [[pulp.LpVariable(f"z_{s}_{k}", cat="Binary") for k in range(len(cs))] for s, cs in enumerate(cands)]
         for s, zs in enumerate(self.z):
             self.prob += pulp.lpSum(zs) == 1, f"one_{s}"
+        if min_log_acc is not None:  # the accuracy floor: log of the product of stage accuracies, exact
+            self.prob += pulp.lpSum(c.option.log_acc * z for cs, zs in self._pairs()
+                                    for c, z in zip(cs, zs)) >= min_log_acc, "accuracy_floor"
         if latency:
             self.prob += pulp.lpSum(c.latency_ms * z for cs, zs in self._pairs() for c, z in zip(cs, zs)) <= sla_ms, "latency"
         if target is not None:
@@ -177,13 +182,14 @@ def _keep(cur: StagePlan | None) -> tuple[str, int, int] | None:
 
 
 def solve_optimum(options, lam, sla, n_max, fixed_n, weights, solver, current_stages, capacity: Capacity,
-                tie_break: bool = True):
-    """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible."""
+                  tie_break: bool = True, min_log_acc: float | None = None):
+    """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible.
+    `min_log_acc`: the plan's log pipeline accuracy must reach it (ipa-energy's accuracy budget)."""
     cur = current_stages or [None] * len(options)
     cands = [_candidates(so, lam, sla, n_max, f, capacity.model, _keep(c)) for so, f, c in zip(options, fixed_n, cur)]
     if any(not cs for cs in cands) or sum(min(c.latency_ms for c in cs) for cs in cands) > sla + LAT_TOL:
         return None
-    m = _Program(cands, lam, sla, capacity)
+    m = _Program(cands, lam, sla, capacity, min_log_acc=min_log_acc)
     obj = m.objective(weights)
     m.prob.setObjective(obj)
     if not m.solve(solver):

@@ -38,6 +38,9 @@ class Weights(BaseModel):
     beta: float = Field(0.01, ge=0, description="Per resource unit (logical CPU or GPU) allocated.")
     gamma: float = Field(0.01, ge=0, description="Per watt of predicted power (0 = IPA).")
     delta: float = Field(1e-4, ge=0, description="Per unit of batch size, summed over stages.")
+    accuracy_budget: float | None = Field(
+        None, ge=0, le=1, description="ipa-energy only: the most pipeline accuracy (a fraction: 0.01 = one point) a "
+        "plan may give up for energy against IPA's plan at the same load and capacity; None (default): γ alone decides.")
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,28 @@ def test_cbc_and_highs_agree():
         b = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, solver="highs")
         assert a.objective["feasible"] == b.objective["feasible"]
         assert a.objective["objective"] == pytest.approx(b.objective["objective"], abs=1e-6)
+
+
+def test_an_accuracy_budget_bounds_what_ipa_energy_gives_up_against_ipa():
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+    from planner.constants import SERVING_CPU_S
+    from workloads import catalog
+    from workloads.profile_store import PROFILES_DIR, ProfileStore
+
+    pipeline = catalog.pipeline("classify")
+    profiles = profiles_from_store(ProfileStore(PROFILES_DIR), "cpu-amd-epyc-2c", pipeline)
+    supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2, memory_mb=20_000),), source="test")
+    kw = dict(max_replicas=4, supply=supply, serving_cpu_s=SERVING_CPU_S)
+    for load in (3.0, 7.0, 11.0):
+        ipa = _optimize(pipeline, profiles, load, policy="ipa", **kw)
+        free = _optimize(pipeline, profiles, load, policy="ipa-energy", **kw)
+        bounded = _optimize(pipeline, profiles, load, policy="ipa-energy", weights=Weights(accuracy_budget=0.01), **kw)
+        assert is_feasible(bounded) and is_feasible(ipa)
+        assert pipeline.accuracy(bounded) >= pipeline.accuracy(ipa) - 0.01 - 1e-12
+        assert bounded.objective["accuracy_floor"] == pytest.approx(pipeline.accuracy(ipa) - 0.01)
+        # within the budget it still saves what it can, and never more than without one
+        assert bounded.predicted_power_w <= ipa.predicted_power_w + 1e-9
+        assert bounded.predicted_power_w >= free.predicted_power_w - 1e-9
+        assert "accuracy_floor" not in free.objective
+    # at 11 req/s on 2 cores energy alone picks a variant more than a point below IPA's
+    assert pipeline.accuracy(free) < pipeline.accuracy(ipa) - 0.01
