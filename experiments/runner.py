@@ -146,7 +146,7 @@ class Session:
         counts = {}
         if status is not None:
             prefix = f"{self.pipeline.name}."
-            # UPDATING replicas (reconfiguring their batch size) keep serving
+            # UPDATING replicas (being reconfigured: a batch size or a variant) hold their resources too
             counts = {n: d.replica_states.get("RUNNING", 0) + d.replica_states.get("UPDATING", 0)
                       for n, d in status.deployments.items() if n.startswith(prefix)}
         units = 0.0

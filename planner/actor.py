@@ -93,7 +93,12 @@ class PlannerActor:
                 # the sum over all ingress replicas; looked up each time (the actor may have restarted)
                 arrivals = arrivals_actor(self.app_name)
                 if time.monotonic() < due:
-                    if not self.loop.surging(self._history(arrivals)):
+                    try:
+                        surging = self.loop.surging(self._history(arrivals))
+                    except Exception as e:  # a missed poll is retried in a second; the interval step logs failures
+                        logger.debug("planner: arrivals not read between intervals: %s", e)
+                        continue
+                    if not surging:
                         continue
                     trigger = "surge"
                 else:

@@ -2,7 +2,8 @@
 
 A change is made make-before-break, so for a while the app runs the old and the new
 deployments together (:func:`serve_app.layout.union`): a slot that switches variant in place
-counts once, at the larger of its two replica counts; a new mix member or a variant of another
+counts once, at the larger of its two replica counts (its running replicas hold the old model
+too while the new one builds: both count in memory); a new mix member or a variant of another
 resource shape counts beside the old. That peak must fit what the cluster has, or Serve leaves
 replicas pending forever and the change never converges:
 
@@ -26,8 +27,12 @@ from serve_app.layout import Layout
 __all__ = ["cluster_totals", "replica_memory_mb", "shortfalls"]
 
 
-def shortfalls(spec: AppSpec, peak: Layout, totals: Mapping[str, float], memory_mb: Mapping[str, float]) -> list[str]:
-    """What the `peak` layout needs beyond `totals` ({"CPU", "GPU", "memory_mb"}), one line per resource."""
+def shortfalls(spec: AppSpec, peak: Layout, totals: Mapping[str, float], memory_mb: Mapping[str, float],
+               running: Layout | None = None) -> list[str]:
+    """What the `peak` layout needs beyond `totals` ({"CPU", "GPU", "memory_mb"}), one line per resource.
+
+    `running`: the layout before the change; a replica of a slot that switches variant in place
+    holds both models while the new one builds, so its old variant's memory counts too."""
     need = {"CPU": spec.ingress_replicas * spec.ingress_num_cpus, "GPU": 0.0, "memory_mb": 0.0}
     for d in peak.values():
         resources = spec.pipeline(d.pipeline).stage(d.stage).variant(d.variant).resources
@@ -35,6 +40,9 @@ def shortfalls(spec: AppSpec, peak: Layout, totals: Mapping[str, float], memory_
         need["CPU"] += n * resources.num_cpus
         need["GPU"] += n * resources.num_gpus
         need["memory_mb"] += n * memory_mb.get(d.variant, 0.0)
+        old = (running or {}).get(d.name)
+        if old is not None and old.variant != d.variant:
+            need["memory_mb"] += old.most_replicas * memory_mb.get(old.variant, 0.0)
     out = []
     for resource, units in (("CPU", "logical CPUs"), ("GPU", "GPUs"), ("memory_mb", "MiB of memory")):
         have = float(totals.get(resource, 0.0))

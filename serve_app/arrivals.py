@@ -17,6 +17,11 @@ a second, to one small detached actor per app (`arrivals-<app>`), which sums the
 Pushes carry the replica's per-second stage timings too (serve_app.timings), under the same
 rules; the planner's closed loop reads them back summed (`ArrivalsActor.stages`).
 
+The actor is also the app's registry of what each stage replica runs: a replica reports the
+variant it serves, the one it was last asked for and the variants that failed to load there
+(`report_replica`), and the plan controller waits on `replicas` until a switch in place has
+happened, or failed, on every running replica of a slot.
+
 `ArrivalCounter` (per replica) and `ArrivalBook` (the sum) are plain Python, tested
 without Ray; `ArrivalsActor` wraps the book.
 """
@@ -32,6 +37,9 @@ from ipa_energy import RAY_NAMESPACE
 from serve_app.constants import ARRIVALS_HISTORY_S as HISTORY_S
 from serve_app.constants import ARRIVALS_STALE_S as STALE_S
 from serve_app.timings import StageTimings, observe
+
+#: reports kept per stage deployment (a replica reports at start and at every switch)
+REPLICA_STATES_KEPT = 256
 
 __all__ = ["ArrivalBook", "ArrivalCounter", "ArrivalsActor", "Pusher", "actor_name", "arrivals_actor"]
 
@@ -127,6 +135,7 @@ class ArrivalBook:
 class ArrivalsActor:
     def __init__(self):
         self.book = ArrivalBook()
+        self.states: dict[str, dict[str, dict]] = {}  # stage deployment → replica id → StageReplica.running()
 
     def update(self, replica: str, counts: dict, complete_through: int, timings: dict | None = None) -> str:
         import time
@@ -146,6 +155,17 @@ class ArrivalsActor:
 
     def by_replica(self, pipeline: str) -> dict[str, int]:
         return self.book.by_replica(pipeline)
+
+    def report_replica(self, deployment: str, replica: str, state: dict) -> None:
+        states = self.states.setdefault(deployment, {})
+        states.pop(replica, None)
+        states[replica] = state
+        while len(states) > REPLICA_STATES_KEPT:  # replicas come and go: forget the longest silent
+            del states[next(iter(states))]
+
+    def replicas(self, deployments: list[str]) -> dict[str, dict[str, dict]]:
+        """Deployment → replica id → its last report (replicas that never reported are absent)."""
+        return {d: dict(self.states.get(d, {})) for d in deployments}
 
 
 def actor_name(app_name: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "APP_NAME", "ARRIVAL_PUSH_S", "ARRIVALS_HISTORY_S", "ARRIVALS_STALE_S", "CONTROLLER", "CONVERGE_POLL_S", "INGRESS",
-    "FAST_PATH_ENV", "INLINE_PARSE_BYTES", "LATENCY_BUCKETS_MS", "NODE_WATCH_S", "STAGE_SHUTDOWN_S", "TOKEN_ENV",
+    "FAST_PATH_ENV", "INLINE_PARSE_BYTES", "LATENCY_BUCKETS_MS", "NODE_WATCH_S", "STAGE_SHUTDOWN_S", "SWITCH_POLL_S",
+    "TOKEN_ENV",
 ]
 
 #: the Serve application name `ipa-energy serve`, the planner and experiments use by default
@@ -24,6 +25,8 @@ ARRIVALS_STALE_S = 5.0
 NODE_WATCH_S = 30.0
 #: how often the plan controller polls Serve while a step converges (s)
 CONVERGE_POLL_S = 0.1
+#: how often the plan controller asks the registry whether a slot's replicas have switched variant (s)
+SWITCH_POLL_S = 0.2
 #: bucket boundaries (ms) of the pipeline latency histogram: they include every catalog SLA
 LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7500, 10000, 20000, 60000)
 #: Ray Serve runs a replica's user code, and the router of its deployment handles, on event

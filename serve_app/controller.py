@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
+import ray
+
 from ray import serve
 from ray.serve import metrics
 from ray.serve.context import _get_global_client
@@ -21,12 +23,13 @@ from ipa_energy.messages import ApplyReport, ApplyStep, PendingChange, PlanState
 from ipa_energy.spec import Plan
 from serve_app.builder import build_app
 from serve_app.config import AppSpec
-from serve_app.constants import CONTROLLER, CONVERGE_POLL_S, INGRESS
+from serve_app.constants import CONTROLLER, CONVERGE_POLL_S, INGRESS, SWITCH_POLL_S
 from serve_app.admission import cluster_totals, replica_memory_mb, shortfalls
+from serve_app.arrivals import arrivals_actor
 from serve_app.layout import Layout, layout, union
 from serve_app.rollout import Step, rollout
 
-__all__ = ["PlanController", "settled", "wait_converged"]
+__all__ = ["PlanController", "settled", "wait_converged", "wait_switched"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,6 +72,38 @@ def wait_converged(app: str, deployments: Layout, ingress_replicas: int, timeout
         time.sleep(CONVERGE_POLL_S)
 
 
+def _running_replicas(app: str, names) -> dict[str, list[str]]:
+    deployments = _get_global_client().get_serve_details()["applications"][app]["deployments"]
+    return {n: [r["replica_id"] for r in deployments[n]["replicas"] if r["state"] == "RUNNING"] for n in names}
+
+
+def wait_switched(app: str, deployments: Layout, timeout_s: float) -> None:
+    """Block until every running replica of every slot in `deployments` serves the slot's variant.
+
+    A replica switches variant in the background after Serve reconfigured it (serve_app.stage)
+    and reports to the app's registry; one whose new variant failed to load raises
+    PlanApplyError (the change rolls back: the replicas that did switch switch back in place)."""
+    registry = arrivals_actor(app)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = _running_replicas(app, deployments)
+        states = ray.get(registry.replicas.remote(list(deployments)), timeout=30)
+        waiting = []
+        for name, d in deployments.items():
+            for replica in running[name]:
+                state = states.get(name, {}).get(replica)
+                if state and state.get("wanted") == d.variant and d.variant in state.get("failed", {}):
+                    raise PlanApplyError(f"{name}: variant {d.variant} did not load on replica {replica}: "
+                                         f"{state['failed'][d.variant]}")
+                if not state or state.get("variant") != d.variant:
+                    waiting.append(f"{name}/{replica}")
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise PlanApplyError(f"replicas did not switch variant within {timeout_s:.0f} s: {waiting}")
+        time.sleep(SWITCH_POLL_S)
+
+
 @serve.deployment(num_replicas=1, max_ongoing_requests=1, ray_actor_options={"num_cpus": 0})
 class PlanController:
     def __init__(self, spec: dict):
@@ -86,6 +121,7 @@ class PlanController:
         app = build_app(self.spec, deployments, state, controller=PlanController)
         serve.run(app, name=self.app_name, route_prefix=self.route_prefix)
         wait_converged(self.app_name, deployments, self.spec.ingress_replicas, timeout_s)
+        wait_switched(self.app_name, deployments, timeout_s)
 
     def _drain(self, deployments: list[str], timeout_s: float) -> None:
         """Wait until the ingress has no call in flight to `deployments` (queued ones included).
@@ -122,8 +158,8 @@ class PlanController:
         if not changes and all(current.get(n) == p for n, p in incoming.items()):
             return ApplyReport(version=version).model_dump()
         shape = self.spec.shape
-        missing = shortfalls(self.spec, union(layout(current, shape), layout(new, shape)), cluster_totals(),
-                             self._memory_mb)
+        running = layout(current, shape)
+        missing = shortfalls(self.spec, union(running, layout(new, shape)), cluster_totals(), self._memory_mb, running)
         if missing:
             raise PlanRejected("plan does not fit the cluster; " + "; ".join(missing))
 
@@ -137,7 +173,6 @@ class PlanController:
 
         steps_done = []
         try:
-            running = layout(current, shape)
             steps = rollout(current, new, shape)
             for step in steps:
                 t0 = time.monotonic()

@@ -5,10 +5,10 @@ stage's plan (one, or every member of a mix), :func:`union` is the make-before-b
 
 A stage deployment is a *slot* (``pipeline.stage.0``, ``.1`` for a mix's next member), not a
 variant: the variant it runs is part of its ``user_config``. Switching a stage from one variant to
-another therefore reconfigures the running replicas in place (each builds the new model beside the
-old one, which serves meanwhile, then swaps: well under a second for the mini models) instead of
-starting new processes (a cold start: 4-5 s idle, 7-16 s on a busy 2-core host, mostly importing
-torch and torchvision). Only a variant that reserves other resources than its stage's first
+another therefore reconfigures the running replicas in place (each builds the new model in the
+background while the old one serves, then swaps: well under a second for the mini models) instead
+of starting new processes (a cold start: 4-5 s idle, 8-13 s on a busy 2-core host, mostly
+importing torch and torchvision). Only a variant that reserves other resources than its stage's first
 variant gets a slot of its own (``pipeline.stage.0-cpu1-gpu0.5``): Serve restarts replicas whose
 resources change, so such a switch is made before it breaks, in two deployments.
 """
@@ -51,23 +51,30 @@ def deployment_name(pipeline: str, stage: str, slot: int = 0, shape: str = "") -
     return f"{pipeline}.{stage}.{slot}" + (f"-{shape}" if shape else "")
 
 
-def parse_name(name: str) -> tuple[str, str, int, str]:
-    """(pipeline, stage, slot, shape) of a stage deployment's name."""
-    pipeline, stage, last = name.split(".", 2)
-    slot, _, shape = last.partition("-")
-    return pipeline, stage, int(slot), shape
+def parse_name(pipeline: PipelineSpec, name: str) -> tuple[str, int, str]:
+    """(stage, slot, shape) of a stage deployment of `pipeline` (names may hold dots); ValueError if none."""
+    for st in pipeline.stages:
+        prefix = f"{pipeline.name}.{st.name}."
+        slot, _, shape = name[len(prefix):].partition("-")
+        if name.startswith(prefix) and slot.isdigit():
+            return st.name, int(slot), shape
+    raise ValueError(f"{name!r} is not a stage deployment of pipeline {pipeline.name!r}")
 
 
 def slot_resources(pipeline: PipelineSpec, name: str) -> Resources:
     """What one replica of the stage deployment `name` reserves (every variant of its shape alike)."""
-    _, stage, _, shape = parse_name(name)
-    return next(v.resources for v in pipeline.stage(stage).variants if shape_of(pipeline, stage, v.name) == shape)
+    stage, _, shape = parse_name(pipeline, name)
+    for v in pipeline.stage(stage).variants:
+        if shape_of(pipeline, stage, v.name) == shape:
+            return v.resources
+    raise ValueError(f"{name!r}: no variant of stage {stage!r} has the resource shape {shape!r}")
 
 
 def members_in_slots(sp: StagePlan):
     """A stage plan's members in slot order: the primary variant first (a mix keeps it in the slot
-    the single variant had), then by share and name; so the order follows from the plan alone."""
-    return sorted(sp.members(), key=lambda m: (m.variant != sp.variant, -m.share, m.variant))
+    the single variant had), then by name (a reweighting moves no variant between slots); so the
+    order follows from the plan alone."""
+    return sorted(sp.members(), key=lambda m: (m.variant != sp.variant, m.variant))
 
 
 def targets(plan: Plan, shape: Shape = no_shapes) -> dict[str, dict[str, str]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ipa_energy.spec import Plan
-from serve_app.layout import Layout, Shape, layout, no_shapes, union
+from serve_app.layout import Layout, Shape, layout, no_shapes, targets, union
 
 __all__ = ["Step", "rollout", "same_routes"]
 
@@ -31,11 +31,13 @@ class Step:
     routing: dict[str, Plan]
 
 
-def same_routes(current: dict[str, Plan], new: dict[str, Plan]) -> bool:
-    """True when every stage keeps its variants and traffic shares (only batching or replica
-    counts change). A mix that gains, loses or reweights a member moves traffic: a route change."""
+def same_routes(current: dict[str, Plan], new: dict[str, Plan], shape: Shape = no_shapes) -> bool:
+    """True when every stage keeps its variants, traffic shares and slots (only batching or
+    replica counts change). A mix that gains, loses or reweights a member moves traffic, and a
+    new primary moves variants between slots: route changes."""
     return all(
         current.get(p) is not None and s in current[p].stages and current[p].stages[s].routes() == sp.routes()
+        and targets(current[p], shape).get(s) == targets(plan, shape)[s]
         for p, plan in new.items()
         for s, sp in plan.stages.items()
     )
@@ -54,7 +56,7 @@ def rollout(current: dict[str, Plan], new: dict[str, Plan], shape: Shape = no_sh
     both = union(now, target)
     grow = grown(now, target)
     steps = [Step("grow", grow, current)] if grow != now else []
-    if same_routes(current, new):
+    if same_routes(current, new, shape):
         steps.append(Step("apply", both, new))
     else:
         steps += [Step("make", both, current), Step("switch", both, new)]

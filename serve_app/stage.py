@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
+import logging
+from typing import Any, NamedTuple
 
 from ray import serve
 from ray.serve import metrics
@@ -18,6 +19,16 @@ from ipa_energy.spec import VariantSpec
 from workloads import images
 
 __all__ = ["StageReplica"]
+
+logger = logging.getLogger("ray.serve")
+
+
+class _Active(NamedTuple):
+    """What a replica serves with, swapped as one: a batch takes all three or none of a switch."""
+
+    runner: Any
+    variant: VariantSpec
+    labels: dict[str, str]
 
 
 @serve.deployment(max_ongoing_requests=16, graceful_shutdown_timeout_s=60)
@@ -31,24 +42,28 @@ class StageReplica:
         self.variants = {name: VariantSpec.model_validate(v) for name, v in variants.items()}
         if not self.variants:
             raise ValueError(f"stage {pipeline}.{stage}: a slot with no variant to run")
-        resources = next(iter(self.variants.values())).resources  # one shape per slot
+        self.resources = next(iter(self.variants.values())).resources  # one shape per slot
         context = serve.get_replica_context()
-        self.replica = context.replica_id.unique_id
-        self.variant: VariantSpec | None = None
-        self.runner = None
-        self.labels = {"pipeline": pipeline, "stage": stage, "variant": ""}
-        self._energy_labels = {"app": context.app_name, "deployment": context.deployment, "pipeline": pipeline,
-                               "stage": stage}
-        self.energy = ReplicaEnergy(consumer=self.replica, labels=self._energy_labels,
-                                    gpu_fraction=resources.num_gpus, config=energy)
+        self.replica, self.app, self.deployment = context.replica_id.unique_id, context.app_name, context.deployment
+        self.pipeline, self.stage = pipeline, stage
+        self._energy_config = energy
+        self.energy: ReplicaEnergy | None = None  # registered once the first variant is loaded (its label)
+        self.active: _Active | None = None
+        self.wanted: tuple[str, int, float] | None = None  # (variant, max batch size, batch wait s) last asked for
+        self.failed: dict[str, str] = {}  # variant → why it did not load here
+        self._building: asyncio.Task | None = None
         self.request_joules = metrics.Counter(
             "ipa_energy_request_joules", "Energy charged to requests (J)", tag_keys=("pipeline", "stage", "variant", "method")
         )
         self.requests = metrics.Counter("ipa_energy_requests", "Requests served", tag_keys=("pipeline", "stage", "variant"))
         # Pin torch to the replica's CPU share so replicas on one node don't oversubscribe it.
-        torch.set_num_threads(max(1, int(resources.num_cpus)))
+        torch.set_num_threads(max(1, int(self.resources.num_cpus)))
         self._torch = torch
         self.switches: deque[tuple[str, float]] = deque(maxlen=100)  # (variant, seconds to build and warm it up)
+
+    @property
+    def variant(self) -> VariantSpec | None:
+        return self.active.variant if self.active else None
 
     def _load(self, variant: VariantSpec):
         """Build `variant`'s model and warm it up (ready means warm)."""
@@ -60,28 +75,79 @@ class StageReplica:
             runner([warmup_payload(variant.task)])
         return runner
 
+    def _activate(self, name: str, runner, batching: tuple[int, float]) -> None:
+        labels = {"pipeline": self.pipeline, "stage": self.stage, "variant": name}
+        self.active = _Active(runner, self.variants[name], labels)
+        energy_labels = {"app": self.app, "deployment": self.deployment, **labels}
+        if self.energy is None:
+            self.energy = ReplicaEnergy(consumer=self.replica, labels=energy_labels,
+                                        gpu_fraction=self.resources.num_gpus, config=self._energy_config)
+        else:
+            self.energy.relabel(energy_labels)
+        self._batching(batching)
+
+    def _batching(self, batching: tuple[int, float]) -> None:
+        self._batched.set_max_batch_size(batching[0])
+        self._batched.set_batch_wait_timeout_s(batching[1])
+
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve calls this at start and whenever the plan changes this slot's user_config.
 
-        A new variant is built and warmed up in a worker thread while the current one keeps
-        serving; the swap is one assignment, so a batch already running finishes on the model
-        it started with and no request waits for a cold start."""
+        At start the variant is loaded before the replica reports ready (ready means warm; a
+        variant that fails to load fails the start). Afterwards a new variant is built and
+        warmed up in the background and this returns at once: Serve routes no request to a
+        replica while its reconfigure runs, so the replica keeps serving the variant it has
+        until the new one swaps in. A variant that fails to load leaves it serving the one it
+        has; either outcome goes to the app's registry (serve_app.arrivals), where the plan
+        controller waits for it before it moves traffic or rolls back."""
         name = config["variant"]
         if name not in self.variants:
             raise ValueError(f"variant {name!r} is not one this slot runs: {sorted(self.variants)}")
-        if self.variant is None or self.variant.name != name:
-            variant, start = self.variants[name], time.perf_counter()
-            runner = await asyncio.to_thread(self._load, variant)
-            self.runner, self.variant = runner, variant
-            self.labels = {**self.labels, "variant": name}
-            self.energy.relabel({**self._energy_labels, "variant": name})
-            self.switches.append((name, round(time.perf_counter() - start, 3)))
-        self._batched.set_max_batch_size(int(config["max_batch_size"]))
-        self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        batching = (int(config["max_batch_size"]), float(config["batch_wait_timeout_s"]))
+        self.wanted = (name, *batching)
+        if self.active is None:
+            runner = await asyncio.to_thread(self._load, self.variants[name])
+            self._activate(name, runner, batching)
+            self._report()
+        elif self.active.variant.name == name:
+            self._batching(batching)  # a switch still building is no longer wanted: it will not swap
+            self._report()
+        elif self._building is None or self._building.done():
+            self._building = asyncio.get_running_loop().create_task(self._switch())
+
+    async def _switch(self) -> None:
+        """Build what is wanted until it is what runs (the wish may change while a model builds)."""
+        while self.wanted is not None and self.active is not None and self.wanted[0] != self.active.variant.name:
+            name = self.wanted[0]
+            start = time.perf_counter()
+            try:
+                runner = await asyncio.to_thread(self._load, self.variants[name])
+            except Exception as e:  # keep serving what runs; the controller rolls the change back
+                logger.exception("replica %s: variant %s did not load; still serving %s", self.replica, name,
+                                 self.active.variant.name)
+                self.failed[name] = f"{type(e).__name__}: {e}"
+                break
+            if self.wanted[0] == name:
+                self._activate(name, runner, self.wanted[1:])
+                self.failed.pop(name, None)
+                self.switches.append((name, round(time.perf_counter() - start, 3)))
+        self._report()
+
+    def _report(self) -> None:
+        """Tell the app's registry what this replica runs, what it was asked for and what failed."""
+        try:
+            from serve_app.arrivals import arrivals_actor
+
+            arrivals_actor(self.app).report_replica.remote(self.deployment, self.replica, self.running())
+        except Exception as e:  # the controller then waits for a report that does not come, and rolls back
+            logger.warning("replica %s: state not reported: %s", self.replica, e)
 
     def running(self) -> dict:
-        """The variant this replica runs and the in-place switches it made: (variant, seconds)."""
-        return {"variant": self.variant.name if self.variant else None, "switches": list(self.switches)}
+        """The variant this replica runs, the one it was last asked for, the variants that failed to
+        load here (variant → why) and the in-place switches it made: (variant, seconds)."""
+        return {"variant": self.variant.name if self.variant else None,
+                "wanted": self.wanted[0] if self.wanted else None,
+                "failed": dict(self.failed), "switches": list(self.switches)}
 
     def _run(self, payloads: list[dict]) -> list[dict | PayloadError]:
         """A batch in the worker thread: decode each payload, then one forward pass.
@@ -98,7 +164,7 @@ class StageReplica:
             except PayloadError as e:
                 failed[i] = e
         # the model and labels as they are now: a switch in place does not touch a running batch
-        runner, variant, labels = self.runner, self.variant, self.labels
+        runner, variant, labels = self.active
         results = iter(self._forward(runner, variant, labels, ready) if ready else ())
         return [failed[i] if i in failed else next(results) for i in range(len(payloads))]
 

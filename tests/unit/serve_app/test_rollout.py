@@ -67,7 +67,7 @@ def test_a_variant_of_another_shape_is_made_before_it_breaks():
     cur, new = {"video": plan()}, {"video": plan(cls="cls-big")}
     make, switch, brk = rollout(cur, new, shaped)
     big = deployment_name("video", "classifier", 0, "gpu1")
-    assert big == "video.classifier.0-gpu1" and parse_name(big) == ("video", "classifier", 0, "gpu1")
+    assert big == "video.classifier.0-gpu1"
     assert {CLS0, big} <= set(make.deployments) and make.routing == cur
     assert switch.routing == new and CLS0 not in brk.deployments and big in brk.deployments
     assert targets(new["video"], shaped)["classifier"] == {"cls-big": big}
@@ -153,3 +153,25 @@ def test_converged_means_exact_count_or_any_count_within_autoscaling_bounds():
     assert settled((1, 4), "HEALTHY", {"RUNNING": 3}) and settled((1, 4), "UPSCALING", {"RUNNING": 1, "STARTING": 2})
     assert not settled((2, 4), "HEALTHY", {"RUNNING": 1}) and not settled((1, 4), "HEALTHY", {"RUNNING": 5})
     assert not settled((1, 4), "UPDATING", {"RUNNING": 2})
+
+
+def test_a_slots_name_gives_its_stage_and_what_its_replicas_reserve():
+    import pytest
+
+    from serve_app.layout import slot_resources
+    from workloads import catalog
+
+    video = catalog.pipeline("video")
+    assert parse_name(video, "video.classifier.1") == ("classifier", 1, "")
+    assert parse_name(video, "video.detector.0-cpu1-gpu0.25") == ("detector", 0, "cpu1-gpu0.25")
+    assert slot_resources(video, "video.classifier.0") == video.stage("classifier").variants[0].resources
+    with pytest.raises(ValueError, match="not a stage deployment"):
+        parse_name(video, "llm.generator.0")
+    with pytest.raises(ValueError, match="resource shape"):
+        slot_resources(video, "video.classifier.0-cpu9-gpu0")
+
+
+def test_a_mix_keeps_its_members_in_their_slots_when_reweighted():
+    a = targets(mixed((("cls-a", 0.5), ("cls-c", 0.3), ("cls-b", 0.2))))["classifier"]
+    b = targets(mixed((("cls-a", 0.5), ("cls-c", 0.2), ("cls-b", 0.3))))["classifier"]
+    assert a == b == {"cls-a": CLS0, "cls-b": "video.classifier.1", "cls-c": "video.classifier.2"}
