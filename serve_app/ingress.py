@@ -296,7 +296,7 @@ class Ingress:
             finally:
                 self.in_flight[target] -= 1
             result = results[stage.name] = StageResult.model_validate(reply)
-            self.shedder.observe(target, result.compute_ms, result.batch_size)
+            self.shedder.observe(f"{target}/{result.variant}", result.compute_ms, result.batch_size)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
             # by the variant that served it: a slot switching in place may still answer with the old one
             self.timings.record(name, stage.name, result.variant, time.time(), result.compute_ms, result.batch_size,
@@ -319,7 +319,7 @@ class Ingress:
         ))
 
     def _route(self, name: str, draws: list[float]) -> list[tuple[str, str, int, int]]:
-        """(stage, deployment, calls in flight from here, planned replicas) a request would take."""
+        """(stage, deployment/variant, calls in flight from here, planned replicas) a request would take."""
         route, plan = [], self.plans[name]
         for spec, u in zip(self.pipelines[name].stages, draws):
             stage = spec.name
@@ -327,7 +327,8 @@ class Ingress:
             variant = sp.route(u)
             target = self.targets[name][stage][variant]
             # an autoscaled stage may grow to its maximum: never refuse below what it can reach
-            route.append((stage, target, self.in_flight[target], sp.most_replicas(variant)))
+            # timed per variant: a slot that switched in place is judged by its new variant's timings only
+            route.append((stage, f"{target}/{variant}", self.in_flight[target], sp.most_replicas(variant)))
         return route
 
     def _refuse(self, pipeline: PipelineSpec, stage: str, retry_after_s: int, why: str) -> Response:

@@ -10,7 +10,8 @@ stage answer carries its batch's forward time and size (`StageResult.compute_ms`
 its service rate μ = replicas / s_per_request; a request arriving behind L calls this ingress
 has in flight there waits about (L + 1) / μ. With several ingress replicas each sees its
 share of both the calls and the capacity (the handles spread calls evenly), so the ratio holds.
-A deployment with no timing yet is not judged (a fresh variant is never refused blind).
+Timings are kept per deployment and variant (a slot switches variant in place): a variant with
+no timing yet is not judged (a fresh variant is never refused blind).
 
 Serve's `max_queued_requests` bounds each stage's queue as a backstop (serve_app.builder);
 its BackPressureError is answered the same way.
