@@ -131,7 +131,7 @@ class NodeEnergyActor:
 
     def supply(self) -> dict:
         """A dumped :class:`~ipa_energy.cluster.NodeSupply` of this node (the planner's capacity)."""
-        return host_supply(self.node_id)
+        return {**host_supply(self.node_id), "outside_cores": round(self.state.outside_cores(), 4)}
 
     def summary(self) -> dict:
         """A dumped :class:`~ipa_energy.energy.NodeEnergyReport`, with this actor's own CPU cost."""

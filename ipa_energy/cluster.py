@@ -27,6 +27,9 @@ class NodeSupply(BaseModel):
     cores: float = Field(gt=0, description="Physical cores (not logical CPUs: hyper-threads share a core).")
     memory_mb: float = Field(gt=0, description="Physical memory (MiB).")
     gpus: tuple[GpuSupply, ...] = ()
+    outside_cores: float = Field(0.0, ge=0, description="Cores recently busy outside the stage replicas (the serving "
+                                 "path, Ray's own daemons, a co-located load generator, the OS), measured by the "
+                                 "node's energy actor over its last seconds (0: not measured).")
 
 
 class ClusterSupply(BaseModel):
@@ -34,6 +37,17 @@ class ClusterSupply(BaseModel):
 
     nodes: tuple[NodeSupply, ...] = Field(min_length=1)
     source: str = Field(description="Where the figures come from: 'ray', 'this host', or a file.")
+    background_cores: float = Field(0.0, ge=0, description="Cores the plan cannot have: busy outside the stage "
+                                    "replicas and beyond the modelled serving path (the planner sets it each interval).")
+
+    @property
+    def outside_cores(self) -> float:
+        return sum(n.outside_cores for n in self.nodes)
+
+    def with_background(self, serving_cores: float) -> ClusterSupply:
+        """This supply with `background_cores` = what is busy outside the stages less the serving
+        path the program counts itself (`serving_cores`: λ × its CPU seconds per request)."""
+        return self.model_copy(update={"background_cores": max(0.0, self.outside_cores - serving_cores)})
 
     @property
     def cores(self) -> float:

@@ -91,7 +91,7 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     the stage's latency is its slowest member's, its replicas count together against N.
     Latency and capacity follow the plan's own model (:func:`plan_model`: queueing wait,
     contention stretch); a plan made for a cluster must also fit its CPU cap
-    (``objective["utilisation_cap"]`` × ``cores`` − the serving path's share).
+    (``objective["utilisation_cap"]`` × ``cores`` − the serving path's share − ``background_cores``).
     """
     model = plan_model(plan)
     problems: list[str] = []
@@ -146,10 +146,10 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
         problems.append(f"latency {latency:.4g} ms ({what}) > SLA {sla:.4g} ms")
     o = plan.objective
     if "utilisation_cap" in o and "cores" in o:
-        allowed = o["utilisation_cap"] * o["cores"] - lam * o.get("serving_cpu_s", 0.0)
+        allowed = o["utilisation_cap"] * o["cores"] - lam * o.get("serving_cpu_s", 0.0) - o.get("background_cores", 0.0)
         if cpu > allowed * (1 + 1e-9) + 1e-9:
             problems.append(f"CPU {cpu:.4g} cores > {allowed:.4g} cores allowed "
-                            f"({o['utilisation_cap']:.0%} of {o['cores']:g} cores, less the serving path)")
+                            f"({o['utilisation_cap']:.0%} of {o['cores']:g} cores, less the serving path and background)")
     if check_predictions and not problems:
         def close(a: float | None, b: float) -> bool:
             return a is not None and abs(a - b) <= rel_tol * max(1.0, abs(b))

@@ -157,10 +157,13 @@ class PlannerLoop:
         else:
             observed_p99, predicted_p99, factors = {}, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
         profiles = self.corrections.apply(self.profiles)
+        # what the node spent outside the stages beyond the serving path the program models
+        # (Ray's daemons, a co-located load generator) is not the plan's to use
+        supply = self.supply.with_background(observed * self.serving_cpu_s) if self.supply is not None else None
         plan = optimize(
             self.pipeline, profiles, max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
             margin=self.margin, max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
-            supply=self.supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
+            supply=supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
         )
         # A variant switch rebuilds models in the running replicas, on the cores that serve (2-3 s
         # on a busy 2-core host): one the running plan does not need must be chosen twice in a

@@ -180,7 +180,9 @@ def _planned(plan: Plan, cap: Capacity, supply: ClusterSupply | None, lam: float
              "fill_factor": cap.model.fill_factor}
     if supply is not None and cap.utilisation is not None:
         extra |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
-                  "node_utilisation": (plan.objective["cpu_cores"] + lam * serving_cpu_s) / supply.cores}
+                  "background_cores": supply.background_cores,
+                  "node_utilisation": (plan.objective["cpu_cores"] + lam * serving_cpu_s + supply.background_cores)
+                  / supply.cores}
     return plan.model_copy(update={"objective": {**plan.objective, **extra}})
 
 

@@ -251,7 +251,8 @@ def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving
     cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
     out = []
     for rho in UTILISATION_GRID:
-        cpu = rho * supply.cores - lam * serving_cpu_s
+        # ρ caps the node's utilisation: background load (measured) takes its cores first
+        cpu = rho * supply.cores - lam * serving_cpu_s - supply.background_cores
         if cpu > 0:
             out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho), fill_factor=fill_factor),
                                 cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho))

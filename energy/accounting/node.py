@@ -110,6 +110,21 @@ class NodeEnergy:
                 self.consumers[consumer].labels = dict(labels)
                 self.labels[consumer] = dict(labels)
 
+    def outside_cores(self, span_s: float = RATES_SPAN_S) -> float:
+        """Cores busy outside the stage replicas (consumers labelled with a stage) over the last
+        `span_s`: the serving path, Ray's daemons, a load generator on this node, the OS."""
+        with self._lock:
+            if len(self.history) < 2:
+                return 0.0
+            last = self.history[-1]
+            first = next((t for t in self.history if t.time_s >= last.time_s - span_s), self.history[0])
+            dt = last.time_s - first.time_s
+            if dt <= 0:
+                return 0.0
+            stages = {n for n, labels in self.labels.items() if labels.get("stage")}
+            staged = sum(last.cpu_s[n] - first.cpu_s.get(n, 0.0) for n in last.cpu_s if n in stages)
+            return max(0.0, (last.node_cpu_s - first.node_cpu_s - staged) / dt)
+
     def report_busy(self, consumer: str, seconds: float) -> None:
         with self._lock:
             c = self.consumers.get(consumer)

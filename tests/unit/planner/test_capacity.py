@@ -62,3 +62,18 @@ def test_cs2_and_stretch():
 def test_this_host_reports_physical_cores_and_memory():
     (node,) = supply_of_this_host().nodes
     assert 1 <= node.cores <= (__import__("os").cpu_count() or 1) and node.memory_mb > 100
+
+
+def test_background_load_takes_its_cores_before_the_plan():
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+    from planner.program import capacities
+
+    node = NodeSupply(node_id="n", cores=2, memory_mb=8000, outside_cores=0.7)
+    supply = ClusterSupply(nodes=(node,), source="test")
+    assert supply.outside_cores == 0.7
+    assert supply.with_background(0.2).background_cores == pytest.approx(0.5)  # less the modelled serving path
+    assert supply.with_background(1.0).background_cores == 0.0
+    plain = {c.utilisation: c.cpu_cores for c in capacities(supply, 5.0, True, 0.02)}
+    loaded = {c.utilisation: c.cpu_cores for c in capacities(supply.with_background(0.1), 5.0, True, 0.02)}
+    assert all(loaded[r] == pytest.approx(plain[r] - 0.6) for r in loaded)
+    assert len(loaded) < len(plain) or min(loaded.values()) > 0

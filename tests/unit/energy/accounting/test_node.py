@@ -79,6 +79,22 @@ def test_relabel_keeps_the_consumers_energy_and_names_it_anew(workers):
     assert "ghost" not in node.labels
 
 
+def test_cores_busy_outside_the_stage_replicas(workers):
+    busy, idle = workers
+    node = NodeEnergy([FakeCpuMeter(50.0, time.time)], EnergyConfig(idle_w={"cpu:0": 10.0}))
+    node.register("sleeper", idle.pid, {"deployment": "a.s.0", "stage": "s"})
+    node.tick()
+    time.sleep(1.0)
+    node.tick()
+    outside = node.outside_cores()
+    assert 0.8 < outside < 2.5  # the unregistered busy loop (and this test) count; the idle stage replica does not
+    node.register("busy", busy.pid, {"deployment": "a.s.1", "stage": "s"})
+    node.tick()
+    time.sleep(1.0)
+    node.tick()
+    assert node.outside_cores(span_s=0.9) < outside - 0.5  # now a stage replica: its core is the plan's
+
+
 def test_window_and_rates(workers):
     busy, _ = workers
     node = NodeEnergy([FakeCpuMeter(40.0, time.time)], EnergyConfig(idle_w={"cpu:0": 0.0}))
