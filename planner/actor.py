@@ -63,6 +63,7 @@ class PlannerActor:
             serving_cpu_s=SERVING_CPU_S if capacity else 0.0,
         )
         self.capacity = capacity
+        self._arrivals = None  # the app's arrivals actor, once looked up
         self._refresh_supply()
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True, name="planner").start()
@@ -76,8 +77,15 @@ class PlannerActor:
         except Exception as e:  # keep planning with what was last known
             logger.warning("cluster supply not read (%s); keeping %s", e, self.loop.supply)
 
-    def _history(self, arrivals) -> np.ndarray:
-        history = np.asarray(ray.get(arrivals.history.remote(self.pipeline), timeout=30), dtype=float)
+    def _history(self) -> np.ndarray:
+        """Per-second arrivals summed over every ingress replica (this run's only)."""
+        if self._arrivals is None:  # looked up again after a failure (the app may have been redeployed)
+            self._arrivals = arrivals_actor(self.app_name)
+        try:
+            history = np.asarray(ray.get(self._arrivals.history.remote(self.pipeline), timeout=30), dtype=float)
+        except Exception:
+            self._arrivals = None
+            raise
         if self.history_from_s is not None:
             keep = min(len(history), max(0, int(time.time() - self.history_from_s)))
             history = history[len(history) - keep:]
@@ -89,27 +97,21 @@ class PlannerActor:
         # In between, the arrivals are read every second: a surge past the plan's load steps at once.
         due = time.monotonic() + self.interval_s
         while not self._stop.wait(min(SURGE_POLL_S, max(0.0, due - time.monotonic()))):
+            between, stepping = time.monotonic() < due, False
             try:
-                # the sum over all ingress replicas; looked up each time (the actor may have restarted)
-                arrivals = arrivals_actor(self.app_name)
-                if time.monotonic() < due:
-                    try:
-                        surging = self.loop.surging(self._history(arrivals))
-                    except Exception as e:  # a missed poll is retried in a second; the interval step logs failures
-                        logger.debug("planner: arrivals not read between intervals: %s", e)
-                        continue
-                    if not surging:
-                        continue
-                    trigger = "surge"
-                else:
-                    trigger = "interval"
+                history = self._history()
+                if between and not self.loop.surging(history):
+                    continue
+                stepping = True
                 due = time.monotonic() + self.interval_s  # from this step's start, however long it takes
                 self._refresh_supply()
-                timed = arrivals.stages.remote(self.pipeline, int(self.interval_s))
-                history = self._history(arrivals)
-                stages = [StageObservation.model_validate(o) for o in ray.get(timed, timeout=30)]
-                self.loop.step(history, stages, trigger=trigger)
-            except Exception:  # an interval that fails is logged and skipped; serving is unaffected
+                timed = ray.get(self._arrivals.stages.remote(self.pipeline, int(self.interval_s)), timeout=30)
+                stages = [StageObservation.model_validate(o) for o in timed]
+                self.loop.step(history, stages, trigger="surge" if between else "interval")
+            except Exception as e:  # a failed step is logged and retried; serving is unaffected
+                if not stepping and between:  # a missed poll between intervals is retried in a second
+                    logger.debug("planner: arrivals not read between intervals: %s", e)
+                    continue
                 due = max(due, time.monotonic() + SURGE_POLL_S)
                 logger.exception("planner interval failed")
 

@@ -12,7 +12,6 @@ import logging
 import time
 
 import ray
-
 from ray import serve
 from ray.serve import metrics
 from ray.serve.context import _get_global_client

@@ -55,9 +55,10 @@ def parse_name(pipeline: PipelineSpec, name: str) -> tuple[str, int, str]:
     """(stage, slot, shape) of a stage deployment of `pipeline` (names may hold dots); ValueError if none."""
     for st in pipeline.stages:
         prefix = f"{pipeline.name}.{st.name}."
-        slot, _, shape = name[len(prefix):].partition("-")
-        if name.startswith(prefix) and slot.isdigit():
-            return st.name, int(slot), shape
+        if name.startswith(prefix):
+            slot, _, shape = name.removeprefix(prefix).partition("-")
+            if slot.isdigit():
+                return st.name, int(slot), shape
     raise ValueError(f"{name!r} is not a stage deployment of pipeline {pipeline.name!r}")
 
 

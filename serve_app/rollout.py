@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ipa_energy.spec import Plan
-from serve_app.layout import Layout, Shape, layout, no_shapes, targets, union
+from serve_app.layout import Layout, Shape, layout, no_shapes, union
 
 __all__ = ["Step", "rollout", "same_routes"]
 
@@ -31,13 +31,13 @@ class Step:
     routing: dict[str, Plan]
 
 
-def same_routes(current: dict[str, Plan], new: dict[str, Plan], shape: Shape = no_shapes) -> bool:
-    """True when every stage keeps its variants, traffic shares and slots (only batching or
+def same_routes(current: dict[str, Plan], new: dict[str, Plan]) -> bool:
+    """True when every stage keeps its variants, traffic shares and primary (only batching or
     replica counts change). A mix that gains, loses or reweights a member moves traffic, and a
-    new primary moves variants between slots: route changes."""
+    new primary moves variants between slots (serve_app.layout.members_in_slots): route changes."""
     return all(
         current.get(p) is not None and s in current[p].stages and current[p].stages[s].routes() == sp.routes()
-        and targets(current[p], shape).get(s) == targets(plan, shape)[s]
+        and current[p].stages[s].variant == sp.variant
         for p, plan in new.items()
         for s, sp in plan.stages.items()
     )
@@ -56,7 +56,7 @@ def rollout(current: dict[str, Plan], new: dict[str, Plan], shape: Shape = no_sh
     both = union(now, target)
     grow = grown(now, target)
     steps = [Step("grow", grow, current)] if grow != now else []
-    if same_routes(current, new, shape):
+    if same_routes(current, new):
         steps.append(Step("apply", both, new))
     else:
         steps += [Step("make", both, current), Step("switch", both, new)]

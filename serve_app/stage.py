@@ -4,9 +4,9 @@ switches variant in place when its `user_config` names another one."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
-import logging
 from typing import Any, NamedTuple
 
 from ray import serve
@@ -16,6 +16,7 @@ from energy.replica import ReplicaEnergy
 from ipa_energy.errors import PayloadError
 from ipa_energy.messages import StageResult
 from ipa_energy.spec import VariantSpec
+from serve_app.arrivals import arrivals_actor
 from workloads import images
 
 __all__ = ["StageReplica"]
@@ -24,11 +25,10 @@ logger = logging.getLogger("ray.serve")
 
 
 class _Active(NamedTuple):
-    """What a replica serves with, swapped as one: a batch takes all three or none of a switch."""
+    """What a replica serves with, swapped as one: a batch takes both or neither of a switch."""
 
     runner: Any
     variant: VariantSpec
-    labels: dict[str, str]
 
 
 @serve.deployment(max_ongoing_requests=16, graceful_shutdown_timeout_s=60)
@@ -75,10 +75,12 @@ class StageReplica:
             runner([warmup_payload(variant.task)])
         return runner
 
+    def _labels(self, variant: str) -> dict[str, str]:
+        return {"pipeline": self.pipeline, "stage": self.stage, "variant": variant}
+
     def _activate(self, name: str, runner, batching: tuple[int, float]) -> None:
-        labels = {"pipeline": self.pipeline, "stage": self.stage, "variant": name}
-        self.active = _Active(runner, self.variants[name], labels)
-        energy_labels = {"app": self.app, "deployment": self.deployment, **labels}
+        self.active = _Active(runner, self.variants[name])
+        energy_labels = {"app": self.app, "deployment": self.deployment, **self._labels(name)}
         if self.energy is None:
             self.energy = ReplicaEnergy(consumer=self.replica, labels=energy_labels,
                                         gpu_fraction=self.resources.num_gpus, config=self._energy_config)
@@ -136,8 +138,6 @@ class StageReplica:
     def _report(self) -> None:
         """Tell the app's registry what this replica runs, what it was asked for and what failed."""
         try:
-            from serve_app.arrivals import arrivals_actor
-
             arrivals_actor(self.app).report_replica.remote(self.deployment, self.replica, self.running())
         except Exception as e:  # the controller then waits for a report that does not come, and rolls back
             logger.warning("replica %s: state not reported: %s", self.replica, e)
@@ -163,12 +163,13 @@ class StageReplica:
                 ready.append({**payload, "image": images.decode(image)} if isinstance(image, bytes) else payload)
             except PayloadError as e:
                 failed[i] = e
-        # the model and labels as they are now: a switch in place does not touch a running batch
-        runner, variant, labels = self.active
-        results = iter(self._forward(runner, variant, labels, ready) if ready else ())
+        # the model as it is now: a switch in place does not touch a running batch
+        runner, variant = self.active
+        results = iter(self._forward(runner, variant, ready) if ready else ())
         return [failed[i] if i in failed else next(results) for i in range(len(payloads))]
 
-    def _forward(self, runner, variant: VariantSpec, labels: dict, payloads: list[dict]) -> list[dict]:
+    def _forward(self, runner, variant: VariantSpec, payloads: list[dict]) -> list[dict]:
+        labels = self._labels(variant.name)
         start, cpu_start = time.perf_counter(), time.process_time()
         with self._torch.inference_mode():
             outputs = runner(payloads)

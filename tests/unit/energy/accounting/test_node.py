@@ -62,13 +62,19 @@ def test_busy_process_gets_energy_idle_one_does_not(workers):
     assert node.idle_j == pytest.approx(10.0 * (last.time_s - first.time_s), rel=1e-9)
 
 
+def ticked(node: NodeEnergy, seconds: float) -> NodeEnergy:
+    """Two snapshots `seconds` apart."""
+    node.tick()
+    time.sleep(seconds)
+    node.tick()
+    return node
+
+
 def test_relabel_keeps_the_consumers_energy_and_names_it_anew(workers):
     busy, _ = workers
     node = NodeEnergy([FakeCpuMeter(50.0, time.time)], EnergyConfig(idle_w={"cpu:0": 10.0}))
     node.register("busy", busy.pid, {"deployment": "a.s.0", "variant": "v1"})
-    node.tick()
-    time.sleep(0.5)
-    node.tick()
+    ticked(node, 0.5)
     before = node.totals["busy"]
     node.relabel("busy", {"deployment": "a.s.0", "variant": "v2"})  # a slot switched variant in place
     node.relabel("ghost", {"variant": "v3"})  # never registered: nothing to rename
@@ -83,16 +89,10 @@ def test_cores_busy_outside_the_stage_replicas(workers):
     busy, idle = workers
     node = NodeEnergy([FakeCpuMeter(50.0, time.time)], EnergyConfig(idle_w={"cpu:0": 10.0}))
     node.register("sleeper", idle.pid, {"deployment": "a.s.0", "stage": "s"})
-    node.tick()
-    time.sleep(1.0)
-    node.tick()
-    outside = node.outside_cores()
+    outside = ticked(node, 1.0).outside_cores()
     assert 0.8 < outside < 2.5  # the unregistered busy loop (and this test) count; the idle stage replica does not
     node.register("busy", busy.pid, {"deployment": "a.s.1", "stage": "s"})
-    node.tick()
-    time.sleep(1.0)
-    node.tick()
-    assert node.outside_cores(span_s=0.9) < outside - 0.5  # now a stage replica: its core is the plan's
+    assert ticked(node, 1.0).outside_cores(span_s=0.9) < outside - 0.5  # now a stage replica: its core is the plan's
 
 
 def test_window_and_rates(workers):
