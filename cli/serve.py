@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     spec, plans = from_args(dict(kv.split("=", 1) for kv in args.args))
     from energy.supply import physical_cores
 
+    control.node_environment()
     # a local Ray gets logical CPUs = physical cores, so reservations count what replicas consume
     ray.init(address=args.address, include_dashboard=args.dashboard,
              num_cpus=None if args.address else (args.num_cpus or physical_cores()))

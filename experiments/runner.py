@@ -100,6 +100,7 @@ class Session:
         self.cfg, self.console, self.ray, self.serve = cfg, console, ray, serve
         self.started_ray = not ray.is_initialized() and cfg.address is None
         if not ray.is_initialized():
+            control.node_environment()
             # logical CPUs = physical cores: Ray's reservations then count what replicas consume
             ray.init(address=cfg.address, num_cpus=None if cfg.address else (cfg.num_cpus or physical_cores()),
                      include_dashboard=False, log_to_driver=False)

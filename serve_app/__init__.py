@@ -11,12 +11,17 @@ from typing import Dict
 
 def app(args: Dict[str, str]):
     """Application builder for `serve run` / `serve build` (imports stay lazy for light imports)."""
+    import ray
+
     from serve_app.builder import build_app
     from serve_app.config import from_args
+    from serve_app.control import node_environment
     from serve_app.controller import PlanController
     from serve_app.layout import layout
     from ipa_energy.messages import PlanState
 
+    if not ray.is_initialized():  # `serve run` calls the builder before it starts a local Ray
+        node_environment()
     spec, plans = from_args(args)
     return build_app(spec, layout(plans, spec.shape), PlanState(version=1, plans=plans), controller=PlanController)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "APP_NAME", "ARRIVAL_PUSH_S", "ARRIVALS_HISTORY_S", "ARRIVALS_STALE_S", "CONTROLLER", "CONVERGE_POLL_S", "INGRESS",
-    "FAST_PATH_ENV", "INLINE_PARSE_BYTES", "LATENCY_BUCKETS_MS", "NODE_WATCH_S", "STAGE_SHUTDOWN_S", "SWITCH_POLL_S",
+    "FAST_PATH_ENV", "INLINE_PARSE_BYTES", "LATENCY_BUCKETS_MS", "NODE_ENV", "NODE_WATCH_S", "STAGE_SHUTDOWN_S", "SWITCH_POLL_S",
     "TOKEN_ENV",
 ]
 
@@ -39,6 +39,13 @@ LATENCY_BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000,
 #: an error) rather than written one by one.
 FAST_PATH_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
                  "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000"}
+#: Read by processes Serve starts itself (its HTTP proxy), so they must be in the environment
+#: of whatever starts the Ray node (serve_app.control.node_environment; `ray start` in
+#: cluster.yaml). The proxy forwards each HTTP request to the ingress over gRPC, as a stage
+#: call does, instead of a Ray actor call after which the replica fetches the body back from
+#: the proxy with another actor call per request: 10–13 ms less per request on a 2-core host,
+#: for any Serve app on the cluster (bench/overhead.py; notes of issue 10).
+NODE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
 #: request bodies up to this size are parsed on the event loop (well under a millisecond:
 #: less than a hop to a worker thread costs); larger ones (image decoding checks) in a thread
 INLINE_PARSE_BYTES = 64 * 1024

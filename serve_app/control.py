@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from ray import serve
@@ -11,11 +12,22 @@ from ipa_energy.messages import ApplyReport, PlanState
 from ipa_energy.spec import Plan
 from serve_app.builder import build_app
 from serve_app.config import AppSpec
-from serve_app.constants import APP_NAME, CONTROLLER, INGRESS
+from serve_app.constants import APP_NAME, CONTROLLER, INGRESS, NODE_ENV
 from serve_app.controller import PlanController
 from serve_app.layout import layout
 
-__all__ = ["apply_plan", "current_plans", "deploy", "plan_state"]
+__all__ = ["apply_plan", "current_plans", "deploy", "node_environment", "plan_state"]
+
+
+def node_environment() -> dict[str, str]:
+    """Put serve_app.constants.NODE_ENV into this process's environment, where not set already.
+
+    Call it before `ray.init` starts a local cluster: the node's processes, Serve's HTTP proxy
+    among them, inherit the environment of the process that starts it. Returns what applies.
+    """
+    for key, value in NODE_ENV.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in NODE_ENV}
 
 
 def deploy(spec: AppSpec, plans: dict[str, Plan] | None = None, *, name: str = APP_NAME, route_prefix: str = "/") -> DeploymentHandle:

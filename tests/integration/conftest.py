@@ -35,6 +35,7 @@ METRICS_PORT = free_port()
 
 @pytest.fixture(scope="session")
 def cluster():
+    control.node_environment()
     ray.init(
         num_cpus=12,  # logical: each mini replica reserves 0.5; plan changes run old and new at once
         include_dashboard=False,
