@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -39,7 +40,7 @@ from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
 from serve_app.layout import targets
-from serve_app.requests import check_body_size, parse_body, request_model
+from serve_app.requests import check_body_size, check_json_shape, parse_body, request_model
 from serve_app.shedding import LoadShedder
 from serve_app.timings import StageTimings
 
@@ -115,6 +116,8 @@ class Ingress:
                                     "counted once per stage", tag_keys=("pipeline", "stage", "variant", "slo"))
         self._shed = metrics.Counter("ipa_energy_shed_requests", "Requests refused at once (503) because the plan "
                                      "could not serve them within the SLA", tag_keys=("pipeline", "stage"))
+        self._retries = metrics.Counter("ipa_energy_stage_retries", "Stage calls sent again because the replica died or "
+                                        "was unreachable before it answered", tag_keys=("pipeline", "stage"))
         self._latency = metrics.Histogram("ipa_energy_pipeline_latency_ms", "End-to-end latency at the ingress (ms)",
                                           boundaries=list(LATENCY_BUCKETS_MS), tag_keys=("pipeline",))
         self._node_watch: asyncio.Task | None = None
@@ -230,6 +233,7 @@ class Ingress:
         if authorization is None or not hmac.compare_digest(authorization, f"Bearer {token}"):
             return _error(401, "missing or wrong bearer token")
         body = await _read_body(request, self.spec.limits.max_body_bytes)
+        check_json_shape(body, self.spec.limits)  # a body nested too deep: 422, not the decoder's RecursionError
         try:
             raw = json.loads(body)
             items = raw if isinstance(raw, list) else [raw]
@@ -251,6 +255,7 @@ class Ingress:
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
     )
     async def run(self, name: str, request: Request):
+        arrived = time.perf_counter()
         if self._node_watch is None:
             self._node_watch = asyncio.get_running_loop().create_task(self._watch_nodes())
         pipeline = self.pipelines.get(name)
@@ -273,6 +278,7 @@ class Ingress:
             payload = await asyncio.to_thread(parse_body, self.schemas[name], body, limits)
 
         start = time.perf_counter()
+        deadline = arrived + pipeline.sla_ms / 1000
         results: dict[str, StageResult] = {}
         latency: dict[str, float] = {}
         for stage, u in zip(pipeline.stages, draws):
@@ -282,7 +288,7 @@ class Ingress:
             target = self.targets[name][stage.name][variant]
             self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
             try:
-                reply = await self._handle(target).remote({k: payload[k] for k in stage.consumes})
+                reply = await self._call(pipeline, stage.name, target, {k: payload[k] for k in stage.consumes}, deadline)
             except BackPressureError as e:  # the stage's bounded queue is full
                 return self._refuse(pipeline, stage.name, max(1, math.ceil(e.retry_after_s or 1)),
                                     f"stage {stage.name!r} ({variant}) has a full queue ({e.num_queued_requests} queued)")
@@ -317,6 +323,23 @@ class Ingress:
             energy=self._request_energy(name, {s: r.energy for s, r in results.items()}),
             plan_version=self.plan_version,
         ))
+
+    async def _call(self, pipeline: PipelineSpec, stage: str, target: str, payload: dict, deadline: float) -> dict:
+        """One stage call, sent once more when its replica died or could not be reached before it
+        answered and the SLA deadline has not passed: inference is idempotent, and Serve's router
+        no longer picks a replica it saw die (or waits for its replacement)."""
+        handle = self._handle(target)
+        try:
+            return await handle.remote(payload)
+        except Exception as e:
+            if not isinstance(e, RayActorError) and not isinstance(getattr(e, "cause", None), RayActorError):
+                raise
+            if time.perf_counter() >= deadline:
+                raise
+            logger.warning("stage %s of %s: replica lost (%s); sending the call again", stage, pipeline.name,
+                           type(e).__name__)
+            self._retries.inc(tags={"pipeline": pipeline.name, "stage": stage})
+            return await handle.remote(payload)
 
     def _route(self, name: str, draws: list[float]) -> list[tuple[str, str, int, int]]:
         """(stage, deployment/variant, calls in flight from here, planned replicas) a request would take."""

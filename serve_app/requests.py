@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import json
+import re
 import struct
 from typing import Any
 
@@ -19,7 +20,7 @@ from ipa_energy.errors import PayloadError
 from ipa_energy.spec import PipelineSpec
 
 __all__ = [
-    "Limits", "Prompts", "check_body_size", "check_image", "parse_body", "request_model",
+    "Limits", "Prompts", "check_body_size", "check_image", "check_json_shape", "parse_body", "request_model",
 ]
 
 
@@ -32,6 +33,10 @@ class Limits(BaseModel):
     max_image_pixels: int = Field(2048 * 2048, ge=1, description="Limit on width × height of an image.")
     max_prompt_chars: int = Field(4096, ge=1, description="Limit on prompt length (characters).")
     max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens a request may ask for.")
+    max_json_depth: int = Field(32, ge=4, le=512, description="Deepest nesting of JSON arrays and objects in a body "
+                                "(deeper → 422, checked before decoding).")
+    max_json_values: int = Field(10_000, ge=64, description="Most JSON values (strings, arrays, objects, and "
+                                 "elements counted by their commas) in a body (more → 413, checked before decoding).")
 
 
 class Prompts(BaseModel):
@@ -90,10 +95,53 @@ def check_body_size(content_length: str | None, limits: Limits) -> None:
         raise PayloadError(413, f"body of {size} bytes exceeds the limit of {limits.max_body_bytes} bytes")
 
 
+# Outside strings: a bracket, a comma or the quote that opens a string.
+_STRUCTURE = re.compile(rb'[\[\]{},"]')
+# A whole JSON string, escapes included (for strings that hold a backslash).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def check_json_shape(body: bytes, limits: Limits) -> None:
+    """Refuse a body that nests too deep or holds too many values, before a decoder sees it.
+
+    Python's JSON decoder recurses once per level (a deep body raises RecursionError) and
+    builds every value it reads; this scan does neither. Every step counts toward a limit
+    or ends the scan, so it stops within the limits' worth of tokens whatever the body, and
+    it skips a string's content at memchr speed (a base64 image is one string). What is not
+    JSON at all is left to the decoder, which reports it.
+    """
+    depth = values = pos = 0
+    while (match := _STRUCTURE.search(body, pos)) is not None:
+        i = match.start()
+        token = body[i]
+        pos = i + 1
+        if token == 0x22:  # '"': skip the string
+            end = body.find(b'"', pos)
+            if end >= 0 and body.find(b"\\", pos, end) >= 0:  # an escape: maybe an escaped quote
+                string = _STRING.match(body, i)
+                end = string.end() - 1 if string else -1
+            if end < 0:
+                return  # an unterminated string: not JSON (the decoder says so)
+            pos = end + 1
+        elif token in b"]}":
+            depth -= 1
+            if depth < 0:
+                raise PayloadError(422, "body is not valid JSON: a bracket closes that never opened")
+            continue
+        elif token in b"[{":
+            depth += 1
+            if depth > limits.max_json_depth:
+                raise PayloadError(422, f"body nests arrays or objects deeper than {limits.max_json_depth} levels")
+        values += 1
+        if values > limits.max_json_values:
+            raise PayloadError(413, f"body holds more than {limits.max_json_values} JSON values")
+
+
 def parse_body(schema: type[BaseModel], body: bytes, limits: Limits) -> dict[str, Any]:
     """Validate `body` against a pipeline's `schema` (see request_model) and decode it into a payload."""
     if len(body) > limits.max_body_bytes:
         raise PayloadError(413, f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes} bytes")
+    check_json_shape(body, limits)
     try:
         raw = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

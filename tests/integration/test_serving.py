@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from tests.integration.conftest import LIMITS
-from workloads import payloads
+from tests.fuzz_bodies import hostile_bodies
+from tests.integration.conftest import LIMITS, TOKEN
+from workloads import catalog, payloads
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +75,8 @@ BAD = [
     ("video", b"{" + b" " * LIMITS.max_body_bytes + b"}", 413, "limit"),
     ("classify", json.dumps({"image": truncated_jpeg()}).encode(), 422, "image"),
     ("llm", json.dumps({"prompt": ""}).encode(), 422, "prompt"),
+    ("video", b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 422, "deeper than"),  # was a 500
+    ("llm", json.dumps({"prompt": "hi", "x": [1] * 20_000}).encode(), 413, "JSON values"),
 ]
 
 
@@ -83,6 +86,21 @@ def test_bad_input_is_4xx_with_a_message_and_the_app_keeps_serving(http, pipelin
     assert r.status_code == status, r.text
     assert text in r.json()["error"]
     assert http.post("/v1/pipelines/classify", json=payloads.image_request()).status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(catalog.pipelines()))
+def test_hostile_bodies_get_2xx_or_4xx_only_and_the_pipeline_still_serves(http, name):
+    valid = payloads.request_for(catalog.pipeline(name).input_keys)
+    for raw in hostile_bodies(valid, seed=sum(map(ord, name)), count=12):
+        r = http.post(f"/v1/pipelines/{name}", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code < 300 or 400 <= r.status_code < 500, (r.status_code, r.text[:300], raw[:200])
+    assert http.post(f"/v1/pipelines/{name}", json=valid).status_code == 200
+
+
+def test_a_plan_body_nested_too_deep_is_422(http):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = http.put("/v1/plan", content=deep, headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 422 and "deeper than" in r.json()["error"]
 
 
 def test_chunked_upload_over_the_limit_is_413(http):

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ipa_energy.errors import PayloadError
-from serve_app.requests import Limits, check_body_size, parse_body, request_model
+from serve_app.requests import Limits, check_body_size, check_json_shape, parse_body, request_model
+from tests.fuzz_bodies import hostile_bodies
 from workloads import catalog, images, payloads
 
 VIDEO = request_model(catalog.pipeline("video"))
@@ -97,3 +98,46 @@ def test_prompt_fields():
 def test_request_schema_is_per_pipeline():
     assert VIDEO.model_json_schema()["required"] == ["image"]
     assert LLM.model_json_schema()["required"] == ["prompt"]
+
+
+def test_deep_nesting_is_422_before_the_decoder_recurses():
+    for opener, closer in ((b"[", b"]"), (b'{"a":', b"}")):
+        deep = b'{"image": ' + opener * 100_000 + b"1" + closer * 100_000 + b"}"
+        e = error(VIDEO, deep, Limits())  # json.loads alone raises RecursionError here
+        assert e.status_code == 422 and "deeper than 32 levels" in e.message
+    # at the limit it is only the schema that refuses it
+    at_limit = b'{"image": ' + b"[" * 31 + b"]" * 31 + b"}"
+    assert "image" in error(VIDEO, at_limit, Limits()).message
+
+
+def test_too_many_values_is_413():
+    many = json.dumps({"prompt": "hi", "x": [1] * 20_000}).encode()
+    e = error(LLM, many, Limits())
+    assert e.status_code == 413 and "more than 10000 JSON values" in e.message
+
+
+def test_brackets_and_escaped_quotes_inside_strings_are_not_structure():
+    tricky = "\\\"[[[[" * 2_000 + "{,,,,}" * 2_000  # escaped backslash, escaped quote, brackets: all text
+    check_json_shape(json.dumps({"prompt": tricky, "max_new_tokens": 4}).encode(), Limits())
+    assert error(LLM, json.dumps({"prompt": tricky}).encode(), Limits()).status_code == 413  # the prompt is long
+
+
+def test_bracket_that_never_opened_is_422():
+    assert error(VIDEO, b'{"image": "x"}]]]', Limits()).status_code == 422
+
+
+@pytest.mark.parametrize("name", sorted(catalog.pipelines()))
+def test_hostile_bodies_get_4xx_or_a_payload_never_another_error(name):
+    pipeline = catalog.pipeline(name)
+    schema, limits = request_model(pipeline), Limits()
+    valid = payloads.request_for(pipeline.input_keys)
+    statuses = set()
+    for raw in hostile_bodies(valid, seed=sum(map(ord, name)), count=400):
+        try:
+            parse_body(schema, raw, limits)
+            statuses.add(200)
+        except PayloadError as e:
+            assert 400 <= e.status_code < 500, (e.status_code, e.message, raw[:200])
+            statuses.add(e.status_code)
+    assert {413, 422} <= statuses  # the generator reaches both limits
+    assert parse_body(schema, json.dumps(valid).encode(), limits)

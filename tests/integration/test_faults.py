@@ -1,0 +1,72 @@
+"""Parts that die under load: nothing the app accepted is lost."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+import ray
+
+from loadgen.driver import closed_loop, summarize
+from serve_app import control
+from tests.integration.conftest import METRICS_PORT
+from workloads import payloads
+
+pytestmark = pytest.mark.integration
+
+
+def serving_replica(http, pipeline: str, stage: str) -> str:
+    r = http.post(f"/v1/pipelines/{pipeline}", json=payloads.image_request())
+    assert r.status_code == 200, r.text
+    return r.json()["replicas"][stage]
+
+
+def replica_actor(replica_id: str):
+    """The Serve replica actor whose id is `replica_id` (named SERVE_REPLICA::app#deployment#id)."""
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].endswith("#" + replica_id):
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise LookupError(f"no actor for replica {replica_id}")
+
+
+def retry_counts(pipeline: str) -> float:
+    """ray_ipa_energy_stage_retries_total of `pipeline`, summed over its series (Prometheus text)."""
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("ray_ipa_energy_stage_retries_total{") and f'pipeline="{pipeline}"' in line)
+
+
+def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
+    deadline = time.monotonic() + 300  # a change an earlier test's planner started may still be converging
+    while control.plan_state().pending is not None and time.monotonic() < deadline:
+        time.sleep(1)
+    victim = serving_replica(http, "classify", "classifier")
+    actor = replica_actor(victim)
+    killed: dict[str, float] = {}
+
+    def kill():
+        time.sleep(3)
+        killed["at"] = time.time()
+        ray.kill(actor, no_restart=True)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    url = f"{base_url}/v1/pipelines/classify"
+    bodies = [payloads.image_request(seed=s) for s in range(4)]
+    records = asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=4, duration_s=20))
+    killer.join()
+
+    stats = summarize(records)
+    assert stats["failed"] == 0, [(r.status, r.error) for r in records if r.status != 200 and not r.shed][:3]
+    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed["at"])
+    assert answered_after, "the app must answer after the kill"
+    assert serving_replica(http, "classify", "classifier") != victim  # Serve replaced it
+    # the calls in flight on the dead replica were sent again, and counted
+    wait_until = time.monotonic() + 30
+    while not (retries := retry_counts("classify")):
+        assert time.monotonic() < wait_until, "no stage retry was counted"
+        time.sleep(1)
+    print(f"\nstage replica killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
+          f"recovery (kill → first answer to a request sent after it) {answered_after[0] - killed['at']:.1f} s, "
+          f"p99 {stats['p99_ms']:.0f} ms, {retries:g} stage calls sent again")
