@@ -111,7 +111,8 @@ class Decision(_Row):
     observed_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 of its calls over the last "
                                                                                 "interval, as the ingress timed them (ms).")
     predicted_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 the model predicts for the "
-                                                                                 "plan that ran, at the observed load (ms).")
+                                                                                 "plan that ran, at the observed load (ms); a stage "
+                                                                                 "the model says cannot keep up (unbounded) is left out.")
     corrections: dict[str, float] = Field(default_factory=dict, description="variant → factor on its profiled service "
                                                                             "time, learnt from what it achieved (1 = as profiled).")
     deferred: list[str] = Field(default_factory=list, description="Variant switches chosen for the first time while the "

@@ -99,8 +99,10 @@ class PlannerLoop:
             # the interval saw a change being made: replicas starting on the same cores, traffic
             # moving between variants; neither the old plan's model nor the new one's describes it
             return observed, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
+        # a stage the model says cannot keep up at this load has no finite p99 to compare: left out
         predicted = {s: round(v, 3) for s, v in stage_p99_ms(
-            self.pipeline, self.current, self.corrections.apply(self.profiles), observed_rps).items() if s in observed}
+            self.pipeline, self.current, self.corrections.apply(self.profiles), observed_rps).items()
+            if s in observed and math.isfinite(v)}
         factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)
         return observed, predicted, {v: round(f, 4) for v, f in factors.items()}
 

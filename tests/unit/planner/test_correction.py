@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ipa_energy.records import StageObservation
+from ipa_energy.records import Decision, StageObservation
 from planner.checks import plan_model
 from planner.correction import DECAY, FACTOR_MAX, MIN_REQUESTS, WEIGHT, Corrections, expected_s_per_request
 from planner.loop import PlannerLoop
@@ -101,3 +101,16 @@ def test_an_interval_that_saw_a_change_teaches_nothing(setup):
     now[0] += 20
     after = planner.step(np.full(60, 4.0), [slow])
     assert after.corrections and after.predicted_p99_ms
+
+
+def test_a_stage_the_model_says_cannot_keep_up_has_no_prediction_and_the_decision_round_trips(setup):
+    pipeline, profiles = setup
+    now = [1000.0]
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10, clock=lambda: now[0])
+    planner.step(np.full(60, 4.0))
+    now[0] += 20
+    running = planner.current.stages["classifier"]
+    flood = seen(running.variant, 0.5, batch=running.batch_size, p99=9000.0)
+    d = planner.step(np.full(60, 500.0), [flood])  # far past what the running plan serves: an unbounded wait
+    assert d.observed_p99_ms == {"classifier": 9000.0} and d.predicted_p99_ms == {}
+    assert Decision.model_validate_json(d.model_dump_json()) == d  # the decision log reads back (no null p99)
