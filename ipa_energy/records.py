@@ -114,7 +114,9 @@ class Decision(_Row):
                                                                                  "plan that ran, at the observed load (ms); a stage "
                                                                                  "the model says cannot keep up (unbounded) is left out.")
     corrections: dict[str, float] = Field(default_factory=dict, description="variant → factor on its profiled service "
-                                                                            "time, learnt from what it achieved (1 = as profiled).")
+                                                                            "time, learnt from what it achieved (1 = as profiled); "
+                                                                            "'*': the host factor, which variants that have not run "
+                                                                            "are planned with (planner.correction).")
     deferred: list[str] = Field(default_factory=list, description="Variant switches chosen for the first time while the "
                                                                   "running plan still fits: held for one interval.")
     trigger: Literal["interval", "surge"] = Field("interval", description="What started the step: the interval, or "

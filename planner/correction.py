@@ -13,6 +13,14 @@ stretch) moves a per-variant factor:
 * decaying toward 1 by `DECAY` each interval the variant does not run: the host it was
   measured on may have changed since.
 
+A variant that has not run yet takes the **host factor** (logged under `HOST`): the
+request-weighted geometric mean of the ratios the running variants showed, moved and decayed
+the same way. A host slower or busier than the one the profiles were measured on slows every
+variant alike, so the first switch to a variant that has not run is planned with what the
+others showed rather than with its solo profile (make bench on a host ~1.2× slower than its
+profiles: a switch to an unobserved larger variant, planned at 1×, missed the SLA for a
+whole interval before its own factor was learnt).
+
 The planner then plans with the profiles' latencies × factor and throughput ÷ factor
 (:meth:`Corrections.apply`). Factors are per variant of one planner, whose profiles are one
 hardware id (one node class); the decision log records them.
@@ -20,17 +28,22 @@ hardware id (one node class); the decision log records them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from ipa_energy.records import StageObservation
 from ipa_energy.spec import Profile
 
-__all__ = ["DECAY", "FACTOR_MAX", "FACTOR_MIN", "MIN_REQUESTS", "WEIGHT", "Corrections", "expected_s_per_request"]
+__all__ = ["DECAY", "FACTOR_MAX", "FACTOR_MIN", "HOST", "MIN_REQUESTS", "WEIGHT", "Corrections", "expected_s_per_request"]
 
 FACTOR_MIN, FACTOR_MAX = 0.5, 3.0
 WEIGHT = 0.5
 DECAY = 0.5
-MIN_REQUESTS = 20
+#: fewest requests of a variant in an interval to learn from: the statistic is a mean of forward
+#: times (a few % spread), so ten give it within a few %; the bounds and WEIGHT cap one odd interval
+MIN_REQUESTS = 10
+#: key of the host factor among the logged factors (the variants that have not run take it)
+HOST = "*"
 
 
 def expected_s_per_request(profiles: Mapping[tuple[str, int], Profile], variant: str, mean_batch: float,
@@ -46,15 +59,17 @@ def expected_s_per_request(profiles: Mapping[tuple[str, int], Profile], variant:
 
 
 class Corrections:
-    """Per variant: the factor on its profiled service time."""
+    """Per variant: the factor on its profiled service time; `host`: the factor of the others."""
 
     def __init__(self):
         self.factors: dict[str, float] = {}
+        self.host = 1.0
 
     def update(self, observed: Iterable[StageObservation], profiles: Mapping[tuple[str, int], Profile],
                stretch: float = 1.0) -> dict[str, float]:
-        """Fold one interval's observations in; returns the factors now (variant → factor ≠ 1)."""
+        """Fold one interval's observations in; returns the factors now (:meth:`logged`)."""
         seen = set()
+        log_sum = weight = 0.0
         for o in observed:
             expected = expected_s_per_request(profiles, o.variant, o.mean_batch, stretch)
             if o.requests < MIN_REQUESTS or not expected:
@@ -63,20 +78,39 @@ class Corrections:
             old = self.factors.get(o.variant, 1.0)
             self.factors[o.variant] = old + WEIGHT * (ratio - old)
             seen.add(o.variant)
+            log_sum += o.requests * math.log(ratio)
+            weight += o.requests
+        if weight:
+            self.host += WEIGHT * (math.exp(log_sum / weight) - self.host)
+        else:
+            self.host = 1.0 + (self.host - 1.0) * DECAY
+        if abs(self.host - 1.0) < 0.01:
+            self.host = 1.0
         for variant in [v for v in self.factors if v not in seen]:
             f = 1.0 + (self.factors[variant] - 1.0) * DECAY
             if abs(f - 1.0) < 0.01:
                 del self.factors[variant]
             else:
                 self.factors[variant] = f
-        return dict(self.factors)
+        return self.logged()
+
+    def factor(self, variant: str) -> float:
+        """The factor `variant` is planned with: its own, or the host's when it has none."""
+        return self.factors.get(variant, self.host)
+
+    def logged(self) -> dict[str, float]:
+        """variant → factor ≠ 1, and HOST → the host factor when it is not 1 (rounded for the log)."""
+        out = {v: round(f, 4) for v, f in self.factors.items()}
+        if self.host != 1.0:
+            out[HOST] = round(self.host, 4)
+        return out
 
     def apply(self, profiles: Mapping[tuple[str, int], Profile]) -> dict[tuple[str, int], Profile]:
-        """`profiles` with each corrected variant's latencies × factor and throughput ÷ factor."""
+        """`profiles` with each variant's latencies × its factor and throughput ÷ its factor."""
         out = dict(profiles)
         for (variant, b), p in profiles.items():
-            f = self.factors.get(variant)
-            if f is not None:
+            f = self.factor(variant)
+            if f != 1.0:
                 out[(variant, b)] = p.model_copy(update={
                     "latency_p50_ms": p.latency_p50_ms * f, "latency_p99_ms": p.latency_p99_ms * f,
                     "throughput_rps": p.throughput_rps / f})

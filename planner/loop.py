@@ -98,13 +98,13 @@ class PlannerLoop:
         if last is not None and last.changed and self.clock() - (last.time_s + (last.apply_s or 0.0)) < self.interval_s:
             # the interval saw a change being made: replicas starting on the same cores, traffic
             # moving between variants; neither the old plan's model nor the new one's describes it
-            return observed, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
+            return observed, {}, self.corrections.logged()
         # a stage the model says cannot keep up at this load has no finite p99 to compare: left out
         predicted = {s: round(v, 3) for s, v in stage_p99_ms(
             self.pipeline, self.current, self.corrections.apply(self.profiles), observed_rps).items()
             if s in observed and math.isfinite(v)}
         factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)
-        return observed, predicted, {v: round(f, 4) for v, f in factors.items()}
+        return observed, predicted, factors
 
     def _optional_switch(self, plan: Plan, load: float, profiles: Mapping) -> tuple:
         """The variant changes of `plan` the running plan does not need, as (stage, routes) pairs:
@@ -157,7 +157,7 @@ class PlannerLoop:
         if trigger == "interval":
             observed_p99, predicted_p99, factors = self._close_the_loop(stages or [], observed)
         else:
-            observed_p99, predicted_p99, factors = {}, {}, {v: round(f, 4) for v, f in self.corrections.factors.items()}
+            observed_p99, predicted_p99, factors = {}, {}, self.corrections.logged()
         profiles = self.corrections.apply(self.profiles)
         # what the node spent outside the stages beyond the serving path the program models
         # (Ray's daemons, a co-located load generator) is not the plan's to use

@@ -5,7 +5,7 @@ import pytest
 
 from ipa_energy.records import Decision, StageObservation
 from planner.checks import plan_model
-from planner.correction import DECAY, FACTOR_MAX, MIN_REQUESTS, WEIGHT, Corrections, expected_s_per_request
+from planner.correction import DECAY, FACTOR_MAX, HOST, MIN_REQUESTS, WEIGHT, Corrections, expected_s_per_request
 from planner.loop import PlannerLoop
 from planner.predictor import MaxPredictor
 from planner.profiles import profiles_from_store
@@ -38,7 +38,8 @@ def test_factor_moves_part_way_is_bounded_and_decays(setup):
     _, profiles = setup
     base = expected_s_per_request(profiles, "resnet18-112-mini", 1.0)
     c = Corrections()
-    assert c.update([seen("resnet18-112-mini", 2 * base)], profiles) == {"resnet18-112-mini": pytest.approx(1 + WEIGHT)}
+    assert c.update([seen("resnet18-112-mini", 2 * base)], profiles) == {"resnet18-112-mini": pytest.approx(1 + WEIGHT),
+                                                                         HOST: pytest.approx(1 + WEIGHT)}
     c.update([seen("resnet18-112-mini", 2 * base, requests=MIN_REQUESTS - 1)], profiles)  # too few: decays instead
     assert c.factors["resnet18-112-mini"] == pytest.approx(1 + WEIGHT * DECAY)
     for _ in range(20):  # a wildly slow interval, again and again: never beyond the bound
@@ -46,7 +47,27 @@ def test_factor_moves_part_way_is_bounded_and_decays(setup):
     assert FACTOR_MAX - 0.01 < c.factors["resnet18-112-mini"] <= FACTOR_MAX
     for _ in range(20):  # the variant stops running: back to its profile
         c.update([], profiles)
-    assert c.factors == {}
+    assert c.factors == {} and c.host == 1.0 and c.logged() == {}
+
+
+def test_variants_that_have_not_run_take_the_host_factor_of_those_that_did(setup):
+    _, profiles = setup
+    c = Corrections()
+    b18 = expected_s_per_request(profiles, "resnet18-112-mini", 1.0)
+    b50 = expected_s_per_request(profiles, "resnet50-112-mini", 2.0)
+    # two variants run 1.5× and 2× slower than profiled, with 100 and 300 requests
+    c.update([seen("resnet18-112-mini", 1.5 * b18), seen("resnet50-112-mini", 2 * b50, requests=300, batch=2.0)], profiles)
+    ratio = np.exp((100 * np.log(1.5) + 300 * np.log(2.0)) / 400)  # request-weighted geometric mean
+    assert c.host == pytest.approx(1 + WEIGHT * (ratio - 1))
+    assert c.factor("resnet18-112-mini") == pytest.approx(1 + WEIGHT * 0.5)  # its own
+    assert c.factor("resnet152-112-mini") == c.host  # never ran: the host's
+    out = c.apply(profiles)
+    p = profiles[("resnet152-112-mini", 1)]
+    assert out[("resnet152-112-mini", 1)].throughput_rps == pytest.approx(p.throughput_rps / c.host)
+    # an interval with too few requests teaches nothing: the host factor decays too
+    host = c.host
+    c.update([seen("resnet18-112-mini", 10 * b18, requests=MIN_REQUESTS - 1)], profiles)
+    assert c.host == pytest.approx(1 + (host - 1) * DECAY)
 
 
 def test_corrected_profiles_are_slower_and_serve_less(setup):
