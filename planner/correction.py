@@ -58,6 +58,16 @@ def expected_s_per_request(profiles: Mapping[tuple[str, int], Profile], variant:
     return p.latency_p50_ms / 1000 / b * stretch
 
 
+def _snap(f: float) -> float:
+    """1 when `f` is within 1 % of it (a factor that close is noise, and is not logged)."""
+    return 1.0 if abs(f - 1.0) < 0.01 else f
+
+
+def _decay(f: float) -> float:
+    """`f` moved toward 1 by DECAY (an interval without observations)."""
+    return _snap(1.0 + (f - 1.0) * DECAY)
+
+
 class Corrections:
     """Per variant: the factor on its profiled service time; `host`: the factor of the others."""
 
@@ -80,18 +90,11 @@ class Corrections:
             seen.add(o.variant)
             log_sum += o.requests * math.log(ratio)
             weight += o.requests
-        if weight:
-            self.host += WEIGHT * (math.exp(log_sum / weight) - self.host)
-        else:
-            self.host = 1.0 + (self.host - 1.0) * DECAY
-        if abs(self.host - 1.0) < 0.01:
-            self.host = 1.0
+        self.host = _snap(self.host + WEIGHT * (math.exp(log_sum / weight) - self.host)) if weight else _decay(self.host)
         for variant in [v for v in self.factors if v not in seen]:
-            f = 1.0 + (self.factors[variant] - 1.0) * DECAY
-            if abs(f - 1.0) < 0.01:
+            self.factors[variant] = _decay(self.factors[variant])
+            if self.factors[variant] == 1.0:
                 del self.factors[variant]
-            else:
-                self.factors[variant] = f
         return self.logged()
 
     def factor(self, variant: str) -> float:

@@ -7,7 +7,6 @@ No `from __future__ import annotations`: FastAPI reads the route signatures at r
 import asyncio
 import collections
 import hmac
-import json
 import logging
 import math
 import random
@@ -40,7 +39,7 @@ from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
 from serve_app.layout import targets
-from serve_app.requests import check_body_size, check_json_shape, parse_body, request_model
+from serve_app.requests import check_body_size, load_json, parse_body, request_model
 from serve_app.shedding import LoadShedder
 from serve_app.timings import StageTimings
 
@@ -233,9 +232,8 @@ class Ingress:
         if authorization is None or not hmac.compare_digest(authorization, f"Bearer {token}"):
             return _error(401, "missing or wrong bearer token")
         body = await _read_body(request, self.spec.limits.max_body_bytes)
-        check_json_shape(body, self.spec.limits)  # a body nested too deep: 422, not the decoder's RecursionError
+        raw = load_json(body, self.spec.limits)  # 422 for what is not JSON, or nests too deep for the decoder
         try:
-            raw = json.loads(body)
             items = raw if isinstance(raw, list) else [raw]
             plans = [Plan.model_validate(p) for p in items]
         except ValueError as e:
@@ -332,9 +330,8 @@ class Ingress:
         try:
             return await handle.remote(payload)
         except Exception as e:
-            if not isinstance(e, RayActorError) and not isinstance(getattr(e, "cause", None), RayActorError):
-                raise
-            if time.perf_counter() >= deadline:
+            lost = isinstance(e, RayActorError) or isinstance(getattr(e, "cause", None), RayActorError)
+            if not lost or time.perf_counter() >= deadline:
                 raise
             logger.warning("stage %s of %s: replica lost (%s); sending the call again", stage, pipeline.name,
                            type(e).__name__)

@@ -20,7 +20,7 @@ from ipa_energy.errors import PayloadError
 from ipa_energy.spec import PipelineSpec
 
 __all__ = [
-    "Limits", "Prompts", "check_body_size", "check_image", "check_json_shape", "parse_body", "request_model",
+    "Limits", "Prompts", "check_body_size", "check_image", "check_json_shape", "load_json", "parse_body", "request_model",
 ]
 
 
@@ -137,15 +137,20 @@ def check_json_shape(body: bytes, limits: Limits) -> None:
             raise PayloadError(413, f"body holds more than {limits.max_json_values} JSON values")
 
 
+def load_json(body: bytes, limits: Limits) -> Any:
+    """`body` decoded as JSON once its shape is within `limits` (check_json_shape); 422 if it is not JSON."""
+    check_json_shape(body, limits)
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PayloadError(422, f"body is not valid JSON: {e}") from None
+
+
 def parse_body(schema: type[BaseModel], body: bytes, limits: Limits) -> dict[str, Any]:
     """Validate `body` against a pipeline's `schema` (see request_model) and decode it into a payload."""
     if len(body) > limits.max_body_bytes:
         raise PayloadError(413, f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes} bytes")
-    check_json_shape(body, limits)
-    try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PayloadError(422, f"body is not valid JSON: {e}") from None
+    raw = load_json(body, limits)
     if not isinstance(raw, dict):
         raise PayloadError(422, f"body must be a JSON object, got {type(raw).__name__}")
     try:
