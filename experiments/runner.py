@@ -132,7 +132,10 @@ class Session:
         """
         if self.started_ray:
             if not self.cfg.url:
-                self.serve.delete(self.cfg.app_name)
+                try:
+                    self.serve.delete(self.cfg.app_name)
+                except Exception as e:  # the results are written; the local cluster stops anyway
+                    logger.warning("app %s not deleted cleanly (%s); stopping Ray", self.cfg.app_name, e)
             self.ray.shutdown()
 
     # -- observations --------------------------------------------------------------------

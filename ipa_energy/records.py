@@ -117,8 +117,10 @@ class Decision(_Row):
                                                                             "time, learnt from what it achieved (1 = as profiled); "
                                                                             "'*': the host factor, which variants that have not run "
                                                                             "are planned with (planner.correction).")
-    deferred: list[str] = Field(default_factory=list, description="Variant switches chosen for the first time while the "
-                                                                  "running plan still fits: held for one interval.")
+    deferred: list[str] = Field(default_factory=list, description="Changes held back while the running plan still fits: "
+                                                                  "a variant switch chosen for the first time (held one "
+                                                                  "interval), or a scale-in the program's recommendations "
+                                                                  "within the last horizon do not all agree with.")
     trigger: Literal["interval", "surge"] = Field("interval", description="What started the step: the interval, or "
                                                      "arrivals surging past the running plan's load in between.")
     changed: bool = False

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: how often the planner reads the arrivals between intervals, looking for a surge (s)
 SURGE_POLL_S = 1.0
+#: how long `stop` waits for a step in progress: an apply (replicas cold-starting on busy cores,
+#: tens of seconds) and, if it fails, its rollback (s)
+STOP_WAIT_S = 300.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
@@ -66,7 +69,8 @@ class PlannerActor:
         self._arrivals = None  # the app's arrivals actor, once looked up
         self._refresh_supply()
         self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True, name="planner").start()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="planner")
+        self._thread.start()
 
     def _refresh_supply(self) -> None:
         """The cluster's physical cores and memory, read on every node (nodes come and go)."""
@@ -119,8 +123,13 @@ class PlannerActor:
         """The decision log, dumped (validate with ipa_energy.records.Decision)."""
         return [d.model_dump(mode="json") for d in self.loop.decisions]
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = STOP_WAIT_S) -> bool:
+        """Stop planning; a step in progress (a plan being applied) finishes first, so the app
+        is not redeployed by a change still in flight after whoever stopped the planner goes
+        on (to delete the app, or to start the next run). Returns whether the loop ended."""
         self._stop.set()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
 
 def start_planner(app_name: str, pipeline: str, **options):
@@ -135,5 +144,6 @@ def stop_planner(app_name: str, pipeline: str) -> None:
         actor = ray.get_actor(f"planner-{app_name}-{pipeline}", namespace=RAY_NAMESPACE)
     except ValueError:
         return
-    ray.get(actor.stop.remote())
+    if not ray.get(actor.stop.remote()):
+        logger.warning("planner of %s/%s: a step still in progress after %.0f s; killed", app_name, pipeline, STOP_WAIT_S)
     ray.kill(actor, no_restart=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -26,7 +27,12 @@ from planner.optimizer import optimize
 from planner.policies import check_policy
 from planner.terms import Weights
 
-__all__ = ["PlannerLoop", "trend_rps"]
+__all__ = ["PlannerLoop", "stage_replicas", "trend_rps"]
+
+#: apply steps that start replicas (serve_app.rollout): how long they took is a cold start under load
+_STARTING_STEPS = ("grow", "make", "apply")
+#: grows whose measured cold start the horizon keeps (the longest counts; an old outlier ages out)
+_COLD_STARTS_KEPT = 3
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,21 @@ def trend_rps(history: np.ndarray, horizon_s: float, window_s: int = TREND_WINDO
         return 0.0
     slope, intercept = np.polyfit(np.arange(len(h)), h, 1)
     return max(0.0, float(intercept + slope * (len(h) - 1 + horizon_s)))
+
+
+def stage_replicas(plan: Plan) -> dict[str, int]:
+    """stage → replicas the plan runs for it (a mix's members together)."""
+    return {s: sum(m.replicas for m in sp.members()) for s, sp in plan.stages.items()}
+
+
+def _starting_seconds(report) -> float | None:
+    """The longest replica-starting step of an apply report (ApplyReport or its dump), if any."""
+    steps = getattr(report, "steps", None) if not isinstance(report, Mapping) else report.get("steps")
+    seconds = [getattr(st, "seconds", None) if not isinstance(st, Mapping) else st.get("seconds")
+               for st in steps or () if (getattr(st, "step", None) if not isinstance(st, Mapping) else st.get("step"))
+               in _STARTING_STEPS]
+    seconds = [float(x) for x in seconds if x is not None]
+    return max(seconds) if seconds else None
 
 
 def _worth_applying(change: StageChange) -> bool:
@@ -76,11 +97,62 @@ class PlannerLoop:
         self.policy, self.weights, self.margin, self.max_replicas = policy, weights, margin, max_replicas
         self.interval_s, self.energy_method, self.current, self.clock = interval_s, energy_method, current, clock
         self.supply, self.serving_cpu_s, self.queueing = supply, serving_cpu_s, queueing
-        # A change takes effect once its new replicas answer, and must hold until the next one does.
-        self.horizon_s = interval_s + max((p.cold_start_s or 0.0 for p in profiles.values()), default=0.0)
+        # A change takes effect once its new replicas answer, and must hold until the next one does:
+        # the horizon is the interval plus a cold start, profiled on an idle host at first and
+        # then as measured by the grows this loop made (on cores that were serving meanwhile).
+        self.profiled_cold_start_s = max((p.cold_start_s or 0.0 for p in profiles.values()), default=0.0)
+        self.cold_starts: deque[float] = deque(maxlen=_COLD_STARTS_KEPT)
+        # (time, stage → replicas) the program recommended: a scale-in waits for them to agree
+        self._recommended: deque[tuple[float, dict[str, int]]] = deque()
         self.decisions: list[Decision] = []
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
+
+    @property
+    def cold_start_s(self) -> float:
+        """Seconds from a change that starts replicas to their first answer: the longest of the
+        last grows measured, or the profiled cold start while none is (or if it is longer)."""
+        return max(self.profiled_cold_start_s, *self.cold_starts) if self.cold_starts else self.profiled_cold_start_s
+
+    @property
+    def horizon_s(self) -> float:
+        return self.interval_s + self.cold_start_s
+
+    def _held_scale_in(self, plan: Plan, load: float, profiles: Mapping) -> list[str]:
+        """The stages `plan` would give fewer replicas than the running plan while the program
+        recommended more for them within the last horizon (empty: nothing to hold).
+
+        A replica removed and then needed again costs a cold start under load, so a scale-in
+        waits until every recommendation of a horizon (the time a regrow would take to land)
+        agrees with it: the stabilisation window of Kubernetes' HPA and Serve's downscale delay,
+        sized by this host's measured cold start instead of a constant. Nothing is held when
+        the running plan no longer serves `load` (its own model): then the change is needed."""
+        if self.current is None:
+            return []
+        running, new = stage_replicas(self.current), stage_replicas(plan)
+        since = self.clock() - self.horizon_s
+        held = []
+        for stage, n in new.items():
+            if n >= running.get(stage, 0):
+                continue
+            most = max((r.get(stage, 0) for t, r in self._recommended if t >= since), default=n)
+            if most > n:
+                held.append(f"{stage}: {running[stage]} → {n} replicas ({most} recommended within {self.horizon_s:.0f} s)")
+        if held and check_plan(self.pipeline, self.current, profiles, load, max_replicas=self.max_replicas,
+                               check_predictions=False):
+            return []
+        return held
+
+    def _measured(self, report, previous: Plan | None, plan: Plan) -> None:
+        """Learn the cold start from a change that started replicas (a stage got more of them)."""
+        if previous is None:
+            return
+        before = stage_replicas(previous)
+        if not any(n > before.get(s, 0) for s, n in stage_replicas(plan).items()):
+            return
+        seconds = _starting_seconds(report)
+        if seconds is not None and seconds > 0:
+            self.cold_starts.append(seconds)
 
     def _close_the_loop(self, stages: list[StageObservation], observed_rps: float) -> tuple[dict, dict, dict]:
         """Compare the last interval with the running plan's model, and fold it into the corrections.
@@ -170,11 +242,19 @@ class PlannerLoop:
         # A variant switch rebuilds models in the running replicas, on the cores that serve (2-3 s
         # on a busy 2-core host): one the running plan does not need must be chosen twice in a
         # row, so a load estimate that wavers between two variants does not switch back and forth.
-        optional = self._optional_switch(plan, max(planned, MIN_LOAD_RPS), profiles)
+        load = max(planned, MIN_LOAD_RPS)
+        self._recommended.append((self.clock(), stage_replicas(plan)))
+        while self._recommended and self._recommended[0][0] < self.clock() - 2 * self.horizon_s:
+            self._recommended.popleft()
+        optional = self._optional_switch(plan, load, profiles)
         deferred = []
         if optional and optional != self._deferred:
             deferred = [f"{s}: {dict(routes)}" for s, routes in optional]
+        else:
+            deferred = self._held_scale_in(plan, load, profiles)
+        if deferred:
             plan = self.current
+        # a switch seen now counts as seen once, whichever hold kept it back
         self._deferred = optional if deferred else None
         changes = [str(c) for c in diff_plans(self.current, plan) if _worth_applying(c)] if self.current else ["initial plan"]
         decision = Decision(
@@ -195,7 +275,8 @@ class PlannerLoop:
             decision.changed, decision.changes = True, changes
             start = self.clock()
             try:
-                self.apply(plan)
+                report = self.apply(plan)
+                self._measured(report, self.current, plan)
                 self.current = plan
             except Exception as e:  # serving goes on with the last plan; try again next interval
                 decision.changed = False

@@ -117,6 +117,10 @@ class PlanController:
         return details.get("applications", {}).get(self.app_name, {}).get("route_prefix")
 
     def _deploy(self, deployments: Layout, state: PlanState, timeout_s: float) -> None:
+        status = serve.status().applications.get(self.app_name)
+        if status is None or str(status.status.value) == "DELETING":
+            # serve.run would bring back an app its owner is deleting (the delete then never ends)
+            raise PlanApplyError(f"app {self.app_name!r} is being deleted; plan change abandoned")
         app = build_app(self.spec, deployments, state, controller=PlanController)
         serve.run(app, name=self.app_name, route_prefix=self.route_prefix)
         wait_converged(self.app_name, deployments, self.spec.ingress_replicas, timeout_s)

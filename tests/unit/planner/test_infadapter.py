@@ -169,15 +169,18 @@ def test_multi_stage_pipeline_is_a_configuration_error():
 
 def test_planner_loop_applies_and_logs_a_mix():
     pipe, profiles = capped_problem()
-    applied = []
-    loop = PlannerLoop(pipe, profiles, MaxPredictor(), applied.append, policy="infadapter", max_replicas=2)
+    applied, now = [], [0.0]
+    loop = PlannerLoop(pipe, profiles, MaxPredictor(), applied.append, policy="infadapter", max_replicas=2,
+                       clock=lambda: now[0])
     d = loop.step(np.full(30, 30.0))
     assert d.changed and d.feasible and len(applied) == 1
     assert {m["variant"] for m in d.stages["c"]["mix"]} == {"big", "small"}
     assert d.accuracy == pytest.approx((10 * 0.8 + 20 * 0.7) / 30)
     # back to a load "big" carries alone: the mix goes, and the change says so
+    now[0] += loop.interval_s
     d = loop.step(np.full(30, 5.0))
     assert not d.changed and d.deferred  # the mix still serves 5 req/s: dropping a member is held once
+    now[0] += loop.interval_s
     d = loop.step(np.full(30, 5.0))
     assert d.changed and "mix" not in d.stages["c"] and any(".mix:" in c for c in d.changes)
     assert math.isclose(d.accuracy, 0.8)

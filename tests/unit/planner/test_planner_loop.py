@@ -191,3 +191,77 @@ def test_a_surge_past_the_plans_load_steps_before_the_interval(setup):
     assert d.trigger == "surge" and d.planned_rps >= 9.0 > planned
     assert d.observed_p99_ms == {} and d.predicted_p99_ms == {}  # an overlapping window teaches nothing
     assert first.trigger == "interval"
+
+
+def test_a_scale_in_waits_until_a_horizon_of_recommendations_agrees(setup, monkeypatch):
+    import planner.loop as loop_module
+    from ipa_energy.spec import Plan, StagePlan
+
+    pipeline, profiles = setup
+    variant = "resnet18-112-mini"
+    big, small = (Plan(pipeline="classify", stages={"classifier": StagePlan(variant=variant, replicas=n)}, policy="ipa")
+                  for n in (3, 1))
+    chosen = [big]
+    monkeypatch.setattr(loop_module, "optimize", lambda *a, **k: chosen[0])
+    clock, applied = _Clock(), []
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), applied.append, policy="ipa", interval_s=10,
+                          max_replicas=4, clock=clock)
+    assert planner.step(np.full(60, 2.0)).changed  # the opening plan: 3 replicas
+    chosen[0] = small
+    held = []
+    while not applied[-1] == small:
+        clock.t += planner.interval_s
+        d = planner.step(np.full(60, 2.0))  # 3 replicas of resnet18 still serve 2 req/s
+        held.append(d)
+        assert len(held) < 10
+    # the first recommendation of 1 replica is held; the change lands once a horizon of them agrees
+    assert held[0].deferred and "classifier: 3 → 1 replicas" in held[0].deferred[0] and not held[0].changed
+    assert held[-1].changed and not held[-1].deferred
+    assert len(held) - 1 >= planner.horizon_s // planner.interval_s
+    # a grow is never held, and a scale-in the running plan needs is made at once
+    chosen[0] = big
+    clock.t += planner.interval_s
+    assert planner.step(np.full(60, 2.0)).changed
+    overloaded = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-mini", replicas=4)},
+                      policy="ipa")
+    forced = PlannerLoop(pipeline, profiles, MaxPredictor(), applied.append, policy="ipa", interval_s=10,
+                         max_replicas=4, current=overloaded, clock=clock)
+    chosen[0] = Plan(pipeline="classify", stages={"classifier": StagePlan(variant=variant, replicas=2)}, policy="ipa")
+    clock.t += 1
+    forced._recommended.append((clock.t, {"classifier": 4}))
+    d = forced.step(np.full(60, 400.0))  # 4 × resnet152 cannot serve 400 req/s: not held
+    assert d.changed and not d.deferred
+
+
+def test_the_horizon_learns_the_cold_start_the_grows_took(setup, monkeypatch):
+    import planner.loop as loop_module
+    from ipa_energy.messages import ApplyReport, ApplyStep
+    from ipa_energy.spec import Plan, StagePlan
+
+    pipeline, profiles = setup
+    plans = [Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet18-112-mini", replicas=n)},
+                  policy="ipa") for n in (1, 2, 3)]
+    chosen = [plans[0]]
+    monkeypatch.setattr(loop_module, "optimize", lambda *a, **k: chosen[0])
+    took = {"steps": []}
+    clock = _Clock()
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda plan: ApplyReport(version=2, **took),
+                          policy="ipa", interval_s=10, clock=clock)
+    profiled = planner.horizon_s
+    assert profiled == pytest.approx(10 + max(p.cold_start_s for p in profiles.values()))
+    planner.step(np.full(60, 2.0))  # the opening plan starts nothing it can be compared with
+    took["steps"] = [ApplyStep(step="apply", seconds=21.5)]
+    chosen[0] = plans[1]
+    clock.t += 10
+    assert planner.step(np.full(60, 2.0)).changed
+    assert planner.horizon_s == pytest.approx(10 + 21.5)
+    d = planner.step(np.full(60, 2.0))
+    assert d.horizon_s == pytest.approx(31.5)
+    # a change that starts no replica (a batch size, an in-place switch) teaches nothing
+    took["steps"] = [ApplyStep(step="make", seconds=60.0), ApplyStep(step="switch", seconds=1.0)]
+    chosen[0] = plans[1].model_copy(update={"stages": {"classifier": StagePlan(variant="resnet34-112-mini", replicas=2)}})
+    clock.t += 10
+    planner.step(np.full(60, 2.0))
+    clock.t += 10
+    assert planner.step(np.full(60, 2.0)).changed  # (an optional switch: chosen twice)
+    assert planner.horizon_s == pytest.approx(31.5)
