@@ -121,6 +121,11 @@ class Decision(_Row):
                                                                   "a variant switch chosen for the first time (held one "
                                                                   "interval), or a scale-in the program's recommendations "
                                                                   "within the last horizon do not all agree with.")
+    bridge: dict[str, dict[str, Any]] = Field(default_factory=dict, description="stage → variant, batch_size, replicas "
+                                                                            "the running replicas switched to in place "
+                                                                            "before a change that starts replicas (the "
+                                                                            "load outgrew them during its cold start; "
+                                                                            "planner.loop); empty: none.")
     trigger: Literal["interval", "surge"] = Field("interval", description="What started the step: the interval, or "
                                                      "arrivals surging past the running plan's load in between.")
     changed: bool = False

@@ -143,6 +143,38 @@ class PlannerLoop:
             return []
         return held
 
+    def _bridge(self, plan: Plan, history: np.ndarray, observed: float, profiles: Mapping,
+                supply: ClusterSupply | None, fill: float) -> Plan | None:
+        """What the running replicas serve while the ones `plan` adds cold-start (None: nothing).
+
+        A change that starts replicas takes a cold start (tens of seconds on busy cores) before
+        they answer; meanwhile the running replicas carry the load, which at a ramp is already
+        past what the running plan serves. So when the running plan does not serve the load
+        expected by the end of the cold start, the replicas that exist first switch in place
+        (a model rebuild: seconds) to the plan the program makes for that load with their counts
+        fixed, and the change follows. Only in-place switches qualify: every variant changed
+        keeps its stage's resource shape (serve_app.layout: one slot, the same replicas), and
+        no stage runs a mix."""
+        if self.current is None or any(sp.mix is not None for p in (plan, self.current) for sp in p.stages.values()):
+            return None
+        running = stage_replicas(self.current)
+        if not any(n > running.get(s, 0) for s, n in stage_replicas(plan).items()):
+            return None
+        load = max(observed, min(plan.predicted_load_rps or observed, trend_rps(history, self.cold_start_s)), MIN_LOAD_RPS)
+        if not check_plan(self.pipeline, self.current, profiles, load, max_replicas=self.max_replicas,
+                          check_predictions=False):
+            return None  # the running plan copes until the new replicas answer
+        bridge = optimize(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
+                          max_replicas=self.max_replicas, current=self.current, queueing=self.queueing, supply=supply,
+                          serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=running)
+        if not is_feasible(bridge) or not diff_plans(self.current, bridge):
+            return None
+        for st in self.pipeline.stages:
+            old, new = self.current.stages[st.name].variant, bridge.stages[st.name].variant
+            if st.variant(old).resources != st.variant(new).resources:
+                return None  # a new slot: replicas to start, no quicker than the change itself
+        return bridge
+
     def _measured(self, report, previous: Plan | None, plan: Plan) -> None:
         """Learn the cold start from a change that started replicas (a stage got more of them)."""
         if previous is None:
@@ -243,6 +275,7 @@ class PlannerLoop:
         # on a busy 2-core host): one the running plan does not need must be chosen twice in a
         # row, so a load estimate that wavers between two variants does not switch back and forth.
         load = max(planned, MIN_LOAD_RPS)
+        fill = max(observed, MIN_LOAD_RPS)
         self._recommended.append((self.clock(), stage_replicas(plan)))
         while self._recommended and self._recommended[0][0] < self.clock() - 2 * self.horizon_s:
             self._recommended.popleft()
@@ -275,6 +308,12 @@ class PlannerLoop:
             decision.changed, decision.changes = True, changes
             start = self.clock()
             try:
+                bridge = self._bridge(plan, history, observed, profiles, supply, fill)
+                if bridge is not None:
+                    decision.bridge = {s: sp.model_dump(mode="json", include={"variant", "batch_size", "replicas"})
+                                       for s, sp in bridge.stages.items()}
+                    self.apply(bridge)
+                    self.current = bridge
                 report = self.apply(plan)
                 self._measured(report, self.current, plan)
                 self.current = plan

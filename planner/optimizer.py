@@ -96,7 +96,8 @@ def optimize(
     `profiles`: ``{(variant, batch): Profile}`` (see :func:`planner.profiles.profiles_from_store`);
     `margin`: headroom multiplier, λ̂ = load × margin (1.0 = none); `sla_ms`: end-to-end SLA
     (default ``pipeline.sla_ms``); `max_replicas`: N per stage; `current`: the running plan,
-    for the fewest-changes tie-break; `replicas`: the fixed replica counts of ``rim``;
+    for the fewest-changes tie-break; `replicas`: fixed replica counts (per stage, or one for
+    all): ``rim``'s (1 per stage when not given), or any policy's (the loop's bridge plan);
     `static_plan`: the plan of ``static``; `max_variants`: the most variants in an
     ``infadapter`` mix. `queueing`: latency includes the p99 wait for a free replica (False:
     IPA's p99 + batch fill); `supply`: the cluster's physical cores and memory, which the

@@ -107,14 +107,16 @@ def restrictions(pipeline: PipelineSpec, policy: str, weights: Weights, replicas
         allowed = {st.name: {min(st.variants, key=lambda v: (sign * v.accuracy.value, resource_units(v.resources),
                                                               v.name)).name}
                    for st in pipeline.stages}
-    elif policy == "rim":
+    elif policy not in ("ipa", "ipa-energy", "rim"):
+        raise ValueError(f"unknown policy {policy!r}; known: {PLANNER_POLICIES}")
+    if policy == "rim" or replicas is not None:  # rim: 1 per stage unless told; any policy: as told
         for i, st in enumerate(pipeline.stages):
             if replicas is None:
                 fixed[i] = 1
             elif isinstance(replicas, int):
                 fixed[i] = replicas
-            else:
-                fixed[i] = int(replicas.get(st.name, 1))
-    elif policy not in ("ipa", "ipa-energy"):
-        raise ValueError(f"unknown policy {policy!r}; known: {PLANNER_POLICIES}")
+            elif st.name in replicas:
+                fixed[i] = int(replicas[st.name])
+            elif policy == "rim":
+                fixed[i] = 1
     return weights, allowed, fixed

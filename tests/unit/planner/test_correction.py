@@ -41,7 +41,9 @@ def test_factor_moves_part_way_is_bounded_and_decays(setup):
     assert c.update([seen("resnet18-112-mini", 2 * base)], profiles) == {"resnet18-112-mini": pytest.approx(1 + WEIGHT),
                                                                          HOST: pytest.approx(1 + WEIGHT)}
     c.update([seen("resnet18-112-mini", 2 * base, requests=MIN_REQUESTS - 1)], profiles)  # too few: decays instead
-    assert c.factors["resnet18-112-mini"] == pytest.approx(1 + WEIGHT * DECAY)
+    host = 1 + WEIGHT * DECAY  # (nothing taught the host factor either)
+    assert c.host == pytest.approx(host)
+    assert c.factors["resnet18-112-mini"] == pytest.approx(host + (1 + WEIGHT - host) * DECAY)  # toward the host factor
     for _ in range(20):  # a wildly slow interval, again and again: never beyond the bound
         c.update([seen("resnet18-112-mini", 100 * base)], profiles)
     assert FACTOR_MAX - 0.01 < c.factors["resnet18-112-mini"] <= FACTOR_MAX
@@ -68,6 +70,19 @@ def test_variants_that_have_not_run_take_the_host_factor_of_those_that_did(setup
     host = c.host
     c.update([seen("resnet18-112-mini", 10 * b18, requests=MIN_REQUESTS - 1)], profiles)
     assert c.host == pytest.approx(1 + (host - 1) * DECAY)
+
+
+def test_a_variant_that_stops_running_drifts_to_the_host_factor_not_its_profile(setup):
+    _, profiles = setup
+    c = Corrections()
+    b18 = expected_s_per_request(profiles, "resnet18-112-mini", 1.0)
+    b50 = expected_s_per_request(profiles, "resnet50-112-mini", 1.0)
+    c.update([seen("resnet18-112-mini", 1.0 * b18)], profiles)  # as profiled, at low load
+    assert c.factor("resnet18-112-mini") == 1.0
+    for _ in range(6):  # then only resnet50 runs, 1.6× slower than its profile: the host is slow
+        c.update([seen("resnet50-112-mini", 1.6 * b50)], profiles)
+    assert c.host == pytest.approx(1.6, rel=0.03)
+    assert c.factor("resnet18-112-mini") == pytest.approx(c.host, rel=0.02)  # not 1: the host's
 
 
 def test_corrected_profiles_are_slower_and_serve_less(setup):

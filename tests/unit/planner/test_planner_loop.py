@@ -265,3 +265,31 @@ def test_the_horizon_learns_the_cold_start_the_grows_took(setup, monkeypatch):
     clock.t += 10
     assert planner.step(np.full(60, 2.0)).changed  # (an optional switch: chosen twice)
     assert planner.horizon_s == pytest.approx(31.5)
+
+
+def test_a_change_that_starts_replicas_first_switches_the_running_ones_to_carry_the_ramp(setup):
+    from ipa_energy.spec import Plan, StagePlan
+    from planner.checks import check_plan
+
+    pipeline, profiles = setup
+    slow = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-112-mini", replicas=1)}, policy="ipa")
+    applied, clock = [], _Clock()
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: applied.append(p) or {}, policy="ipa",
+                          interval_s=10, max_replicas=4, current=slow, clock=clock)
+    ramp = np.concatenate([np.full(60, 2.0), np.linspace(2.0, 14.0, 30)])
+    d = planner.step(ramp)
+    assert d.changed and len(applied) == 2, d
+    bridge, final = applied
+    # the bridge: the running replica, switched in place to a variant that carries the ramp's load
+    assert bridge.stages["classifier"].replicas == 1 and bridge.stages["classifier"].variant != "resnet152-112-mini"
+    assert d.bridge == {"classifier": bridge.stages["classifier"].model_dump(
+        mode="json", include={"variant", "batch_size", "replicas"})}
+    assert not check_plan(pipeline, bridge, profiles, ramp[-10:].mean(), check_predictions=False)
+    assert final.stages["classifier"].replicas > 1 and planner.current == final
+    # no bridge when the running replicas still serve the load until the new ones answer
+    fast = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet18-112-mini", replicas=1)}, policy="ipa")
+    applied.clear()
+    calm = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: applied.append(p) or {}, policy="ipa",
+                       interval_s=10, max_replicas=4, current=fast, clock=clock)
+    d = calm.step(np.full(60, 2.0))
+    assert d.bridge == {} and len(applied) <= 1
