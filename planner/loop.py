@@ -25,6 +25,7 @@ from planner.constants import MIN_LOAD_RPS, SURGE_WINDOW_S, SURGE_Z, TREND_WINDO
 from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy
+from planner.program import capacities
 from planner.terms import Weights
 
 __all__ = ["PlannerLoop", "stage_replicas", "trend_rps"]
@@ -118,15 +119,16 @@ class PlannerLoop:
     def horizon_s(self) -> float:
         return self.interval_s + self.cold_start_s
 
-    def _held_scale_in(self, plan: Plan, load: float, profiles: Mapping) -> list[str]:
+    def _held_scale_in(self, plan: Plan) -> list[str]:
         """The stages `plan` would give fewer replicas than the running plan while the program
         recommended more for them within the last horizon (empty: nothing to hold).
 
         A replica removed and then needed again costs a cold start under load, so a scale-in
         waits until every recommendation of a horizon (the time a regrow would take to land)
         agrees with it: the stabilisation window of Kubernetes' HPA and Serve's downscale delay,
-        sized by this host's measured cold start instead of a constant. Nothing is held when
-        the running plan no longer serves `load` (its own model): then the change is needed."""
+        sized by this host's measured cold start instead of a constant. The caller keeps the
+        running plan while it serves the load, and otherwise plans with these stages' replicas
+        kept (a shrink the load outgrows within a horizon would cost a regrow)."""
         if self.current is None:
             return []
         running, new = stage_replicas(self.current), stage_replicas(plan)
@@ -138,10 +140,24 @@ class PlannerLoop:
             most = max((r.get(stage, 0) for t, r in self._recommended if t >= since), default=n)
             if most > n:
                 held.append(f"{stage}: {running[stage]} → {n} replicas ({most} recommended within {self.horizon_s:.0f} s)")
-        if held and check_plan(self.pipeline, self.current, profiles, load, max_replicas=self.max_replicas,
-                               check_predictions=False):
-            return []
         return held
+
+    def serves(self, plan: Plan, load: float, profiles: Mapping, supply: ClusterSupply | None, fill: float) -> bool:
+        """Whether `plan` serves `load` within the SLA and the cluster, under any utilisation cap
+        the program may plan with at that load (the cap a running plan was made under fitted the
+        load of its day; a higher load may take a higher one: its stretch then decides)."""
+        fill_factor = 1.0 if load <= 0 else min(1.0, max(fill, 1e-9) / load)
+        for cap in capacities(supply, load, self.queueing, self.serving_cpu_s, fill_factor):
+            terms = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch,
+                     "fill_factor": cap.model.fill_factor}
+            if supply is not None and cap.utilisation is not None:
+                terms |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": self.serving_cpu_s,
+                          "background_cores": supply.background_cores}
+            candidate = plan.model_copy(update={"objective": {**plan.objective, **terms}})
+            if not check_plan(self.pipeline, candidate, profiles, load, max_replicas=self.max_replicas,
+                              check_predictions=False):
+                return True
+        return False
 
     def _bridge(self, plan: Plan, history: np.ndarray, observed: float, profiles: Mapping,
                 supply: ClusterSupply | None, fill: float) -> Plan | None:
@@ -161,8 +177,7 @@ class PlannerLoop:
         if not any(n > running.get(s, 0) for s, n in stage_replicas(plan).items()):
             return None
         load = max(observed, min(plan.predicted_load_rps or observed, trend_rps(history, self.cold_start_s)), MIN_LOAD_RPS)
-        if not check_plan(self.pipeline, self.current, profiles, load, max_replicas=self.max_replicas,
-                          check_predictions=False):
+        if self.serves(self.current, load, profiles, supply, fill):
             return None  # the running plan copes until the new replicas answer
         bridge = optimize(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
                           max_replicas=self.max_replicas, current=self.current, queueing=self.queueing, supply=supply,
@@ -210,7 +225,8 @@ class PlannerLoop:
         factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)
         return observed, predicted, factors
 
-    def _optional_switch(self, plan: Plan, load: float, profiles: Mapping) -> tuple:
+    def _optional_switch(self, plan: Plan, load: float, profiles: Mapping, supply: ClusterSupply | None,
+                         fill: float) -> tuple:
         """The variant changes of `plan` the running plan does not need, as (stage, routes) pairs:
         empty when nothing switches variant, or when the running plan no longer serves `load`
         within the SLA and the cluster (its own model) and the switch is forced."""
@@ -218,8 +234,7 @@ class PlannerLoop:
             return ()
         moved = tuple((s, sp.routes()) for s, sp in plan.stages.items()
                       if s in self.current.stages and self.current.stages[s].routes() != sp.routes())
-        if not moved or check_plan(self.pipeline, self.current, profiles, load, max_replicas=self.max_replicas,
-                                   check_predictions=False):
+        if not moved or not self.serves(self.current, load, profiles, supply, fill):
             return ()
         return moved
 
@@ -266,27 +281,35 @@ class PlannerLoop:
         # what the node spent outside the stages beyond the serving path the program models
         # (Ray's daemons, a co-located load generator) is not the plan's to use
         supply = self.supply.with_background(observed * self.serving_cpu_s) if self.supply is not None else None
-        plan = optimize(
-            self.pipeline, profiles, max(planned, MIN_LOAD_RPS), policy=self.policy, weights=self.weights,
-            margin=self.margin, max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
-            supply=supply, serving_cpu_s=self.serving_cpu_s, fill_rps=max(observed, MIN_LOAD_RPS),
-        )
+        load, fill = max(planned, MIN_LOAD_RPS), max(observed, MIN_LOAD_RPS)
+
+        def solve(replicas: dict[str, int] | None = None) -> Plan:
+            return optimize(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
+                            max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
+                            supply=supply, serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=replicas)
+
+        plan = solve()
         # A variant switch rebuilds models in the running replicas, on the cores that serve (2-3 s
         # on a busy 2-core host): one the running plan does not need must be chosen twice in a
         # row, so a load estimate that wavers between two variants does not switch back and forth.
-        load = max(planned, MIN_LOAD_RPS)
-        fill = max(observed, MIN_LOAD_RPS)
         self._recommended.append((self.clock(), stage_replicas(plan)))
         while self._recommended and self._recommended[0][0] < self.clock() - 2 * self.horizon_s:
             self._recommended.popleft()
-        optional = self._optional_switch(plan, load, profiles)
+        optional = self._optional_switch(plan, load, profiles, supply, fill)
         deferred = []
         if optional and optional != self._deferred:
             deferred = [f"{s}: {dict(routes)}" for s, routes in optional]
-        else:
-            deferred = self._held_scale_in(plan, load, profiles)
-        if deferred:
             plan = self.current
+        elif deferred := self._held_scale_in(plan):
+            if self.serves(self.current, load, profiles, supply, fill):
+                plan = self.current
+            else:  # a change is needed, but not a shrink the load may outgrow: keep those replicas
+                keep = {s: max(n, stage_replicas(self.current).get(s, 0)) for s, n in stage_replicas(plan).items()}
+                kept = solve(keep)
+                if is_feasible(kept):
+                    plan = kept
+                else:
+                    deferred = []
         # a switch seen now counts as seen once, whichever hold kept it back
         self._deferred = optional if deferred else None
         changes = [str(c) for c in diff_plans(self.current, plan) if _worth_applying(c)] if self.current else ["initial plan"]
