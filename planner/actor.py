@@ -110,6 +110,7 @@ class PlannerActor:
                 due = time.monotonic() + self.interval_s  # from this step's start, however long it takes
                 self._refresh_supply()
                 timed = ray.get(self._arrivals.stages.remote(self.pipeline, int(self.interval_s)), timeout=30)
+                self.loop.replica_cold_starts(ray.get(self._arrivals.cold_starts.remote(f"{self.pipeline}."), timeout=30))
                 stages = [StageObservation.model_validate(o) for o in timed]
                 self.loop.step(history, stages, trigger="surge" if between else "interval")
             except Exception as e:  # a failed step is logged and retried; serving is unaffected

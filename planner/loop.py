@@ -103,6 +103,7 @@ class PlannerLoop:
         # then as measured by the grows this loop made (on cores that were serving meanwhile).
         self.profiled_cold_start_s = max((p.cold_start_s or 0.0 for p in profiles.values()), default=0.0)
         self.cold_starts: deque[float] = deque(maxlen=_COLD_STARTS_KEPT)
+        self._replicas_seen: set[str] = set()  # replicas whose own cold start is in cold_starts
         # (time, stage → replicas) the program recommended: a scale-in waits for them to agree
         self._recommended: deque[tuple[float, dict[str, int]]] = deque()
         self.decisions: list[Decision] = []
@@ -189,6 +190,14 @@ class PlannerLoop:
             if st.variant(old).resources != st.variant(new).resources:
                 return None  # a new slot: replicas to start, no quicker than the change itself
         return bridge
+
+    def replica_cold_starts(self, reported: Mapping[str, float]) -> None:
+        """Fold in the cold starts replicas reported themselves (replica id → s; each once):
+        those of the opening deployment too, before this loop has grown anything."""
+        for replica, seconds in reported.items():
+            if replica not in self._replicas_seen and seconds and seconds > 0:
+                self._replicas_seen.add(replica)
+                self.cold_starts.append(float(seconds))
 
     def _measured(self, report, previous: Plan | None, plan: Plan) -> None:
         """Learn the cold start from a change that started replicas (a stage got more of them)."""

@@ -163,6 +163,12 @@ class ArrivalsActor:
         while len(states) > REPLICA_STATES_KEPT:  # replicas come and go: forget the longest silent
             del states[next(iter(states))]
 
+    def cold_starts(self, prefix: str = "") -> dict[str, float]:
+        """Replica id → its cold start (s), for the replicas of deployments named `prefix`… that
+        reported one (the planner's horizon: how long a replica it adds takes to answer)."""
+        return {replica: state["cold_start_s"] for deployment, states in self.states.items()
+                if deployment.startswith(prefix) for replica, state in states.items() if state.get("cold_start_s")}
+
     def replicas(self, deployments: list[str]) -> dict[str, dict[str, dict]]:
         """Deployment → replica id → its last report (replicas that never reported are absent)."""
         return {d: dict(self.states.get(d, {})) for d in deployments}

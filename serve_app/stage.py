@@ -37,7 +37,12 @@ class StageReplica:
     resource shape); `@serve.batch` groups concurrent requests up to the plan's batch size."""
 
     def __init__(self, pipeline: str, stage: str, variants: dict[str, dict[str, Any]], energy: dict | None = None):
+        import psutil
         import torch
+
+        # from the process's birth: the worker start and the imports count in a cold start too
+        self._born = psutil.Process().create_time()
+        self.cold_start_s: float | None = None  # process start → first variant warm (s)
 
         self.variants = {name: VariantSpec.model_validate(v) for name, v in variants.items()}
         if not self.variants:
@@ -110,6 +115,7 @@ class StageReplica:
         if self.active is None:
             runner = await asyncio.to_thread(self._load, self.variants[name])
             self._activate(name, runner, batching)
+            self.cold_start_s = round(time.time() - self._born, 3)
             self._report()
         elif self.active.variant.name == name:
             self._batching(batching)  # a switch still building is no longer wanted: it will not swap
@@ -144,10 +150,11 @@ class StageReplica:
 
     def running(self) -> dict:
         """The variant this replica runs, the one it was last asked for, the variants that failed to
-        load here (variant → why) and the in-place switches it made: (variant, seconds)."""
+        load here (variant → why), the in-place switches it made: (variant, seconds), and its
+        cold start: seconds from its process's start until its first variant was warm."""
         return {"variant": self.variant.name if self.variant else None,
                 "wanted": self.wanted[0] if self.wanted else None,
-                "failed": dict(self.failed), "switches": list(self.switches)}
+                "failed": dict(self.failed), "switches": list(self.switches), "cold_start_s": self.cold_start_s}
 
     def _run(self, payloads: list[dict]) -> list[dict | PayloadError]:
         """A batch in the worker thread: decode each payload, then one forward pass.

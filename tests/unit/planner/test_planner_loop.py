@@ -307,3 +307,16 @@ def test_a_change_that_starts_replicas_first_switches_the_running_ones_to_carry_
                        interval_s=10, max_replicas=4, current=fast, clock=clock)
     d = calm.step(np.full(60, 2.0))
     assert d.bridge == {} and len(applied) <= 1
+
+
+def test_the_horizon_takes_the_cold_starts_replicas_report_once_each(setup):
+    pipeline, profiles = setup
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda plan: {}, interval_s=10)
+    profiled = planner.cold_start_s
+    planner.replica_cold_starts({"a": 1.0})  # quicker than profiled: the profile still bounds it
+    assert planner.cold_start_s == profiled
+    planner.replica_cold_starts({"a": 1.0, "b": 18.0})
+    assert planner.horizon_s == pytest.approx(10 + 18.0)
+    for _ in range(3):  # reported again every interval: counted once
+        planner.replica_cold_starts({"a": 1.0, "b": 18.0})
+    assert list(planner.cold_starts) == [1.0, 18.0]

@@ -119,3 +119,8 @@ def test_the_actor_answers_what_the_ingress_pushes_and_the_planner_asks():
     assert sum(actor.history("p", 10)) == 5
     (row,) = [StageObservation.model_validate(o) for o in actor.stages("p", 10)]
     assert row.requests == 5 and abs(row.s_per_request - 0.05) < 1e-9
+    # the replicas' own cold starts, per pipeline, for the planner's horizon
+    actor.report_replica("p.cls.0", "r1", {"variant": "v", "cold_start_s": 14.5})
+    actor.report_replica("p.cls.0", "r2", {"variant": "v", "cold_start_s": None})  # still starting
+    actor.report_replica("q.cls.0", "r3", {"variant": "v", "cold_start_s": 3.0})
+    assert actor.cold_starts("p.") == {"r1": 14.5}
