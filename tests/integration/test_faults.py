@@ -70,3 +70,64 @@ def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
     print(f"\nstage replica killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
           f"recovery (kill → first answer to a request sent after it) {answered_after[0] - killed['at']:.1f} s, "
           f"p99 {stats['p99_ms']:.0f} ms, {retries:g} stage calls sent again")
+
+
+def _named(prefix: str, namespace: str | None = None):
+    """The first live named actor whose name starts with `prefix` (in `namespace`, if given)."""
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].startswith(prefix) and namespace in (None, actor["namespace"]):
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise LookupError(f"no actor named {prefix}…")
+
+
+def _serve_replica_of(deployment: str):
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if f"#{deployment}#" in actor["name"]:
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise LookupError(f"no replica of {deployment}")
+
+
+# What dies, and whether Ray brings that same actor back (no_restart=False) or something else
+# replaces it (Serve a replica; the energy actor is started again by whoever asks for it).
+KILLS = {
+    "plan controller": (lambda: _serve_replica_of("PlanController"), True),
+    "arrivals actor": (lambda: _named("arrivals-ipa"), False),
+    "energy node actor": (lambda: _named("energy-node-"), True),
+    "Serve controller": (lambda: _named("SERVE_CONTROLLER_ACTOR", "serve"), False),
+}
+
+
+@pytest.mark.parametrize("part", list(KILLS))
+def test_a_control_part_killed_under_load_loses_no_request(base_url, http, part):
+    find, no_restart = KILLS[part]
+    actor = find()
+    killed: dict[str, float] = {}
+
+    def kill():
+        time.sleep(3)
+        killed["at"] = time.time()
+        ray.kill(actor, no_restart=no_restart)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    bodies = [payloads.image_request(seed=s) for s in range(4)]
+    records = asyncio.run(closed_loop(f"{base_url}/v1/pipelines/classify", lambda i: bodies[i % 4], clients=4,
+                                      duration_s=12))
+    killer.join()
+    stats = summarize(records)
+    assert stats["failed"] == 0, [(r.status, r.error) for r in records if r.status != 200 and not r.shed][:3]
+    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed["at"])
+    assert answered_after, f"the app must answer after the {part} was killed"
+    # it is back (or replaced) and the app's control path works: the plan reads, the planner's inputs too
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            find()
+            state = control.plan_state()
+            break
+        except Exception:
+            assert time.monotonic() < deadline, f"{part} did not come back"
+            time.sleep(1)
+    assert "classify" in state.plans
+    print(f"\n{part} killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
+          f"first answer to a request sent after the kill {answered_after[0] - killed['at']:.1f} s later")
