@@ -148,6 +148,12 @@ class StageReplica:
         except Exception as e:  # the controller then waits for a report that does not come, and rolls back
             logger.warning("replica %s: state not reported: %s", self.replica, e)
 
+    def check_health(self) -> None:
+        """Serve's periodic health check (every 10 s): report again, so a registry that restarted
+        (serve_app.arrivals; its replica states are in memory) knows this replica within one
+        period. Otherwise a plan change waiting for this replica's variant would wait forever."""
+        self._report()
+
     def running(self) -> dict:
         """The variant this replica runs, the one it was last asked for, the variants that failed to
         load here (variant → why), the in-place switches it made: (variant, seconds), and its

@@ -130,5 +130,13 @@ def test_a_control_part_killed_under_load_loses_no_request(base_url, http, part)
             assert time.monotonic() < deadline, f"{part} did not come back"
             time.sleep(1)
     assert "classify" in state.plans
+    # and a plan change still goes through (it waits for every replica's report to the registry)
+    plan = state.plans["classify"]
+    stage = plan.stages["classifier"]
+    other = plan.model_copy(update={"stages": {"classifier": stage.model_copy(
+        update={"batch_size": 2 if stage.batch_size != 2 else 1})}})
+    for p in (other, plan):
+        report = control.apply_plan(p, timeout_s=60)
+        assert report.changes, report
     print(f"\n{part} killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
           f"first answer to a request sent after the kill {answered_after[0] - killed['at']:.1f} s later")
