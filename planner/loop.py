@@ -18,6 +18,7 @@ import numpy as np
 
 from ipa_energy.cluster import ClusterSupply
 from ipa_energy.diff import StageChange, diff_plans
+from ipa_energy.messages import ApplyReport
 from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.checks import check_plan, is_feasible, plan_model, stage_p99_ms
@@ -25,7 +26,7 @@ from planner.constants import MIN_LOAD_RPS, SURGE_WINDOW_S, SURGE_Z, TREND_WINDO
 from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy
-from planner.program import capacities
+from planner.program import capacities, capacity_terms, fill_factor
 from planner.terms import Weights
 
 __all__ = ["PlannerLoop", "stage_replicas", "trend_rps"]
@@ -56,14 +57,17 @@ def stage_replicas(plan: Plan) -> dict[str, int]:
     return {s: sum(m.replicas for m in sp.members()) for s, sp in plan.stages.items()}
 
 
+def _adds_replicas(old: Plan, new: Plan) -> bool:
+    """Whether `new` gives some stage more replicas than `old` (a change that starts processes)."""
+    before = stage_replicas(old)
+    return any(n > before.get(s, 0) for s, n in stage_replicas(new).items())
+
+
 def _starting_seconds(report) -> float | None:
-    """The longest replica-starting step of an apply report (ApplyReport or its dump), if any."""
-    steps = getattr(report, "steps", None) if not isinstance(report, Mapping) else report.get("steps")
-    seconds = [getattr(st, "seconds", None) if not isinstance(st, Mapping) else st.get("seconds")
-               for st in steps or () if (getattr(st, "step", None) if not isinstance(st, Mapping) else st.get("step"))
-               in _STARTING_STEPS]
-    seconds = [float(x) for x in seconds if x is not None]
-    return max(seconds) if seconds else None
+    """The longest replica-starting step of an apply report, if any (None: not an ApplyReport)."""
+    if not isinstance(report, ApplyReport):
+        return None
+    return max((st.seconds for st in report.steps if st.step in _STARTING_STEPS), default=None)
 
 
 def _worth_applying(change: StageChange) -> bool:
@@ -147,13 +151,8 @@ class PlannerLoop:
         """Whether `plan` serves `load` within the SLA and the cluster, under any utilisation cap
         the program may plan with at that load (the cap a running plan was made under fitted the
         load of its day; a higher load may take a higher one: its stretch then decides)."""
-        fill_factor = 1.0 if load <= 0 else min(1.0, max(fill, 1e-9) / load)
-        for cap in capacities(supply, load, self.queueing, self.serving_cpu_s, fill_factor):
-            terms = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch,
-                     "fill_factor": cap.model.fill_factor}
-            if supply is not None and cap.utilisation is not None:
-                terms |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": self.serving_cpu_s,
-                          "background_cores": supply.background_cores}
+        for cap in capacities(supply, load, self.queueing, self.serving_cpu_s, fill_factor(fill, load)):
+            terms = capacity_terms(cap, supply, self.serving_cpu_s)
             candidate = plan.model_copy(update={"objective": {**plan.objective, **terms}})
             if not check_plan(self.pipeline, candidate, profiles, load, max_replicas=self.max_replicas,
                               check_predictions=False):
@@ -174,15 +173,14 @@ class PlannerLoop:
         no stage runs a mix."""
         if self.current is None or any(sp.mix is not None for p in (plan, self.current) for sp in p.stages.values()):
             return None
-        running = stage_replicas(self.current)
-        if not any(n > running.get(s, 0) for s, n in stage_replicas(plan).items()):
+        if not _adds_replicas(self.current, plan):
             return None
         load = max(observed, min(plan.predicted_load_rps or observed, trend_rps(history, self.cold_start_s)), MIN_LOAD_RPS)
         if self.serves(self.current, load, profiles, supply, fill):
             return None  # the running plan copes until the new replicas answer
         bridge = optimize(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
                           max_replicas=self.max_replicas, current=self.current, queueing=self.queueing, supply=supply,
-                          serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=running)
+                          serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=stage_replicas(self.current))
         if not is_feasible(bridge) or not diff_plans(self.current, bridge):
             return None
         for st in self.pipeline.stages:
@@ -201,12 +199,7 @@ class PlannerLoop:
 
     def _measured(self, report, previous: Plan | None, plan: Plan) -> None:
         """Learn the cold start from a change that started replicas (a stage got more of them)."""
-        if previous is None:
-            return
-        before = stage_replicas(previous)
-        if not any(n > before.get(s, 0) for s, n in stage_replicas(plan).items()):
-            return
-        seconds = _starting_seconds(report)
+        seconds = _starting_seconds(report) if previous is not None and _adds_replicas(previous, plan) else None
         if seconds is not None and seconds > 0:
             self.cold_starts.append(seconds)
 
@@ -313,7 +306,8 @@ class PlannerLoop:
             if self.serves(self.current, load, profiles, supply, fill):
                 plan = self.current
             else:  # a change is needed, but not a shrink the load may outgrow: keep those replicas
-                keep = {s: max(n, stage_replicas(self.current).get(s, 0)) for s, n in stage_replicas(plan).items()}
+                running = stage_replicas(self.current)
+                keep = {s: max(n, running.get(s, 0)) for s, n in stage_replicas(plan).items()}
                 kept = solve(keep)
                 if is_feasible(kept):
                     plan = kept

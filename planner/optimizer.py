@@ -61,7 +61,7 @@ from planner.checks import evaluate_plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS, OBJ_TOL
 from planner.infadapter import solve_infadapter
 from planner.policies import check_policy, is_static, restrictions
-from planner.program import Capacity, capacities, solve_best_effort, solve_optimum
+from planner.program import Capacity, capacities, capacity_terms, fill_factor, solve_best_effort, solve_optimum
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 
@@ -131,8 +131,8 @@ def optimize(
     cur_stages = None
     if current is not None and current.pipeline == pipeline.name:
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
-    fill_factor = 1.0 if fill_rps is None or lam <= 0 else min(1.0, max(fill_rps, 1e-9) / lam)
-    tried = capacities(supply, lam, queueing, serving_cpu_s, fill_factor)
+    fill = fill_factor(fill_rps, lam)
+    tried = capacities(supply, lam, queueing, serving_cpu_s, fill)
     floor = None
     if policy == "ipa-energy" and w.gamma > 0 and w.accuracy_budget is not None:
         # IPA's plan at the same load and capacity sets the reference accuracy
@@ -160,7 +160,7 @@ def optimize(
             if floor is not None:
                 plan = plan.model_copy(update={"objective": {**plan.objective, "accuracy_floor": floor}})
             return plan
-        cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))
+        cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill))
         choice = solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
             return _planned(plan_from_choice(pipeline, choice, lam, w, policy, False, margin, t0, cap.model), cap,
@@ -177,13 +177,9 @@ def optimize(
 
 def _planned(plan: Plan, cap: Capacity, supply: ClusterSupply | None, lam: float, serving_cpu_s: float) -> Plan:
     """`plan` with the capacity it was planned under recorded in its objective terms."""
-    extra = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch,
-             "fill_factor": cap.model.fill_factor}
-    if supply is not None and cap.utilisation is not None:
-        extra |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
-                  "background_cores": supply.background_cores,
-                  "node_utilisation": (plan.objective["cpu_cores"] + lam * serving_cpu_s + supply.background_cores)
-                  / supply.cores}
+    extra = capacity_terms(cap, supply, serving_cpu_s)
+    if "utilisation_cap" in extra:
+        extra["node_utilisation"] = (plan.objective["cpu_cores"] + lam * serving_cpu_s + supply.background_cores) / supply.cores
     return plan.model_copy(update={"objective": {**plan.objective, **extra}})
 
 

@@ -243,6 +243,22 @@ def solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capaci
     return first
 
 
+def fill_factor(fill_rps: float | None, lam: float) -> float:
+    """The share of λ̂ batches fill at now (the observed rate; 1 when not given)."""
+    return 1.0 if fill_rps is None or lam <= 0 else min(1.0, max(fill_rps, 1e-9) / lam)
+
+
+def capacity_terms(cap: Capacity, supply: ClusterSupply | None, serving_cpu_s: float) -> dict[str, float]:
+    """The objective terms that record the capacity a plan is held to (planner.checks.plan_model
+    and check_plan read them back)."""
+    terms = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch,
+             "fill_factor": cap.model.fill_factor}
+    if supply is not None and cap.utilisation is not None:
+        terms |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
+                  "background_cores": supply.background_cores}
+    return terms
+
+
 def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving_cpu_s: float,
                fill_factor: float = 1.0) -> list[Capacity]:
     """The capacities to try: one per node utilisation cap ρ of UTILISATION_GRID, or unlimited."""

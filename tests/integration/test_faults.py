@@ -37,29 +37,33 @@ def retry_counts(pipeline: str) -> float:
                if line.startswith("ray_ipa_energy_stage_retries_total{") and f'pipeline="{pipeline}"' in line)
 
 
-def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
-    deadline = time.monotonic() + 300  # a change an earlier test's planner started may still be converging
-    while control.plan_state().pending is not None and time.monotonic() < deadline:
-        time.sleep(1)
-    victim = serving_replica(http, "classify", "classifier")
-    actor = replica_actor(victim)
+def killed_under_load(base_url: str, actor, duration_s: float, no_restart: bool = True) -> tuple[list, float]:
+    """4 closed-loop classify clients for `duration_s`, with `actor` killed 3 s in: (records, kill time)."""
     killed: dict[str, float] = {}
 
     def kill():
         time.sleep(3)
         killed["at"] = time.time()
-        ray.kill(actor, no_restart=True)
+        ray.kill(actor, no_restart=no_restart)
 
     killer = threading.Thread(target=kill)
     killer.start()
-    url = f"{base_url}/v1/pipelines/classify"
     bodies = [payloads.image_request(seed=s) for s in range(4)]
-    records = asyncio.run(closed_loop(url, lambda i: bodies[i % 4], clients=4, duration_s=20))
+    records = asyncio.run(closed_loop(f"{base_url}/v1/pipelines/classify", lambda i: bodies[i % 4], clients=4,
+                                      duration_s=duration_s))
     killer.join()
+    return records, killed["at"]
 
+
+def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
+    deadline = time.monotonic() + 300  # a change an earlier test's planner started may still be converging
+    while control.plan_state().pending is not None and time.monotonic() < deadline:
+        time.sleep(1)
+    victim = serving_replica(http, "classify", "classifier")
+    records, killed_at = killed_under_load(base_url, replica_actor(victim), duration_s=20)
     stats = summarize(records)
     assert stats["failed"] == 0, [(r.status, r.error) for r in records if r.status != 200 and not r.shed][:3]
-    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed["at"])
+    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed_at)
     assert answered_after, "the app must answer after the kill"
     assert serving_replica(http, "classify", "classifier") != victim  # Serve replaced it
     # the calls in flight on the dead replica were sent again, and counted
@@ -68,7 +72,7 @@ def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
         assert time.monotonic() < wait_until, "no stage retry was counted"
         time.sleep(1)
     print(f"\nstage replica killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
-          f"recovery (kill → first answer to a request sent after it) {answered_after[0] - killed['at']:.1f} s, "
+          f"recovery (kill → first answer to a request sent after it) {answered_after[0] - killed_at:.1f} s, "
           f"p99 {stats['p99_ms']:.0f} ms, {retries:g} stage calls sent again")
 
 
@@ -101,23 +105,10 @@ KILLS = {
 @pytest.mark.parametrize("part", list(KILLS))
 def test_a_control_part_killed_under_load_loses_no_request(base_url, http, part):
     find, no_restart = KILLS[part]
-    actor = find()
-    killed: dict[str, float] = {}
-
-    def kill():
-        time.sleep(3)
-        killed["at"] = time.time()
-        ray.kill(actor, no_restart=no_restart)
-
-    killer = threading.Thread(target=kill)
-    killer.start()
-    bodies = [payloads.image_request(seed=s) for s in range(4)]
-    records = asyncio.run(closed_loop(f"{base_url}/v1/pipelines/classify", lambda i: bodies[i % 4], clients=4,
-                                      duration_s=12))
-    killer.join()
+    records, killed_at = killed_under_load(base_url, find(), duration_s=12, no_restart=no_restart)
     stats = summarize(records)
     assert stats["failed"] == 0, [(r.status, r.error) for r in records if r.status != 200 and not r.shed][:3]
-    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed["at"])
+    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed_at)
     assert answered_after, f"the app must answer after the {part} was killed"
     # it is back (or replaced) and the app's control path works: the plan reads, the planner's inputs too
     deadline = time.monotonic() + 60
@@ -139,4 +130,4 @@ def test_a_control_part_killed_under_load_loses_no_request(base_url, http, part)
         report = control.apply_plan(p, timeout_s=60)
         assert report.changes, report
     print(f"\n{part} killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
-          f"first answer to a request sent after the kill {answered_after[0] - killed['at']:.1f} s later")
+          f"first answer to a request sent after the kill {answered_after[0] - killed_at:.1f} s later")
