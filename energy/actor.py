@@ -18,12 +18,14 @@ import psutil
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from energy.accounting.journal import EnergyJournal
 from energy.accounting.node import NodeEnergy
 from energy.config import EnergyConfig
 from energy.meters.select import select_meters
 from energy.supply import host_supply
 from ipa_energy import RAY_NAMESPACE
 from ipa_energy.energy import join_methods
+from ipa_energy.state import RayStore
 
 __all__ = ["MAX_CONCURRENCY", "NodeEnergyActor", "actor_name", "ensure_node_actors", "node_actor"]
 
@@ -47,7 +49,17 @@ class NodeEnergyActor:
 
         self.config = EnergyConfig.model_validate(config)
         self.node_id = ray.get_runtime_context().get_node_id()
-        self.state = NodeEnergy(select_meters(self.config), self.config)
+        # a previous actor of this node (killed, or its process lost) left its state: go on from it
+        self.journal = EnergyJournal(RayStore(), self.node_id, keep=int(self.config.history_s / self.config.cpu_interval_s))
+        try:
+            saved = self.journal.load()
+        except Exception:
+            logger.exception("energy journal not read; starting from zero")
+            saved = None
+        self.state = NodeEnergy(select_meters(self.config), self.config, saved=saved)
+        # the totals the previous actor exported as metrics: this one's counters count what follows
+        cp = saved[0] if saved else {}
+        self._exported = {**cp.get("totals", {}), "(other processes)": cp.get("other_j", 0.0), "(idle)": cp.get("idle_j", 0.0)}
         self.gpu_meters = [m for m in self.state.meters if m.method == "zeus-nvml"]
         self._process = psutil.Process(os.getpid())
         self._started = (time.time(), self._cpu_s())
@@ -68,12 +80,13 @@ class NodeEnergyActor:
         return t.user + t.system
 
     def _cpu_loop(self) -> None:
-        previous_totals: dict[str, float] = {}
+        previous_totals = self._exported
         while not self._stop.wait(self.config.cpu_interval_s):
             try:
                 before = self.state.history[-1]
                 tick = self.state.tick()
                 self._export(before, tick, previous_totals)
+                self.journal.save(self.state)
             except Exception:  # a meter hiccup must not end sampling
                 logger.exception("energy sampling failed")
 

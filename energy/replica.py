@@ -34,7 +34,6 @@ class ReplicaEnergy:
     def __init__(self, consumer: str, labels: dict[str, str], gpu_fraction: float, config: dict | None = None):
         import ray
 
-        from energy.actor import node_actor
         from energy.config import EnergyConfig
 
         self.gpu_share = min(gpu_fraction, 1.0)
@@ -46,16 +45,26 @@ class ReplicaEnergy:
         self.rates: EnergyRates | None = None
         self._refreshed = 0.0
         self._refreshing: asyncio.Task | None = None
+        self.consumer, self.labels = consumer, dict(labels)
         try:
-            self.actor = node_actor(config=EnergyConfig.model_validate(config) if config else None)
-            self.actor.register.remote(consumer, os.getpid(), labels, [int(d[4:]) for d in self.gpu_devices], self.gpu_share)
+            self._config = EnergyConfig.model_validate(config) if config else None
+            self.actor = self._register()
         except Exception as e:  # serving never depends on telemetry
             logger.warning("energy accounting off for %s: %s", consumer, e)
             self.actor = None
-        self.consumer = consumer
+
+    def _register(self):
+        """The node's energy actor (started if it is not running), with this replica registered."""
+        from energy.actor import node_actor
+
+        actor = node_actor(config=self._config)
+        actor.register.remote(self.consumer, os.getpid(), self.labels, [int(d[4:]) for d in self.gpu_devices],
+                              self.gpu_share)
+        return actor
 
     def relabel(self, labels: dict[str, str]) -> None:
         """New labels for what this replica's energy is attributed to from now on (a variant switch)."""
+        self.labels = dict(labels)
         if self.actor is not None:
             try:
                 self.actor.relabel.remote(self.consumer, labels)
@@ -71,8 +80,17 @@ class ReplicaEnergy:
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
+        from ray.exceptions import RayActorError
+
         try:
             self.rates = EnergyRates.model_validate(await asyncio.wait_for(self.actor.rates.remote(), RATES_TIMEOUT_S))
+        except RayActorError as e:
+            # the node's actor died: start the next one (it goes on from its journal) and register again
+            logger.warning("energy actor gone (%s); registering with its successor", type(e).__name__)
+            try:
+                self.actor = await asyncio.to_thread(self._register)
+            except Exception as e2:
+                logger.warning("energy actor not restarted: %s", e2)
         except Exception as e:
             logger.warning("energy rates unavailable: %s", e)
 

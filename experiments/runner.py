@@ -174,12 +174,24 @@ class EnergyPoller:
         for node, actor in self.actors.items():
             try:
                 rows = ray.get(actor.window.remote(self.cursor[node], time.time()), timeout=10)
+            except ray.exceptions.RayActorError:  # it died: its successor goes on from its journal
+                self.actors[node] = self._successor(node, actor)
+                continue
             except Exception:  # a node that does not answer this time is asked again next poll
                 continue
             windows = [EnergyWindow.model_validate(w) for w in rows]
             self.windows += [w for w in windows if w.end_s > self.cursor[node]]
             if windows:
                 self.cursor[node] = max(self.cursor[node], max(w.end_s for w in windows))
+
+    @staticmethod
+    def _successor(node: str, actor):
+        from energy.actor import node_actor
+
+        try:
+            return node_actor(node)
+        except Exception:  # the node itself is gone: asked again next poll
+            return actor
 
 
 def _variants(pipeline) -> dict[str, VariantInfo]:

@@ -150,6 +150,10 @@ class NodeEnergyReport(_Model):
     actor_cpu_s: float = Field(0.0, description="CPU seconds the energy actor itself used.")
     overhead_cpu_percent_of_one_core: float = 0.0
     overhead_cpu_percent_of_node: float = 0.0
+    restarts: int = Field(0, description="Times this node's energy service was started again and went on from "
+                                         "its checkpoint (energy.accounting.journal).")
+    unmetered_s: float = Field(0.0, description="Seconds since start_s whose energy no meter read: at most the time "
+                                                "from each restarted service's last checkpoint to its first sample (s).")
 
 
 class PipelineEnergy(_Model):

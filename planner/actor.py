@@ -4,7 +4,8 @@ It reads the per-second arrivals the ingress replicas count, summed over all of 
 app's arrivals actor (`serve_app.arrivals`), and runs `PlannerLoop` every interval;
 plans go through `serve_app.control.apply_plan` (make-before-break). Ray restarts the actor
 if it dies (max_restarts=-1); the app keeps serving with the last plan meanwhile, and the
-restarted actor picks the running plan up from the ingress.
+restarted actor picks the running plan up from the ingress, and its decision log and what the
+loop had learnt from the journal (planner.journal, in the GCS): no decision is lost or repeated.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import ray
 from ipa_energy import RAY_NAMESPACE
 from ipa_energy.energy import join_methods
 from ipa_energy.records import StageObservation
+from ipa_energy.state import RayStore
 from planner.capacity import supply_from_ray
 from planner.constants import SERVING_CPU_S
+from planner.journal import PlannerJournal
 from serve_app.arrivals import arrivals_actor
 
 __all__ = ["PlannerActor", "start_planner", "stop_planner"]
@@ -32,6 +35,8 @@ SURGE_POLL_S = 1.0
 #: how long `stop` waits for a step in progress: an apply (replicas cold-starting on busy cores,
 #: tens of seconds) and, if it fails, its rollback (s)
 STOP_WAIT_S = 300.0
+#: how long a restarted planner waits for a change its predecessor started to settle (s)
+RESUME_WAIT_S = 300.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
@@ -54,7 +59,11 @@ class PlannerActor:
             logger.warning(warning)
         profiles = profiles_from_store(store, hardware, spec)
         methods = {p.energy_method for p in profiles.values()}
-        _, plans = control.current_plans(app_name)
+        self.journal = PlannerJournal(RayStore(), app_name, pipeline)
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        if not restarted:
+            self.journal.clear()  # a new planner of this app and pipeline: a new log
+        plans = self._settled_plans(control, app_name) if restarted else control.current_plans(app_name)[1]
         self.pipeline, self.interval_s = pipeline, interval_s
         # arrivals before this time are not this run's (experiments run policies back to back)
         self.history_from_s = history_from_s
@@ -63,14 +72,28 @@ class PlannerActor:
             spec, profiles, get_predictor(predictor), lambda plan: control.apply_plan(plan, app_name=app_name),
             policy=policy, max_replicas=max_replicas, margin=margin, interval_s=interval_s,
             energy_method=join_methods(methods) or "tdp-estimate", current=plans.get(pipeline),
-            serving_cpu_s=SERVING_CPU_S if capacity else 0.0,
+            serving_cpu_s=SERVING_CPU_S if capacity else 0.0, record=self.journal.record,
         )
+        if restarted:
+            decisions, state = self.journal.load(plans.get(pipeline))
+            self.loop.restore(state, decisions)
+            logger.warning("planner of %s/%s restarted: %d decisions resumed", app_name, pipeline, len(decisions))
         self.capacity = capacity
         self._arrivals = None  # the app's arrivals actor, once looked up
         self._refresh_supply()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="planner")
         self._thread.start()
+
+    @staticmethod
+    def _settled_plans(control, app_name: str) -> dict:
+        """The running plans once a change in progress (started before a restart) has settled."""
+        deadline = time.monotonic() + RESUME_WAIT_S
+        state = control.plan_state(app_name)
+        while state.pending is not None and time.monotonic() < deadline:
+            time.sleep(1.0)
+            state = control.plan_state(app_name)
+        return state.plans
 
     def _refresh_supply(self) -> None:
         """The cluster's physical cores and memory, read on every node (nodes come and go)."""
@@ -113,6 +136,7 @@ class PlannerActor:
                 self.loop.replica_cold_starts(ray.get(self._arrivals.cold_starts.remote(f"{self.pipeline}."), timeout=30))
                 stages = [StageObservation.model_validate(o) for o in timed]
                 self.loop.step(history, stages, trigger="surge" if between else "interval")
+                self.journal.save_state(self.loop.state())
             except Exception as e:  # a failed step is logged and retried; serving is unaffected
                 if not stepping and between:  # a missed poll between intervals is retried in a second
                     logger.debug("planner: arrivals not read between intervals: %s", e)
@@ -148,3 +172,4 @@ def stop_planner(app_name: str, pipeline: str) -> None:
     if not ray.get(actor.stop.remote()):
         logger.warning("planner of %s/%s: a step still in progress after %.0f s; killed", app_name, pipeline, STOP_WAIT_S)
     ray.kill(actor, no_restart=True)
+    PlannerJournal(RayStore(), app_name, pipeline).clear()

@@ -96,6 +96,7 @@ class PlannerLoop:
         supply: ClusterSupply | None = None,
         serving_cpu_s: float = 0.0,
         queueing: bool = True,
+        record: Callable[[int, Decision], None] | None = None,
     ):
         check_policy(pipeline, policy)  # a configuration error fails here, not every interval
         self.pipeline, self.profiles, self.predictor, self.apply = pipeline, profiles, predictor, apply
@@ -113,6 +114,41 @@ class PlannerLoop:
         self.decisions: list[Decision] = []
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
+        # called with (index in the log, decision) when a decision is logged and when its apply
+        # ends: planner.journal keeps the log and what the loop learnt across a restart
+        self.record = record
+
+    def state(self) -> dict:
+        """What this loop has learnt beyond its decisions, as JSON (see :meth:`restore`)."""
+        return {
+            "cold_starts": list(self.cold_starts),
+            "replicas_seen": sorted(self._replicas_seen),
+            "recommended": [[t, r] for t, r in self._recommended],
+            "factors": dict(self.corrections.factors),
+            "host_factor": self.corrections.host,
+            "deferred": [[s, [list(r) for r in routes]] for s, routes in self._deferred] if self._deferred else None,
+        }
+
+    def restore(self, state: Mapping | None, decisions: list[Decision]) -> None:
+        """Go on from a log and a :meth:`state` saved by an earlier incarnation of this loop."""
+        self.decisions = list(decisions)
+        if not state:
+            return
+        self.cold_starts.extend(float(s) for s in state.get("cold_starts", ()))
+        self._replicas_seen.update(state.get("replicas_seen", ()))
+        self._recommended.extend((float(t), {k: int(n) for k, n in r.items()}) for t, r in state.get("recommended", ()))
+        self.corrections.factors.update({v: float(f) for v, f in state.get("factors", {}).items()})
+        self.corrections.host = float(state.get("host_factor", 1.0))
+        deferred = state.get("deferred")
+        self._deferred = tuple((s, tuple((v, float(w)) for v, w in routes)) for s, routes in deferred) if deferred else None
+
+    def _record(self, decision: Decision) -> None:
+        """Hand the decision being made (the last of the log) to `record`."""
+        if self.record is not None:
+            try:
+                self.record(len(self.decisions) - 1, decision)
+            except Exception:  # the log in memory stays whole; only a restart would lose it
+                logger.exception("planner: decision %s not recorded", decision.time_s)
 
     @property
     def cold_start_s(self) -> float:
@@ -329,6 +365,7 @@ class PlannerLoop:
             trigger=trigger,
         )
         self.decisions.append(decision)  # visible while the change is being applied
+        self._record(decision)
         stage_changes = [c for c in changes if c != "initial plan"]
         if stage_changes or self.current is None:
             decision.changed, decision.changes = True, changes
@@ -348,4 +385,5 @@ class PlannerLoop:
                 decision.error = f"{type(e).__name__}: {e}"
                 logger.warning("planner: plan not applied: %s", e)
             decision.apply_s = self.clock() - start
+            self._record(decision)
         return decision

@@ -63,7 +63,10 @@ class NodeEnergy:
     """Samples meters, keeps a bounded history, answers windows, accumulates attribution."""
 
     def __init__(self, meters: list[Meter], config: EnergyConfig, clock: Callable[[], float] = time.time,
-                 busy_cpu_s: Callable[[], float] = node_busy_cpu_seconds):
+                 busy_cpu_s: Callable[[], float] = node_busy_cpu_seconds,
+                 saved: tuple[dict, list[Tick]] | None = None):
+        """`saved`: (checkpoint, ticks) a previous service of this node left (energy.accounting.journal):
+        totals, consumers and history go on from them, and the meters' counters from their last reading."""
         self.meters = meters
         self.config = config
         self.clock = clock
@@ -88,7 +91,71 @@ class NodeEnergy:
         self._gpu_util: dict[str, dict[str, float]] = {}
         self._gpu_util_seen: dict[str, tuple[int, float]] = {}  # gpu → (NVML timestamp, wall time)
         self._lock = threading.Lock()
+        self._offset_j: dict[str, float] = {}  # device → J its counter had reached under a previous service
+        self.unmetered_s = 0.0  # seconds between a previous service's last checkpoint and this one's start
+        self.restarts = 0
+        if saved is not None:
+            self._restore(*saved)
         self.tick()
+
+    # -- continuity across a restart (energy.accounting.journal) ------------------------
+
+    def checkpoint(self) -> dict:
+        """What a later service of this node needs to go on from the last tick (JSON)."""
+        with self._lock:
+            last = self.history[-1]
+            consumers = {}
+            for name, c in self.consumers.items():
+                try:
+                    created = c.process.create_time()
+                except (psutil.Error, AttributeError):
+                    continue
+                consumers[name] = {"pid": c.pid, "labels": c.labels, "gpu_ids": list(c.gpu_ids),
+                                   "gpu_fraction": c.gpu_fraction, "gpu_busy_s": c.gpu_busy_s, "created": created}
+            return {
+                "time_s": last.time_s, "started_s": self.started_s, "totals": dict(self.totals),
+                "other_j": self.other_j, "idle_j": self.idle_j, "device_j": dict(self.device_j),
+                "labels": {n: dict(lb) for n, lb in self.labels.items()},
+                "meter_j": {d: j for sample in last.samples for d, j in sample.energy_j.items()},
+                "learned_idle": dict(self._learned_idle),
+                "learned_idle_source": {d: self.idle_source[d] for d in self._learned_idle if d in self.idle_source},
+                "gpu_util": {g: dict(per) for g, per in self._gpu_util.items()},
+                "consumers": consumers, "unmetered_s": self.unmetered_s, "restarts": self.restarts,
+            }
+
+    def _restore(self, checkpoint: dict, ticks: list[Tick]) -> None:
+        cp = checkpoint
+        self.started_s = cp.get("started_s")
+        self.totals = {n: float(j) for n, j in cp.get("totals", {}).items()}
+        self.other_j, self.idle_j = float(cp.get("other_j", 0.0)), float(cp.get("idle_j", 0.0))
+        self.device_j = {d: float(j) for d, j in cp.get("device_j", {}).items()}
+        self.labels = {n: dict(lb) for n, lb in cp.get("labels", {}).items()}
+        self._offset_j = {d: float(j) for d, j in cp.get("meter_j", {}).items() if d in self.device_methods}
+        self._learned_idle = {d: float(w) for d, w in cp.get("learned_idle", {}).items() if d not in self._idle_w}
+        self.idle_source.update({d: src for d, src in cp.get("learned_idle_source", {}).items() if d in self._learned_idle})
+        self._gpu_util = {g: dict(per) for g, per in cp.get("gpu_util", {}).items()}
+        for name, c in cp.get("consumers", {}).items():
+            try:
+                process = psutil.Process(c["pid"])
+                if abs(process.create_time() - c["created"]) > 1.0:
+                    continue  # the pid was reused: not the replica that registered
+            except psutil.Error:
+                continue  # it stopped meanwhile: its energy so far stays in totals
+            self.consumers[name] = Consumer(c["pid"], dict(c["labels"]), tuple(c["gpu_ids"]), c["gpu_fraction"],
+                                            process, float(c.get("gpu_busy_s", 0.0)))
+        now = self.clock()
+        self.history.extend(t for t in ticks if t.time_s >= now - self.config.history_s)
+        self.unmetered_s = float(cp.get("unmetered_s", 0.0)) + max(0.0, now - float(cp["time_s"]))
+        self.restarts = int(cp.get("restarts", 0)) + 1
+        logger.warning("energy service resumed from its checkpoint of %.1f s ago (restart %d): totals, %d consumers "
+                       "and %d ticks kept", now - float(cp["time_s"]), self.restarts, len(self.consumers), len(self.history))
+
+    def _continued(self, sample: Sample) -> Sample:
+        """`sample` with each counter continued from where the previous service left it."""
+        if not self._offset_j:
+            return sample
+        return Sample(sample.time_s, {d: j + self._offset_j.get(d, 0.0) for d, j in sample.energy_j.items()},
+                      sample.method)
 
     # -- consumers ------------------------------------------------------------------
 
@@ -176,7 +243,7 @@ class NodeEnergy:
     def tick(self) -> Tick:
         """Take one snapshot and attribute the interval since the previous one."""
         with self._lock:
-            samples = tuple(m.sample() for m in self.meters)
+            samples = tuple(self._continued(m.sample()) for m in self.meters)
             busy = {
                 f"gpu:{g}": {n: c.gpu_busy_s * c.gpu_fraction for n, c in self.consumers.items() if g in c.gpu_ids}
                 for g in {g for c in self.consumers.values() for g in c.gpu_ids}
@@ -186,7 +253,7 @@ class NodeEnergy:
             previous = self.history[-1] if self.history else None
             self.history.append(tick)
             if previous is None:
-                self.started_s = tick.time_s
+                self.started_s = tick.time_s if self.started_s is None else self.started_s
                 return tick
             for a in self._attribute(previous, tick):
                 for name, j in a.consumers_j.items():
@@ -295,4 +362,6 @@ class NodeEnergy:
                 idle_j=self.idle_j,
                 consumers={n: {**labels, "running": n in self.consumers} for n, labels in self.labels.items()},
                 assumptions={type(m).__name__: getattr(m, "assumptions", {}) for m in self.meters},
+                unmetered_s=self.unmetered_s,
+                restarts=self.restarts,
             )

@@ -66,6 +66,35 @@ def test_refresh_validates_the_actors_dumped_rates():
     assert r.rates == RATES
 
 
+class Died:
+    """An actor method of an actor that died."""
+
+    def remote(self):
+        from ray.exceptions import ActorDiedError
+
+        async def reply():
+            raise ActorDiedError()
+
+        return reply()
+
+
+def test_a_dead_energy_actor_is_replaced_and_the_replica_registers_with_the_next(monkeypatch):
+    r = replica()
+    r.labels = {"deployment": "a.s.0", "variant": "v2"}  # relabelled since it first registered
+    r.actor = SimpleNamespace(rates=Died())
+    registered = []
+    successor = SimpleNamespace(rates=Remote(RATES.model_dump()),
+                                register=SimpleNamespace(remote=lambda *a: registered.append(a)))
+    monkeypatch.setattr("energy.actor.node_actor", lambda config=None: successor)
+    r._config = None
+    asyncio.run(r._refresh())
+    assert r.actor is successor and registered
+    consumer, _, labels, gpus, share = registered[0]
+    assert (consumer, labels, gpus, share) == ("c", r.labels, [], 0.0)
+    asyncio.run(r._refresh())  # and its rates are read from the successor
+    assert r.rates == RATES
+
+
 def test_payload_error_survives_pickling():
     """Ray pickles a replica's exception back to the ingress: status and field must survive."""
     e = pickle.loads(pickle.dumps(PayloadError(422, "image: cannot be decoded", "image")))
