@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo bench bench-traces sweeps test test-unit test-integration bench-overhead bench-energy-overhead gpu-energy-check gpu-profile train-predictor serve clean
+.PHONY: install demo bench bench-traces sweeps test test-unit test-integration bench-overhead bench-energy-overhead kill-battery soak gpu-energy-check gpu-profile train-predictor serve clean
 
 install: $(STAMP)
 
@@ -51,6 +51,16 @@ bench-overhead: install
 
 bench-energy-overhead: install
 	$(BIN)/python bench/energy_overhead.py --seconds 60
+
+# The video app under 4 clients, its detector replica, an ingress replica, the energy and the
+# arrivals actor killed 20 s apart, three times over (issue 12; docs/faults.md); ~8 min.
+kill-battery: install
+	$(BIN)/python bench/kill_battery.py --runs 3
+
+# The demo pipeline at 3 req/s for 30 minutes with the planner: every Ray process's memory at
+# the start and the end, growth over 5% flagged (issue 12).
+soak: install
+	$(BIN)/python bench/soak.py --minutes 30 --rate 3
 
 # Needs an NVIDIA GPU: Zeus/NVML energy vs nvidia-smi power × time (exit 1 if >10% apart).
 gpu-energy-check: install

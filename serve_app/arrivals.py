@@ -15,7 +15,9 @@ a second, to one small detached actor per app (`arrivals-<app>`), which sums the
   notice its new incarnation in the reply and resend their whole window.
 
 Pushes carry the replica's per-second stage timings too (serve_app.timings), under the same
-rules; the planner's closed loop reads them back summed (`ArrivalsActor.stages`).
+rules; the planner's closed loop reads them back summed (`ArrivalsActor.stages`). Each push is
+followed by the replica's running energy totals per pipeline, which `GET /v1/energy` sums
+(`ArrivalsActor.energy_totals`); a restarted actor has them again from the live replicas' next push.
 
 The actor is also the app's registry of what each stage replica runs: a replica reports the
 variant it serves, the one it was last asked for and the variants that failed to load there
@@ -136,6 +138,7 @@ class ArrivalsActor:
     def __init__(self):
         self.book = ArrivalBook()
         self.states: dict[str, dict[str, dict]] = {}  # stage deployment → replica id → StageReplica.running()
+        self.energy: dict[str, dict[str, dict]] = {}  # ingress replica → pipeline → its running energy totals
 
     def update(self, replica: str, counts: dict, complete_through: int, timings: dict | None = None) -> str:
         import time
@@ -155,6 +158,22 @@ class ArrivalsActor:
 
     def by_replica(self, pipeline: str) -> dict[str, int]:
         return self.book.by_replica(pipeline)
+
+    def report_energy(self, replica: str, totals: dict[str, dict]) -> None:
+        """An ingress replica's running totals per pipeline ({requests, energy_j, methods}); they
+        replace its last report (kept after it stops: what it answered was answered)."""
+        self.energy[replica] = totals
+
+    def energy_totals(self) -> dict[str, dict]:
+        """Pipeline → {requests, energy_j, methods} summed over every ingress replica that reported."""
+        out: dict[str, dict] = {}
+        for totals in self.energy.values():
+            for pipeline, t in totals.items():
+                acc = out.setdefault(pipeline, {"requests": 0, "energy_j": 0.0, "methods": []})
+                acc["requests"] += int(t["requests"])
+                acc["energy_j"] += float(t["energy_j"])
+                acc["methods"] = sorted(set(acc["methods"]) | set(t["methods"]))
+        return out
 
     def report_replica(self, deployment: str, replica: str, state: dict) -> None:
         states = self.states.setdefault(deployment, {})

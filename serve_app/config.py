@@ -33,7 +33,10 @@ class AppSpec(BaseModel):
     ingress_num_cpus: float = Field(
         0.0, ge=0, description="CPUs reserved by each ingress replica (0: it mostly waits on the stages)."
     )
-    ingress_replicas: int = Field(1, ge=1)
+    ingress_replicas: int = Field(
+        2, ge=1, le=64, description="Ingress replicas. Two by default: they reserve ingress_num_cpus each (0 unless "
+                                    "set), so they fit wherever the app does, and when one dies the proxy routes to "
+                                    "the other while Serve replaces it (docs/faults.md).")
 
     @model_validator(mode="after")
     def _unique_pipelines(self) -> AppSpec:
@@ -71,6 +74,7 @@ ARGS_HELP = {
     "tier": "catalog tier (default: mini)",
     "plan": "JSON file with one Plan or a list of Plans to start with",
     "token": f"bearer token for PUT /v1/plan (default: ${TOKEN_ENV})",
+    "ingress_replicas": "ingress replicas (default: 2; each reserves no CPU)",
     **{k: f.description for k, f in Limits.model_fields.items()},
     **{k: EnergyConfig.model_fields[k].description for k in ENERGY_ARGS},
 }
@@ -98,6 +102,7 @@ def from_args(args: dict[str, Any]) -> tuple[AppSpec, dict[str, Plan]]:
             limits=limits,
             energy=energy,
             control_token=args.get("token") or os.environ.get(TOKEN_ENV) or None,
+            **({"ingress_replicas": int(args["ingress_replicas"])} if "ingress_replicas" in args else {}),
         )
     except (ValidationError, ValueError) as e:
         raise SpecError(f"invalid application arguments: {e}") from None

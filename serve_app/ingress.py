@@ -138,10 +138,28 @@ class Ingress:
                 actor = actor or await asyncio.to_thread(arrivals_actor, self.app_name)
                 reply = await asyncio.wait_for(actor.update.remote(*self._pusher.payload(time.time())), 10)
                 self._pusher.acknowledge(reply)
+                if self.energy_totals:
+                    await asyncio.wait_for(actor.report_energy.remote(self._pusher.replica, self._energy_dump()), 10)
             except Exception as e:  # serving never depends on the count; resend everything next time
                 logger.debug("arrival counts not pushed: %s", e)
                 self._pusher.acknowledge(None)
                 actor = None
+
+    def _energy_dump(self) -> dict[str, dict]:
+        return {name: {"requests": t.requests, "energy_j": t.energy_j, "methods": sorted(t.methods)}
+                for name, t in self.energy_totals.items()}
+
+    async def _app_energy_totals(self) -> dict[str, dict]:
+        """Requests and energy per pipeline over every ingress replica (this one's own: up to now);
+        this replica's alone if the arrivals actor does not answer."""
+        mine = self._energy_dump()
+        try:
+            actor = await asyncio.to_thread(arrivals_actor, self.app_name)
+            await asyncio.wait_for(actor.report_energy.remote(self._pusher.replica, mine), 10)
+            return await asyncio.wait_for(actor.energy_totals.remote(), 10)
+        except Exception as e:
+            logger.warning("energy totals of the other ingress replicas not read: %s", e)
+            return mine
 
     def _start_energy_actors(self) -> dict:
         try:
@@ -202,9 +220,9 @@ class Ingress:
                 device.carbon_g = config.carbon_g(device.energy_j)
             nodes.append(node)
         pipelines = {
-            name: PipelineEnergy(requests=t.requests, energy_j=t.energy_j, methods=sorted(t.methods),
-                                 j_per_request=t.energy_j / t.requests, carbon_g=config.carbon_g(t.energy_j))
-            for name, t in self.energy_totals.items() if t.requests
+            name: PipelineEnergy(requests=t["requests"], energy_j=t["energy_j"], methods=t["methods"],
+                                 j_per_request=t["energy_j"] / t["requests"], carbon_g=config.carbon_g(t["energy_j"]))
+            for name, t in (await self._app_energy_totals()).items() if t["requests"]
         }
         return _json(EnergyReport(carbon={"g_per_kwh": config.carbon_g_per_kwh, "pue": config.pue},
                                   pipelines=pipelines, nodes=nodes))

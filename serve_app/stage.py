@@ -122,6 +122,7 @@ class StageReplica:
             self._report()
         elif self._building is None or self._building.done():
             self._building = asyncio.get_running_loop().create_task(self._switch())
+            self._report()  # a switch under way shows in the registry: wanted ≠ variant
 
     async def _switch(self) -> None:
         """Build what is wanted until it is what runs (the wish may change while a model builds)."""

@@ -12,6 +12,7 @@ from ipa_energy.state import RayStore
 from loadgen.driver import closed_loop, summarize
 from planner.actor import start_planner, stop_planner
 from serve_app import control
+from serve_app.arrivals import arrivals_actor
 from tests.integration.conftest import METRICS_PORT
 from workloads import payloads
 
@@ -39,12 +40,14 @@ def retry_counts(pipeline: str) -> float:
                if line.startswith("ray_ipa_energy_stage_retries_total{") and f'pipeline="{pipeline}"' in line)
 
 
-def killed_under_load(base_url: str, actor, duration_s: float, no_restart: bool = True) -> tuple[list, float]:
-    """4 closed-loop classify clients for `duration_s`, with `actor` killed 3 s in: (records, kill time)."""
+def killed_under_load(base_url: str, actor, duration_s: float, no_restart: bool = True,
+                      when=lambda: time.sleep(3)) -> tuple[list, float]:
+    """4 closed-loop classify clients for `duration_s`, with `actor` killed once `when()` returns
+    (default: 3 s in): (records, kill time)."""
     killed: dict[str, float] = {}
 
     def kill():
-        time.sleep(3)
+        when()
         killed["at"] = time.time()
         ray.kill(actor, no_restart=no_restart)
 
@@ -76,6 +79,86 @@ def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
     print(f"\nstage replica killed under 4 clients: {stats['requests']} requests, 0 failed, {stats['shed']} shed, "
           f"recovery (kill → first answer to a request sent after it) {answered_after[0] - killed_at:.1f} s, "
           f"p99 {stats['p99_ms']:.0f} ms, {retries:g} stage calls sent again")
+
+
+def test_an_ingress_replica_killed_under_load_fails_at_most_the_requests_in_flight_on_it(base_url, http):
+    """Two ingress replicas (the default): the proxy routes new requests to the live one while
+    Serve replaces the dead one; only what the dead one held can be lost (docs/faults.md)."""
+    victim = _serve_replica_of("Ingress")
+    records, killed_at = killed_under_load(base_url, victim, duration_s=15)
+    stats = summarize(records)
+    failed = [r for r in records if r.status != 200 and not r.shed]
+    in_flight = [r for r in records if r.sent_s <= killed_at < r.finished_s]
+    # a request is in flight on the victim until Ray has killed it, a moment after ray.kill returns
+    assert all(r.sent_s <= killed_at + KILL_TAKES_S for r in failed), [(r.sent_s - killed_at, r.status, r.error)
+                                                                       for r in failed]
+    assert len(failed) <= len(in_flight) + 4, (len(failed), len(in_flight))  # 4 clients: one request each
+    answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed_at + KILL_TAKES_S)
+    assert answered_after, "the app must answer after the kill"
+    deadline = time.monotonic() + 60
+    while control.plan_state() is None or len(_replicas_of("Ingress")) < 2:  # Serve replaced it
+        assert time.monotonic() < deadline, "the ingress replica was not replaced"
+        time.sleep(1)
+    print(f"\ningress replica killed under 4 clients: {stats['requests']} requests, {len(failed)} failed "
+          f"({sorted({(r.status, r.error[:60]) for r in failed})}), {len(in_flight)} in flight at the kill; "
+          f"first answer to a request sent after it {answered_after[0] - killed_at:.1f} s later")
+
+
+#: how long after `ray.kill` returns a request may still reach the killed replica (s)
+KILL_TAKES_S = 1.0
+
+
+def _replicas_of(deployment: str) -> list[str]:
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+
+
+def test_a_stage_replica_killed_in_the_middle_of_a_variant_switch(base_url, http, app_spec):
+    plan = control.plan_state().plans["classify"]
+    stage = plan.stages["classifier"]
+    shape = app_spec.shape("classify", "classifier", stage.variant)
+    new = next(v.name for v in app_spec.pipeline("classify").stage("classifier").variants
+               if v.name != stage.variant and app_spec.shape("classify", "classifier", v.name) == shape)
+    switched = plan.model_copy(update={"stages": {"classifier": stage.model_copy(update={"variant": new})}})
+    victim = serving_replica(http, "classify", "classifier")
+    (name,) = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith("#" + victim)]
+    deployment = name.split("#")[-2]
+    outcome: dict = {}
+
+    def switch():
+        try:
+            outcome["report"] = control.apply_plan(switched, timeout_s=120)
+        except Exception as e:
+            outcome["error"] = e
+
+    switching = threading.Thread(target=switch)
+
+    def mid_switch():  # the switch started on the victim: asked for the new variant, not serving it yet
+        time.sleep(2)
+        switching.start()
+        registry = arrivals_actor("ipa")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = ray.get(registry.replicas.remote([deployment]))[deployment].get(victim, {})
+            if state.get("wanted") == new and state.get("variant") != new:
+                outcome["caught"] = state
+                return
+            time.sleep(0.02)
+
+    try:
+        records, killed_at = killed_under_load(base_url, replica_actor(victim), duration_s=20, when=mid_switch)
+        stats = summarize(records)
+        assert "caught" in outcome, "the kill did not come in the middle of the switch"
+        assert stats["failed"] == 0, [(r.status, r.error) for r in records if r.status != 200 and not r.shed][:3]
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["report"].changes  # the change completed on the replica that replaced the victim
+        assert control.plan_state().plans["classify"].stages["classifier"].variant == new
+        assert serving_replica(http, "classify", "classifier") != victim
+    finally:
+        if switching.ident is not None:
+            switching.join()
+        control.apply_plan(plan, timeout_s=120)  # the plan the other tests expect
+    print(f"\nstage replica killed while switching {stage.variant} → {new}: {stats['requests']} requests, 0 failed; "
+          f"the change completed in {outcome['report'].seconds:.1f} s")
 
 
 def _named(prefix: str, namespace: str | None = None):

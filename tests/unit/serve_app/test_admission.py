@@ -6,7 +6,7 @@ from serve_app.config import AppSpec
 from serve_app.layout import layout, union
 from workloads import catalog
 
-SPEC = AppSpec(pipelines=(catalog.pipeline("classify"),), ingress_num_cpus=0.5)
+SPEC = AppSpec(pipelines=(catalog.pipeline("classify"),), ingress_num_cpus=0.5, ingress_replicas=1)
 
 
 def plan(variant: str, replicas: int = 1, **kw) -> dict[str, Plan]:

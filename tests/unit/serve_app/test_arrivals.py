@@ -124,3 +124,17 @@ def test_the_actor_answers_what_the_ingress_pushes_and_the_planner_asks():
     actor.report_replica("p.cls.0", "r2", {"variant": "v", "cold_start_s": None})  # still starting
     actor.report_replica("q.cls.0", "r3", {"variant": "v", "cold_start_s": 3.0})
     assert actor.cold_starts("p.") == {"r1": 14.5}
+
+
+def test_energy_totals_are_summed_over_ingress_replicas_and_a_report_replaces_the_last():
+    from serve_app.arrivals import ArrivalsActor
+
+    actor = ArrivalsActor.__ray_actor_class__()
+    actor.report_energy("a", {"p": {"requests": 3, "energy_j": 1.5, "methods": ["tdp-estimate"]}})
+    actor.report_energy("b", {"p": {"requests": 2, "energy_j": 1.0, "methods": ["rapl-sysfs"]},
+                              "q": {"requests": 1, "energy_j": 0.2, "methods": ["tdp-estimate"]}})
+    actor.report_energy("a", {"p": {"requests": 4, "energy_j": 2.0, "methods": ["tdp-estimate"]}})  # running totals
+    assert actor.energy_totals() == {
+        "p": {"requests": 6, "energy_j": 3.0, "methods": ["rapl-sysfs", "tdp-estimate"]},
+        "q": {"requests": 1, "energy_j": 0.2, "methods": ["tdp-estimate"]},
+    }
