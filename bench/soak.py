@@ -37,20 +37,20 @@ from workloads import payloads  # noqa: E402
 RAY_DAEMONS = ("raylet", "gcs_server")
 
 
-def ray_memory_mb() -> dict[str, float]:
-    """Process title (pid) → USS in MiB, for Ray's workers (``ray::…``) and daemons on this host."""
+def ray_memory_mb() -> dict[int, tuple[str, float]]:
+    """pid → (process title, USS in MiB), for Ray's workers (``ray::…``) and daemons on this host."""
     out = {}
     for p in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
             cmd = p.info["cmdline"] or []
             title = cmd[0] if cmd else ""
             if title.startswith("ray::") and "IDLE" not in title:
-                name = title.split(" ")[0]
+                name = title.split(" ")[0].removesuffix(".listen_for_change")  # the task it runs, for some
             elif p.info["name"] in RAY_DAEMONS:
                 name = p.info["name"]
             else:
                 continue
-            out[f"{name} ({p.info['pid']})"] = p.memory_full_info().uss / 2**20
+            out[p.info["pid"]] = (name, p.memory_full_info().uss / 2**20)
         except (psutil.Error, IndexError):
             continue
     return out
@@ -71,7 +71,7 @@ def main() -> int:
     control.deploy(spec, plans)
     url = f"http://127.0.0.1:{port}/v1/pipelines/classify"
     planner = start_planner("ipa", "classify", policy="ipa-energy", interval_s=10.0, predictor="lstm")
-    memory: dict[str, dict[str, float]] = {}
+    memory: dict[str, dict[int, tuple[str, float]]] = {}
 
     async def drive() -> list:
         async def read_memory():
@@ -102,8 +102,9 @@ def main() -> int:
     print(f"\n| process | USS after {args.warmup:g} s (MiB) | USS at the end (MiB) | growth |")
     print("|---|---|---|---|")
     flagged = []
-    for name in sorted(set(start) | set(end)):
-        a, b = start.get(name), end.get(name)
+    for pid in sorted(set(start) | set(end), key=lambda p: (start.get(p) or end.get(p))[0]):
+        name = f"{(start.get(pid) or end.get(pid))[0]} ({pid})"
+        a, b = (start[pid][1] if pid in start else None), (end[pid][1] if pid in end else None)
         if a is None or b is None:
             print(f"| {name} | {'—' if a is None else f'{a:.0f}'} | {'—' if b is None else f'{b:.0f}'} | "
                   f"{'started since' if a is None else 'gone'} |")

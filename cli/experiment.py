@@ -23,6 +23,7 @@ def _experiment(args: argparse.Namespace) -> int:
             repeat=args.repeat, trace=trace, tier=args.tier, hardware=args.hardware or None, out=Path(args.out), force=args.force,
             address=args.address, url=args.url, interval_s=args.interval, predictor=args.predictor, margin=args.margin,
             max_replicas=args.max_replicas, senders=args.senders, drain_s=args.drain,
+            weights=_weights(args),
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"ipa-energy experiment: {e}", file=sys.stderr)
@@ -93,6 +94,14 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args):
+    """The objective weights the flags set (the rest at their defaults)."""
+    from planner.terms import Weights
+
+    given = {"gamma": args.gamma, "accuracy_budget": args.accuracy_budget}
+    return Weights(**{k: v for k, v in given.items() if v is not None})
+
+
 def add_parsers(sub) -> None:
     from loadgen.options import add_replay_arguments
     from planner.policies import POLICIES
@@ -116,6 +125,11 @@ def add_parsers(sub) -> None:
     exp.add_argument("--predictor", default="lstm", help="load predictor: lstm, reactive or max")
     exp.add_argument("--margin", type=float, default=1.0, help="plan for predicted load × this (headroom)")
     exp.add_argument("--max-replicas", type=int, default=2, help="replica cap per stage")
+    exp.add_argument("--gamma", type=float, default=None,
+                     help="ipa-energy's weight per watt of predicted power (default: planner.terms.Weights)")
+    exp.add_argument("--accuracy-budget", type=float, default=None, metavar="FRACTION",
+                     help="ipa-energy gives up at most this much pipeline accuracy (0.01 = one point) against IPA's "
+                          "plan at the same load (default: none; γ alone decides)")
     exp.add_argument("--report", action="store_true", help="write the report when done")
     exp.set_defaults(func=_experiment)
 

@@ -42,6 +42,7 @@ from planner.baselines import initial_plan
 from planner.capacity import supply_from_ray
 from planner.constants import SERVING_CPU_S
 from planner.policies import policy_kind
+from planner.terms import Weights
 from serve_app.constants import APP_NAME
 from serve_app.layout import slot_resources
 
@@ -73,6 +74,8 @@ class ExperimentConfig(BaseModel):
     predictor: str = "lstm"
     margin: float = Field(1.0, gt=0, description="Planner headroom: plans for predicted load × margin.")
     max_replicas: int = Field(2, ge=1)
+    weights: Weights = Field(default_factory=Weights, description="The planner's objective weights, and ipa-energy's "
+                                                                  "accuracy budget (planner.terms.Weights).")
     senders: int = Field(200, ge=1, description="Locust users: the most requests in flight.")
     drain_s: float = Field(60.0, ge=0)
     poll_s: float = Field(2.0, gt=0)
@@ -214,7 +217,7 @@ def _start_run(session: Session, policy: str, run_dir: Path, repeat: int | None)
     offered = traces.rates(cfg.trace)
     plan = initial_plan(policy, session.pipeline, session.profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
                         peak_rps=float(offered.max()), max_replicas=cfg.max_replicas, margin=cfg.margin,
-                        supply=session.supply, serving_cpu_s=SERVING_CPU_S)
+                        supply=session.supply, serving_cpu_s=SERVING_CPU_S, weights=cfg.weights)
     weights = {v.weights for s in session.pipeline.stages for v in s.variants}
     meta = RunMeta(
         experiment=cfg.name, pipeline=cfg.pipeline, policy=policy, repeat=repeat, policy_kind=kind, trace=cfg.trace,
@@ -223,7 +226,8 @@ def _start_run(session: Session, policy: str, run_dir: Path, repeat: int | None)
         predictor=cfg.predictor if kind == "planner" else None, load_start_s=time.time(), started_at=time.time(),
         variants=_variants(session.pipeline), initial_plan=plan.model_dump(mode="json"),
         carbon_g_per_kwh=session.spec.energy.carbon_g_per_kwh, pue=session.spec.energy.pue,
-        notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}"],
+        notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}",
+               f"objective weights: {cfg.weights.model_dump(exclude_defaults=True) or 'defaults'}"],
     )
     write_json(run_dir / "run.json", meta)
     with console.status(f"{run_label(policy, repeat)}: applying the opening plan…"):
@@ -296,7 +300,7 @@ def run_policy(session: Session, policy: str, run_dir: Path, repeat: int | None 
     if meta.policy_kind == "planner":
         planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
                                 predictor=cfg.predictor, hardware=session.hardware, max_replicas=cfg.max_replicas,
-                                margin=cfg.margin, history_from_s=time.time())
+                                margin=cfg.margin, history_from_s=time.time(), weights=cfg.weights.model_dump())
     record = run_dir / "requests.jsonl"
     cmd = _locust_command(session, record)
     energy = EnergyPoller(session.energy_actors(), time.time())

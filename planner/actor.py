@@ -44,10 +44,11 @@ class PlannerActor:
     def __init__(self, app_name: str, pipeline: str, *, tier: str = "mini", policy: str = "ipa-energy",
                  interval_s: float = 10.0, predictor: str = "lstm", hardware: str | None = None,
                  max_replicas: int = 4, margin: float = 1.0, history_from_s: float | None = None,
-                 capacity: bool = True):
+                 capacity: bool = True, weights: dict | None = None):
         from planner.loop import PlannerLoop
         from planner.predictor import get_predictor
         from planner.profiles import profiles_from_store
+        from planner.terms import Weights
         from serve_app import control
         from workloads import catalog
         from workloads.profile_store import PROFILES_DIR, ProfileStore, planning_hardware
@@ -70,13 +71,14 @@ class PlannerActor:
         self.app_name = app_name
         self.loop = PlannerLoop(
             spec, profiles, get_predictor(predictor), lambda plan: control.apply_plan(plan, app_name=app_name),
-            policy=policy, max_replicas=max_replicas, margin=margin, interval_s=interval_s,
+            policy=policy, weights=Weights.model_validate(weights or {}), max_replicas=max_replicas, margin=margin,
+            interval_s=interval_s,
             energy_method=join_methods(methods) or "tdp-estimate", current=plans.get(pipeline),
             serving_cpu_s=SERVING_CPU_S if capacity else 0.0, record=self.journal.record,
         )
         if restarted:
-            decisions, state = self.journal.load(plans.get(pipeline))
-            self.loop.restore(state, decisions)
+            decisions, state, first = self.journal.load(plans.get(pipeline))
+            self.loop.restore(state, decisions, first)
             logger.warning("planner of %s/%s restarted: %d decisions resumed", app_name, pipeline, len(decisions))
         self.capacity = capacity
         self._arrivals = None  # the app's arrivals actor, once looked up

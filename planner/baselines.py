@@ -17,6 +17,7 @@ from ipa_energy.spec import Autoscaling, PipelineSpec, Plan, StagePlan, StageSpe
 from planner.constants import MIN_LOAD_RPS
 from planner.optimizer import optimize
 from planner.policies import policy_kind
+from planner.terms import Weights
 
 __all__ = ["initial_plan"]
 
@@ -57,13 +58,14 @@ def _autoscaled(pipeline: PipelineSpec, profiles: Mapping, policy: str, mean_rps
 
 def initial_plan(policy: str, pipeline: PipelineSpec, profiles: Mapping, *, mean_rps: float, peak_rps: float,
                  max_replicas: int, margin: float = 1.0, autoscale_target: float = 2.0,
-                 supply: ClusterSupply | None = None, serving_cpu_s: float = 0.0) -> Plan:
-    """The plan a run starts with (and, for static policies, keeps), fitted to `supply` when given."""
+                 supply: ClusterSupply | None = None, serving_cpu_s: float = 0.0, weights: Weights = Weights()) -> Plan:
+    """The plan a run starts with (and, for static policies, keeps), fitted to `supply` when given;
+    `weights`: the planner's objective (a planner policy's opening plan is what it would pick)."""
     kind = policy_kind(policy)
     capacity = {"supply": supply, "serving_cpu_s": serving_cpu_s}
     if kind == "planner":  # what the planner itself would pick for the opening load
         return optimize(pipeline, profiles, max(mean_rps, MIN_LOAD_RPS), policy=policy, max_replicas=max_replicas,
-                        margin=margin, **capacity)
+                        margin=margin, weights=weights, **capacity)
     if kind == "serve-autoscaling":
         return _autoscaled(pipeline, profiles, policy, mean_rps, max_replicas, margin, autoscale_target, **capacity)
     if policy == "static-max-accuracy":

@@ -18,6 +18,7 @@ import logging
 import time
 
 from ipa_energy.records import Decision
+from planner.loop import DECISIONS_KEPT
 from ipa_energy.spec import Plan
 from ipa_energy.state import StateStore, load_json, save_json
 
@@ -41,23 +42,28 @@ def _chosen(decision: Decision, plan: Plan | None) -> bool:
 class PlannerJournal:
     """One planner's log in a :class:`~ipa_energy.state.StateStore`, under `planner/<app>/<pipeline>/`."""
 
-    def __init__(self, store: StateStore, app_name: str, pipeline: str):
+    def __init__(self, store: StateStore, app_name: str, pipeline: str, keep: int = DECISIONS_KEPT):
         self.store = store
         self.prefix = f"planner/{app_name}/{pipeline}/"
+        self.keep = keep  # decisions kept: the loop's own bound
 
     def _key(self, index: int) -> str:
         return f"{self.prefix}decision/{index:09d}"
 
     def record(self, index: int, decision: Decision) -> None:
         self.store.put(self._key(index), decision.model_dump_json().encode())
+        if index >= self.keep:
+            self.store.remove(self._key(index - self.keep))  # the one the loop dropped with this row
 
     def save_state(self, state: dict) -> None:
         save_json(self.store, self.prefix + "state", state)
 
-    def load(self, running: Plan | None, now_s: float | None = None) -> tuple[list[Decision], dict | None]:
-        """The log and the learnt state, with an interrupted apply closed against `running`."""
+    def load(self, running: Plan | None, now_s: float | None = None) -> tuple[list[Decision], dict | None, int]:
+        """(the log, the learnt state, the index of the log's first row), with an interrupted
+        apply closed against `running`."""
         decisions = []
-        for key in self.store.keys(self.prefix + "decision/"):
+        keys = self.store.keys(self.prefix + "decision/")[-self.keep:]
+        for key in keys:
             raw = self.store.get(key)
             if raw is None:
                 continue
@@ -70,8 +76,10 @@ class PlannerJournal:
             last.changed = _chosen(last, running)
             last.apply_s = max(0.0, (now_s if now_s is not None else time.time()) - last.time_s)
             last.error = RESTARTED
-            self.record(len(decisions) - 1, last)
-        return decisions, load_json(self.store, self.prefix + "state")
+            self.store.put(keys[-1], last.model_dump_json().encode())
+        # the next row goes after the last key (an unreadable row left out keeps its index)
+        first = int(keys[-1].rsplit("/", 1)[1]) + 1 - len(decisions) if keys else 0
+        return decisions, load_json(self.store, self.prefix + "state"), first
 
     def clear(self) -> int:
         """Forget this planner's log (a planner started afresh, not restarted, begins a new one)."""

@@ -35,6 +35,9 @@ __all__ = ["PlannerLoop", "stage_replicas", "trend_rps"]
 _STARTING_STEPS = ("grow", "make", "apply")
 #: grows whose measured cold start the horizon keeps (the longest counts; an old outlier ages out)
 _COLD_STARTS_KEPT = 3
+#: decisions a loop keeps (about 28 hours at a 10 s interval): a planner serving for weeks does
+#: not grow without bound; the oldest are dropped (from the journal too)
+DECISIONS_KEPT = 10_000
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,7 @@ class PlannerLoop:
         # (time, stage → replicas) the program recommended: a scale-in waits for them to agree
         self._recommended: deque[tuple[float, dict[str, int]]] = deque()
         self.decisions: list[Decision] = []
+        self.dropped = 0  # decisions dropped from the front of the log (DECISIONS_KEPT)
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
         # called with (index in the log, decision) when a decision is logged and when its apply
@@ -129,9 +133,10 @@ class PlannerLoop:
             "deferred": [[s, [list(r) for r in routes]] for s, routes in self._deferred] if self._deferred else None,
         }
 
-    def restore(self, state: Mapping | None, decisions: list[Decision]) -> None:
-        """Go on from a log and a :meth:`state` saved by an earlier incarnation of this loop."""
-        self.decisions = list(decisions)
+    def restore(self, state: Mapping | None, decisions: list[Decision], first_index: int = 0) -> None:
+        """Go on from a log (whose first row has index `first_index`) and a :meth:`state` saved
+        by an earlier incarnation of this loop."""
+        self.decisions, self.dropped = list(decisions), first_index
         if not state:
             return
         self.cold_starts.extend(float(s) for s in state.get("cold_starts", ()))
@@ -146,7 +151,7 @@ class PlannerLoop:
         """Hand the decision being made (the last of the log) to `record`."""
         if self.record is not None:
             try:
-                self.record(len(self.decisions) - 1, decision)
+                self.record(self.dropped + len(self.decisions) - 1, decision)
             except Exception:  # the log in memory stays whole; only a restart would lose it
                 logger.exception("planner: decision %s not recorded", decision.time_s)
 
@@ -365,6 +370,9 @@ class PlannerLoop:
             trigger=trigger,
         )
         self.decisions.append(decision)  # visible while the change is being applied
+        if len(self.decisions) > DECISIONS_KEPT:
+            del self.decisions[0]
+            self.dropped += 1
         self._record(decision)
         stage_changes = [c for c in changes if c != "initial plan"]
         if stage_changes or self.current is None:

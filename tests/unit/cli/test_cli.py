@@ -69,3 +69,17 @@ def test_experiment_repeat_below_one_is_refused(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(runner, "run_experiment", lambda cfg, console: pytest.fail("must not run"))
     assert main(["experiment", "--trace", "constant:1", "--seconds", "5", "--out", str(tmp_path), "--repeat", "0"]) == 2
     assert "repeat" in capsys.readouterr().err
+
+
+def test_experiment_objective_weights_reach_the_runner_and_bad_ones_are_refused(monkeypatch, capsys, tmp_path):
+    from experiments import runner
+    from planner.terms import Weights
+
+    seen = []
+    monkeypatch.setattr(runner, "run_experiment", lambda cfg, console: seen.append(cfg) or tmp_path)
+    argv = ["experiment", "--trace", "constant:1", "--seconds", "5", "--out", str(tmp_path)]
+    assert main(argv + ["--gamma", "1", "--accuracy-budget", "0.01"]) == 0
+    assert main(argv) == 0
+    assert seen[0].weights == Weights(gamma=1.0, accuracy_budget=0.01) and seen[1].weights == Weights()
+    assert main(argv + ["--accuracy-budget", "2"]) == 2  # a fraction of accuracy: at most 1
+    assert "accuracy_budget" in capsys.readouterr().err

@@ -50,9 +50,9 @@ def _run(setup, restart_at: int | None):
     history = np.full(30, float(LOADS[0]))
     for i, rps in enumerate(LOADS):
         if i == restart_at:
-            decisions, state = journal.load(planner.current, clock.t)
+            decisions, state, first = journal.load(planner.current, clock.t)
             planner = new_loop(planner.current)
-            planner.restore(state, decisions)
+            planner.restore(state, decisions, first)
         history = np.concatenate([history, np.full(10, float(rps))])
         planner.step(history)
         journal.save_state(planner.state())
@@ -102,8 +102,8 @@ def test_an_apply_the_restart_interrupted_is_closed_against_the_running_plan(set
     for chosen, landed in ((stages, True), (other, False)):
         journal = PlannerJournal(MemoryStore(), "app", "classify")
         journal.record(0, _decision(setup, chosen))
-        decisions, state = journal.load(running, now_s=130.0)
-        assert state is None
+        decisions, state, first = journal.load(running, now_s=130.0)
+        assert state is None and first == 0
         (d,) = decisions
         assert d.changed is landed and d.error == RESTARTED and d.apply_s == pytest.approx(30.0)
         assert journal.load(running, now_s=500.0)[0][0].apply_s == pytest.approx(30.0)  # closed once, for good
@@ -116,8 +116,29 @@ def test_an_unreadable_row_is_left_out_and_clear_forgets_the_log(setup):
     store.put("planner/app/classify/decision/000000001", b"{not json")
     journal.save_state({"cold_starts": [12.0]})
     PlannerJournal(store, "app", "other").record(0, _decision(setup, {}, changed=False))
-    decisions, state = journal.load(None)
+    decisions, state, first = journal.load(None)
     assert len(decisions) == 1 and state == {"cold_starts": [12.0]}
+    assert first == 1  # the next decision is logged after the unreadable one, not over it
     assert journal.clear() == 3
-    assert journal.load(None) == ([], None)
+    assert journal.load(None) == ([], None, 0)
     assert store.keys("planner/app/other/")  # another pipeline's planner keeps its log
+
+
+def test_the_log_keeps_its_bound_in_memory_and_in_the_journal(setup, monkeypatch):
+    import planner.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "DECISIONS_KEPT", 3)
+    pipeline, profiles = setup
+    store = MemoryStore()
+    journal = PlannerJournal(store, "app", "classify", keep=3)
+    clock = _Clock()
+    planner = PlannerLoop(pipeline, profiles, ReactivePredictor(), lambda p: None, interval_s=10, clock=clock,
+                          record=journal.record)
+    for _ in range(5):
+        planner.step(np.full(30, 2.0))
+        clock.t += 10
+    assert len(planner.decisions) == 3 and planner.dropped == 2
+    assert [k.rsplit("/", 1)[1] for k in store.keys("planner/app/classify/decision/")] == ["000000002", "000000003",
+                                                                                         "000000004"]
+    decisions, _, first = journal.load(planner.current)
+    assert first == 2 and [d.time_s for d in decisions] == [d.time_s for d in planner.decisions]
