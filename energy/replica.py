@@ -80,11 +80,11 @@ class ReplicaEnergy:
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorDiedError
 
         try:
             self.rates = EnergyRates.model_validate(await asyncio.wait_for(self.actor.rates.remote(), RATES_TIMEOUT_S))
-        except RayActorError as e:
+        except ActorDiedError as e:
             # the node's actor died: start the next one (it goes on from its journal) and register again
             logger.warning("energy actor gone (%s); registering with its successor", type(e).__name__)
             try:

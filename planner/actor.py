@@ -74,7 +74,7 @@ class PlannerActor:
             policy=policy, weights=Weights.model_validate(weights or {}), max_replicas=max_replicas, margin=margin,
             interval_s=interval_s,
             energy_method=join_methods(methods) or "tdp-estimate", current=plans.get(pipeline),
-            serving_cpu_s=SERVING_CPU_S if capacity else 0.0, record=self.journal.record,
+            serving_cpu_s=SERVING_CPU_S if capacity else 0.0, record=self._journal,
         )
         if restarted:
             decisions, state, first = self.journal.load(plans.get(pipeline))
@@ -86,6 +86,11 @@ class PlannerActor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="planner")
         self._thread.start()
+
+    def _journal(self, index: int, decision) -> None:
+        """A decision and the loop's state as of it (a restart mid-apply resumes from both)."""
+        self.journal.record(index, decision)
+        self.journal.save_state(self.loop.state())
 
     @staticmethod
     def _settled_plans(control, app_name: str) -> dict:
@@ -138,7 +143,6 @@ class PlannerActor:
                 self.loop.replica_cold_starts(ray.get(self._arrivals.cold_starts.remote(f"{self.pipeline}."), timeout=30))
                 stages = [StageObservation.model_validate(o) for o in timed]
                 self.loop.step(history, stages, trigger="surge" if between else "interval")
-                self.journal.save_state(self.loop.state())
             except Exception as e:  # a failed step is logged and retried; serving is unaffected
                 if not stepping and between:  # a missed poll between intervals is retried in a second
                     logger.debug("planner: arrivals not read between intervals: %s", e)

@@ -61,7 +61,7 @@ class PlannerJournal:
     def load(self, running: Plan | None, now_s: float | None = None) -> tuple[list[Decision], dict | None, int]:
         """(the log, the learnt state, the index of the log's first row), with an interrupted
         apply closed against `running`."""
-        decisions = []
+        decisions, read = [], []
         keys = self.store.keys(self.prefix + "decision/")[-self.keep:]
         for key in keys:
             raw = self.store.get(key)
@@ -69,9 +69,10 @@ class PlannerJournal:
                 continue
             try:
                 decisions.append(Decision.model_validate_json(raw))
+                read.append(key)
             except ValueError as e:  # one unreadable row must not stop the planner
                 logger.error("planner journal: %s unreadable (%s); left out", key, e)
-        if decisions and decisions[-1].changed and decisions[-1].apply_s is None:
+        if decisions and read[-1] == keys[-1] and decisions[-1].changed and decisions[-1].apply_s is None:
             last = decisions[-1]
             last.changed = _chosen(last, running)
             last.apply_s = max(0.0, (now_s if now_s is not None else time.time()) - last.time_s)

@@ -373,10 +373,11 @@ class PlannerLoop:
         if len(self.decisions) > DECISIONS_KEPT:
             del self.decisions[0]
             self.dropped += 1
-        self._record(decision)
         stage_changes = [c for c in changes if c != "initial plan"]
         if stage_changes or self.current is None:
             decision.changed, decision.changes = True, changes
+        self._record(decision)  # as it is while being applied: a restart closes it (planner.journal)
+        if decision.changed:
             start = self.clock()
             try:
                 bridge = self._bridge(plan, history, observed, profiles, supply, fill)

@@ -167,7 +167,7 @@ class ArrivalsActor:
     def energy_totals(self) -> dict[str, dict]:
         """Pipeline → {requests, energy_j, methods} summed over every ingress replica that reported."""
         out: dict[str, dict] = {}
-        for totals in self.energy.values():
+        for totals in list(self.energy.values()):  # a report may come in meanwhile (another thread)
             for pipeline, t in totals.items():
                 acc = out.setdefault(pipeline, {"requests": 0, "energy_j": 0.0, "methods": []})
                 acc["requests"] += int(t["requests"])

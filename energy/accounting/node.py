@@ -92,6 +92,7 @@ class NodeEnergy:
         self._gpu_util_seen: dict[str, tuple[int, float]] = {}  # gpu → (NVML timestamp, wall time)
         self._lock = threading.Lock()
         self._offset_j: dict[str, float] = {}  # device → J its counter had reached under a previous service
+        self._baseline: Tick | None = None  # a previous service's last tick, until this one's first
         self.unmetered_s = 0.0  # seconds between a previous service's last checkpoint and this one's start
         self.restarts = 0
         if saved is not None:
@@ -144,14 +145,23 @@ class NodeEnergy:
             self.consumers[name] = Consumer(c["pid"], dict(c["labels"]), tuple(c["gpu_ids"]), c["gpu_fraction"],
                                             process, float(c.get("gpu_busy_s", 0.0)))
         now = self.clock()
-        self.history.extend(t for t in ticks if t.time_s >= now - self.config.history_s)
+        # ticks up to the checkpoint's only: a tick saved by an actor that died before its
+        # checkpoint is not what the counters continue from
+        self.history.extend(t for t in ticks if now - self.config.history_s <= t.time_s <= float(cp["time_s"]))
+        self._baseline = self.history[-1] if self.history else None
         self.unmetered_s = float(cp.get("unmetered_s", 0.0)) + max(0.0, now - float(cp["time_s"]))
         self.restarts = int(cp.get("restarts", 0)) + 1
         logger.warning("energy service resumed from its checkpoint of %.1f s ago (restart %d): totals, %d consumers "
                        "and %d ticks kept", now - float(cp["time_s"]), self.restarts, len(self.consumers), len(self.history))
 
     def _continued(self, sample: Sample) -> Sample:
-        """`sample` with each counter continued from where the previous service left it."""
+        """`sample` with each counter continued from where the previous service left it: this
+        service's first sample reads what the previous one's last did (the gap between them was
+        not metered: `unmetered_s`), so a window across the restart counts nothing twice."""
+        if self._baseline is not None:
+            for d, j in sample.energy_j.items():
+                if d in self._offset_j:
+                    self._offset_j[d] -= j
         if not self._offset_j:
             return sample
         return Sample(sample.time_s, {d: j + self._offset_j.get(d, 0.0) for d, j in sample.energy_j.items()},
@@ -167,7 +177,9 @@ class NodeEnergy:
             except psutil.Error:
                 logger.warning("consumer %s: pid %d not found on this node", consumer, pid)
                 return
-            self.consumers[consumer] = Consumer(pid, labels, tuple(gpu_ids), gpu_fraction, process)
+            known = self.consumers.get(consumer)
+            busy = known.gpu_busy_s if known is not None and known.pid == pid else 0.0  # registered again
+            self.consumers[consumer] = Consumer(pid, labels, tuple(gpu_ids), gpu_fraction, process, busy)
             self.labels[consumer] = dict(labels)
 
     def relabel(self, consumer: str, labels: dict[str, str]) -> None:
@@ -252,6 +264,9 @@ class NodeEnergy:
             tick = Tick(self.clock(), samples, self.busy_cpu_s(), self._cpu_seconds(), busy, util)
             previous = self.history[-1] if self.history else None
             self.history.append(tick)
+            resumed, self._baseline = self._baseline is not None, None
+            if resumed:  # the first tick after a restart: a baseline, nothing metered since the last
+                return tick
             if previous is None:
                 self.started_s = tick.time_s if self.started_s is None else self.started_s
                 return tick

@@ -142,3 +142,24 @@ def test_the_log_keeps_its_bound_in_memory_and_in_the_journal(setup, monkeypatch
                                                                                          "000000004"]
     decisions, _, first = journal.load(planner.current)
     assert first == 2 and [d.time_s for d in decisions] == [d.time_s for d in planner.decisions]
+
+
+def test_a_planner_killed_while_applying_is_closed_by_its_successor(setup):
+    """The journal as it stood while a change was being applied: the successor closes that row."""
+    pipeline, profiles = setup
+    store, clock, snapshot = MemoryStore(), _Clock(), {}
+    journal = PlannerJournal(store, "app", "classify")
+
+    def apply(plan):  # the planner dies here: the journal is what it had written by now
+        snapshot.update(store.data)
+        return ApplyReport(version=1)
+
+    planner = PlannerLoop(pipeline, profiles, ReactivePredictor(), apply, interval_s=10, clock=clock,
+                          record=journal.record)
+    d = planner.step(np.full(30, 2.0))
+    assert d.changed
+    died = MemoryStore()
+    died.data.update(snapshot)
+    clock.t += 40
+    (row,), _, _ = PlannerJournal(died, "app", "classify").load(planner.current, clock.t)
+    assert row.changed and row.error == RESTARTED and row.apply_s == pytest.approx(40.0)

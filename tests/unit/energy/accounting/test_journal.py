@@ -113,3 +113,24 @@ def test_the_journal_keeps_only_the_history_and_ticks_round_trip():
     assert checkpoint["time_s"] == 6.0
     assert EnergyJournal(store, "n2", keep=3).load() is None
     assert EnergyJournal(store, "n1", keep=3).clear() == 3 and not store.keys("energy/")
+
+
+def test_a_restart_neither_teaches_idle_power_nor_counts_a_tick_saved_without_its_checkpoint():
+    host, store = _Host(), MemoryStore()
+    config = EnergyConfig()  # no idle power given: a measured meter learns it (the lowest power seen)
+    journal = EnergyJournal(store, "n1", keep=100)
+    first = NodeEnergy([FakeCpuMeter(30.0, host.clock)], config, clock=host.clock, busy_cpu_s=host.busy,
+                       saved=journal.load())
+    _run(host, first, journal, 3)
+    host.t += 1.0
+    first.tick()  # a tick saved, and the actor dies before the checkpoint that goes with it
+    journal.store.put(journal._tick_key(first.history[-1]),
+                      json.dumps(tick_to_json(first.history[-1])).encode())
+    host.t += 3.0
+    second = NodeEnergy([FakeCpuMeter(30.0, host.clock)], config, clock=host.clock, busy_cpu_s=host.busy,
+                        saved=EnergyJournal(store, "n1", keep=100).load())
+    _run(host, second, EnergyJournal(store, "n1", keep=100), 2)
+    report = second.summary("n1")
+    assert report.idle_w["cpu:0"] == pytest.approx(30.0)  # not the ~0 W of the unmetered gap
+    assert report.devices["cpu:0"].energy_j == pytest.approx(30.0 * 5)  # 3 s before, 2 s after; nothing negative
+    assert report.idle_j >= 0 and all(j >= 0 for j in report.attributed_j.values())
