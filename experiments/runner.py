@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -166,9 +167,10 @@ class Session:
 class EnergyPoller:
     """Chains each node's attribution windows end to end (no overlap, nothing lost)."""
 
-    def __init__(self, actors: dict, start_s: float):
-        self.actors = actors
-        self.cursor = {node: start_s for node in actors}
+    def __init__(self, actors: Callable[[], dict], start_s: float):
+        self.find = actors  # node → its energy actor, started where missing (with the app's energy config)
+        self.actors = actors()
+        self.cursor = {node: start_s for node in self.actors}
         self.windows: list[EnergyWindow] = []
 
     def poll(self) -> None:
@@ -177,7 +179,7 @@ class EnergyPoller:
         for node, actor in self.actors.items():
             try:
                 rows = ray.get(actor.window.remote(self.cursor[node], time.time()), timeout=10)
-            except ray.exceptions.RayActorError:  # it died: its successor goes on from its journal
+            except ray.exceptions.ActorDiedError:  # its successor goes on from its journal
                 self.actors[node] = self._successor(node, actor)
                 continue
             except Exception:  # a node that does not answer this time is asked again next poll
@@ -187,13 +189,10 @@ class EnergyPoller:
             if windows:
                 self.cursor[node] = max(self.cursor[node], max(w.end_s for w in windows))
 
-    @staticmethod
-    def _successor(node: str, actor):
-        from energy.actor import node_actor
-
+    def _successor(self, node: str, actor):
         try:
-            return node_actor(node)
-        except Exception:  # the node itself is gone: asked again next poll
+            return self.find().get(node, actor)
+        except Exception:  # asked again next poll
             return actor
 
 
@@ -303,7 +302,7 @@ def run_policy(session: Session, policy: str, run_dir: Path, repeat: int | None 
                                 margin=cfg.margin, history_from_s=time.time(), weights=cfg.weights.model_dump())
     record = run_dir / "requests.jsonl"
     cmd = _locust_command(session, record)
-    energy = EnergyPoller(session.energy_actors(), time.time())
+    energy = EnergyPoller(session.energy_actors, time.time())
     replicas = [session.replicas()]
     try:
         proc = _replay(session, meta, cmd, run_dir, energy, replicas)

@@ -38,6 +38,7 @@ import ray
 from ipa_energy import RAY_NAMESPACE
 from serve_app.constants import ARRIVALS_HISTORY_S as HISTORY_S
 from serve_app.constants import ARRIVALS_STALE_S as STALE_S
+from serve_app.request_energy import sum_dumps
 from serve_app.timings import StageTimings, observe
 
 #: reports kept per stage deployment (a replica reports at start and at every switch)
@@ -166,14 +167,7 @@ class ArrivalsActor:
 
     def energy_totals(self) -> dict[str, dict]:
         """Pipeline → {requests, energy_j, methods} summed over every ingress replica that reported."""
-        out: dict[str, dict] = {}
-        for totals in list(self.energy.values()):  # a report may come in meanwhile (another thread)
-            for pipeline, t in totals.items():
-                acc = out.setdefault(pipeline, {"requests": 0, "energy_j": 0.0, "methods": []})
-                acc["requests"] += int(t["requests"])
-                acc["energy_j"] += float(t["energy_j"])
-                acc["methods"] = sorted(set(acc["methods"]) | set(t["methods"]))
-        return out
+        return sum_dumps(list(self.energy.values()))  # a copy: a report may come in meanwhile (another thread)
 
     def report_replica(self, deployment: str, replica: str, state: dict) -> None:
         states = self.states.setdefault(deployment, {})

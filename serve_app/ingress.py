@@ -23,15 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 import ipa_energy
 from energy.actor import ensure_node_actors
-from ipa_energy.energy import (
-    BatchEnergy,
-    EnergyPart,
-    EnergyReport,
-    NodeEnergyReport,
-    PipelineEnergy,
-    RequestEnergy,
-    join_methods,
-)
+from ipa_energy.energy import EnergyReport, NodeEnergyReport
 from ipa_energy.errors import PayloadError, SpecError
 from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInfo, PlanState, Shed, StageResult
 from ipa_energy.spec import PipelineSpec, Plan
@@ -39,6 +31,7 @@ from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
 from serve_app.layout import targets
+from serve_app.request_energy import RequestEnergyBook, pipeline_energy
 from serve_app.requests import check_body_size, load_json, parse_body, request_model
 from serve_app.shedding import LoadShedder
 from serve_app.timings import StageTimings
@@ -66,13 +59,6 @@ def _error(status: int, message: str) -> JSONResponse:
 def _json(model) -> Response:
     """A model as the HTTP answer (serialised by pydantic in one pass, not field by field)."""
     return Response(model.model_dump_json(), media_type="application/json")
-
-
-class _Totals:
-    """Requests and attributed energy this replica has answered for one pipeline."""
-
-    def __init__(self):
-        self.requests, self.energy_j, self.methods = 0, 0.0, set()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -103,7 +89,8 @@ class Ingress:
         self.targets: dict[str, dict[str, dict[str, str]]] = {}  # pipeline → stage → variant → deployment
         self.plan_version = 0
         self._handles: dict[str, DeploymentHandle] = {}
-        self.energy_totals: dict[str, _Totals] = {}  # pipeline → what this replica answered
+        self.energy_book = RequestEnergyBook(self.spec.energy.carbon_g)  # what this replica answered
+        self._energy_pushed: dict | None = None  # the book as the arrivals actor last got it
         self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
         self.shedder = LoadShedder(self.spec.ingress_replicas)
         self.arrivals = ArrivalCounter(self.pipelines)
@@ -138,21 +125,19 @@ class Ingress:
                 actor = actor or await asyncio.to_thread(arrivals_actor, self.app_name)
                 reply = await asyncio.wait_for(actor.update.remote(*self._pusher.payload(time.time())), 10)
                 self._pusher.acknowledge(reply)
-                if self.energy_totals:
-                    await asyncio.wait_for(actor.report_energy.remote(self._pusher.replica, self._energy_dump()), 10)
+                dump = self.energy_book.dump()
+                if dump and (dump != self._energy_pushed or self._pusher.incarnation is None):  # new, or a new actor
+                    await asyncio.wait_for(actor.report_energy.remote(self._pusher.replica, dump), 10)
+                    self._energy_pushed = dump
             except Exception as e:  # serving never depends on the count; resend everything next time
                 logger.debug("arrival counts not pushed: %s", e)
                 self._pusher.acknowledge(None)
                 actor = None
 
-    def _energy_dump(self) -> dict[str, dict]:
-        return {name: {"requests": t.requests, "energy_j": t.energy_j, "methods": sorted(t.methods)}
-                for name, t in self.energy_totals.items()}
-
     async def _app_energy_totals(self) -> dict[str, dict]:
         """Requests and energy per pipeline over every ingress replica (this one's own: up to now);
         this replica's alone if the arrivals actor does not answer."""
-        mine = self._energy_dump()
+        mine = self.energy_book.dump()
         try:
             actor = await asyncio.to_thread(arrivals_actor, self.app_name)
             await asyncio.wait_for(actor.report_energy.remote(self._pusher.replica, mine), 10)
@@ -219,11 +204,7 @@ class Ingress:
             for device in node.devices.values():
                 device.carbon_g = config.carbon_g(device.energy_j)
             nodes.append(node)
-        pipelines = {
-            name: PipelineEnergy(requests=t["requests"], energy_j=t["energy_j"], methods=t["methods"],
-                                 j_per_request=t["energy_j"] / t["requests"], carbon_g=config.carbon_g(t["energy_j"]))
-            for name, t in (await self._app_energy_totals()).items() if t["requests"]
-        }
+        pipelines = pipeline_energy(await self._app_energy_totals(), config.carbon_g)
         return _json(EnergyReport(carbon={"g_per_kwh": config.carbon_g_per_kwh, "pue": config.pue},
                                   pipelines=pipelines, nodes=nodes))
 
@@ -336,7 +317,7 @@ class Ingress:
             replicas={s: r.replica for s, r in results.items()},
             latency_ms=latency,
             compute_ms={s: r.compute_ms for s, r in results.items()},
-            energy=self._request_energy(name, {s: r.energy for s, r in results.items()}),
+            energy=self.energy_book.charge(name, {s: r.energy for s, r in results.items()}),
             plan_version=self.plan_version,
         ))
 
@@ -382,19 +363,6 @@ class Ingress:
         for stage in pipeline.stages:
             self._slo.inc(tags={"pipeline": pipeline.name, "stage": stage.name,
                                 "variant": variants.get(stage.name, "(not reached)"), "slo": "met" if met else "missed"})
-
-    def _request_energy(self, pipeline: str, by_stage: dict[str, BatchEnergy | None]) -> RequestEnergy | None:
-        """This request's energy (J) with its method, added to the pipeline's running total."""
-        if any(e is None for e in by_stage.values()):
-            return None  # rates not known yet (first seconds of a replica)
-        joules = sum(e.j for e in by_stage.values())
-        method = join_methods(e.method for e in by_stage.values())
-        total = self.energy_totals.setdefault(pipeline, _Totals())
-        total.requests += 1
-        total.energy_j += joules
-        total.methods.add(method)
-        return RequestEnergy(j=joules, method=method, carbon_g=self.spec.energy.carbon_g(joules),
-                             stages={s: EnergyPart(j=e.j, method=e.method) for s, e in by_stage.items()})
 
     def _unknown(self, name: str) -> JSONResponse:
         return _error(404, f"unknown pipeline {name!r}; served: {sorted(self.pipelines)}")

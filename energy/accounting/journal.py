@@ -63,8 +63,7 @@ class EnergyJournal:
 
     def save(self, node: NodeEnergy) -> None:
         """Write `node`'s last tick, then its checkpoint (which goes on from that tick)."""
-        checkpoint = node.checkpoint()
-        tick = next(t for t in reversed(node.history) if t.time_s == checkpoint["time_s"])
+        tick, checkpoint = node.history[-1], node.checkpoint()  # the sampling thread is the one that ticks
         key = self._tick_key(tick)
         save_json(self.store, key, tick_to_json(tick))
         if not self._ticks or self._ticks[-1] != key:

@@ -84,7 +84,8 @@ def test_a_stage_replica_killed_under_load_loses_no_request(base_url, http):
 def test_an_ingress_replica_killed_under_load_fails_at_most_the_requests_in_flight_on_it(base_url, http):
     """Two ingress replicas (the default): the proxy routes new requests to the live one while
     Serve replaces the dead one; only what the dead one held can be lost (docs/faults.md)."""
-    victim = _serve_replica_of("Ingress")
+    victim_name = _replicas_of("Ingress")[0]
+    victim = ray.get_actor(victim_name, namespace="serve")
     records, killed_at = killed_under_load(base_url, victim, duration_s=15)
     stats = summarize(records)
     failed = [r for r in records if r.status != 200 and not r.shed]
@@ -96,7 +97,7 @@ def test_an_ingress_replica_killed_under_load_fails_at_most_the_requests_in_flig
     answered_after = sorted(r.finished_s for r in records if r.status == 200 and r.sent_s > killed_at + KILL_TAKES_S)
     assert answered_after, "the app must answer after the kill"
     deadline = time.monotonic() + 60
-    while control.plan_state() is None or len(_replicas_of("Ingress")) < 2:  # Serve replaced it
+    while victim_name in (now := _replicas_of("Ingress")) or len(now) < 2:  # Serve replaced it
         assert time.monotonic() < deadline, "the ingress replica was not replaced"
         time.sleep(1)
     print(f"\ningress replica killed under 4 clients: {stats['requests']} requests, {len(failed)} failed "
@@ -170,9 +171,8 @@ def _named(prefix: str, namespace: str | None = None):
 
 
 def _serve_replica_of(deployment: str):
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if f"#{deployment}#" in actor["name"]:
-            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    for name in _replicas_of(deployment):
+        return ray.get_actor(name, namespace="serve")
     raise LookupError(f"no replica of {deployment}")
 
 
