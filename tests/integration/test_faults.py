@@ -262,4 +262,6 @@ def test_energy_totals_go_on_across_an_energy_actor_restart(base_url, http):
     assert any(c.get("running") and c.get("pipeline") == "classify" for c in after["consumers"].values()), after["consumers"]
     print(f"\nenergy node actor killed under 4 clients: {stats['requests']} requests, 0 failed; node energy "
           f"{sum(d['energy_j'] for d in before['devices'].values()):.0f} J before → "
-          f"{sum(d['energy_j'] for d in after['devices'].values()):.0f} J after, {after['unmetered_s']:.1f} s unmetered")
+          f"{sum(d['energy_j'] for d in after['devices'].values()):.0f} J after "
+          f"({'+'.join(sorted({d['method'] for d in after['devices'].values()}))}, since the node's energy service "
+          f"started), {after['unmetered_s']:.1f} s unmetered")
