@@ -1,4 +1,4 @@
-"""`ipa-energy` command line: demo, serve, apply-plan, catalog, energy, plan, profile, experiment, report, sweep."""
+"""`ipa-energy` command line: demo, serve, apply-plan, catalog, energy, plan, profile, experiment, report, sweep, simulate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cli import demo, energy, experiment, plan, profile, serve
+from cli import demo, energy, experiment, plan, profile, serve, simulate
 from ipa_energy.errors import IpaEnergyError
 
 __all__ = ["main"]
@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ipa-energy", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    for group in (demo, serve, energy, plan, profile, experiment):
+    for group in (demo, serve, energy, plan, profile, experiment, simulate):
         group.add_parsers(sub)
     return top
 

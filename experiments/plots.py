@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments.schema import RequestRow, RunSummary
 from experiments.summary import Run, request_accuracy, window_energy
-from ipa_energy.energy import ESTIMATE, join_methods, split_methods
+from ipa_energy.energy import ESTIMATE, base_methods, join_methods
 
 __all__ = [
     "POLICY_ORDER", "accuracy_per_bucket", "arrivals_per_second", "bucket_seconds", "energy_accuracy_png",
@@ -66,7 +66,7 @@ def method_label(method: str | None) -> str:
     """The method as a label; an estimate says so (it is never a measurement)."""
     if not method:
         return "no energy data"
-    return f"{method}, an estimate" if ESTIMATE in split_methods(method) else method
+    return f"{method}, an estimate" if ESTIMATE in base_methods(method) else method
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from experiments import plots, repeats
 from experiments.markdown import markdown_table
-from ipa_energy.energy import ESTIMATE, join_methods, split_methods
+from ipa_energy.energy import ESTIMATE, base_methods, is_simulated, join_methods
 from ipa_energy.files import write_atomic
 from experiments.schema import ExperimentMeta, RunSummary
 from experiments.summary import (
@@ -203,10 +203,15 @@ def _notes(group: ExperimentGroup) -> list[str]:
         notes.append(ratio)
     estimated = list(dict.fromkeys(  # a policy once, however many runs it had
         s.policy for s in group.summaries
-        if ESTIMATE in split_methods(join_methods([s.energy_method, s.j_per_request_method]))))
+        if ESTIMATE in base_methods(join_methods([s.energy_method, s.j_per_request_method]))))
     if estimated:
         notes.append(f"**Energy method `{ESTIMATE}`** ({', '.join(estimated)}): these energy figures are an "
                      "estimate (idle + (TDP − idle) × utilisation), **not a measurement**.")
+    simulated = list(dict.fromkeys(s.policy for s in group.summaries
+                                   if is_simulated(join_methods([s.energy_method, s.j_per_request_method]))))
+    if simulated:
+        notes.append(f"**Simulated** ({', '.join(simulated)}): these runs come from `ipa-energy simulate` (sim): "
+                     "requests, latencies and energy are computed from the profiles, not served or metered.")
     not_trained = list(dict.fromkeys(s.policy + ("" if s.weights == "random" else f" ({s.weights})")
                                      for s in group.summaries if s.weights != "checkpoint"))
     if not_trained:

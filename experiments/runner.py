@@ -32,7 +32,7 @@ from experiments.schema import (
     ReplicaSample,
     RunMeta,
     TraceSpec,
-    VariantInfo,
+    variant_infos,
 )
 from ipa_energy.energy import LOADGEN, NodeEnergyReport
 from ipa_energy.files import write_atomic, write_json, write_jsonl
@@ -196,14 +196,6 @@ class EnergyPoller:
             return actor
 
 
-def _variants(pipeline) -> dict[str, VariantInfo]:
-    return {
-        v.name: VariantInfo(stage=s.name, accuracy=v.accuracy.value, metric=v.accuracy.metric,
-                            resource_units=v.resources.num_cpus + v.resources.num_gpus, stands_for=v.stands_for)
-        for s in pipeline.stages for v in s.variants
-    }
-
-
 def _start_run(session: Session, policy: str, run_dir: Path, repeat: int | None) -> RunMeta:
     """Apply the policy's opening plan and record run.json as "running"."""
     from serve_app import control
@@ -223,7 +215,7 @@ def _start_run(session: Session, policy: str, run_dir: Path, repeat: int | None)
         hardware=session.machine, tier=cfg.tier, weights=weights.pop() if len(weights) == 1 else "mixed",
         sla_ms=session.pipeline.sla_ms, interval_s=cfg.interval_s if kind == "planner" else None,
         predictor=cfg.predictor if kind == "planner" else None, load_start_s=time.time(), started_at=time.time(),
-        variants=_variants(session.pipeline), initial_plan=plan.model_dump(mode="json"),
+        variants=variant_infos(session.pipeline), initial_plan=plan.model_dump(mode="json"),
         carbon_g_per_kwh=session.spec.energy.carbon_g_per_kwh, pue=session.spec.energy.pue,
         notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}",
                f"objective weights: {cfg.weights.model_dump(exclude_defaults=True) or 'defaults'}"],

@@ -29,7 +29,7 @@ from ipa_energy.records import Decision, ReplicaSample, RequestRow, TraceSpec
 
 __all__ = [
     "SCHEMA_VERSION", "Decision", "EnergyWindow", "ExperimentMeta", "ReplicaSample", "RequestRow", "RunMeta",
-    "RunSummary", "TraceSpec", "VariantInfo",
+    "RunSummary", "TraceSpec", "VariantInfo", "variant_infos",
 ]
 
 SCHEMA_VERSION = 1
@@ -47,6 +47,15 @@ class VariantInfo(_Row):
     metric: str
     resource_units: float = Field(description="Logical CPUs + GPUs one replica reserves (IPA's cost unit).")
     stands_for: str | None = None
+
+
+def variant_infos(pipeline) -> dict[str, VariantInfo]:
+    """Every variant of a pipeline (ipa_energy.spec.PipelineSpec), by name, as run.json keeps it."""
+    return {
+        v.name: VariantInfo(stage=s.name, accuracy=v.accuracy.value, metric=v.accuracy.metric,
+                            resource_units=v.resources.num_cpus + v.resources.num_gpus, stands_for=v.stands_for)
+        for s in pipeline.stages for v in s.variants
+    }
 
 
 class ExperimentMeta(_Row):

@@ -11,6 +11,7 @@ seconds. ``tdp-estimate`` is an estimate, never a measurement (:func:`is_measure
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args
 
@@ -19,7 +20,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 __all__ = [
     "BASIS", "ESTIMATE", "LOADGEN", "MEASURED", "METHODS", "BatchEnergy", "DeviceEnergy", "EnergyMethod", "EnergyPart",
     "EnergyRates", "EnergyReport", "EnergyWindow", "MethodLabel", "NodeEnergyReport", "PipelineEnergy",
-    "RequestEnergy", "is_loadgen", "is_measured", "join_methods", "split_methods",
+    "RequestEnergy", "SIMULATED", "base_methods", "is_loadgen", "is_measured", "is_simulated", "join_methods",
+    "simulated", "split_methods",
 ]
 
 EnergyMethod = Literal["zeus-nvml", "zeus-rapl", "rapl-sysfs", "etrace2", "tdp-estimate"]
@@ -37,13 +39,39 @@ def is_loadgen(consumer: str) -> bool:
     return consumer.startswith(LOADGEN)
 
 
+#: what a simulator's figures are labelled with: ``simulated (<the profiles' method>)`` (sim)
+SIMULATED = "simulated"
+_SIMULATED = re.compile(r"^simulated \((.+)\)$")
+#: a '+' outside parentheses: the parts of a joined label (a simulated part holds its own '+')
+_TOP_PLUS = re.compile(r"\+(?![^()]*\))")
+
+
+def simulated(label: str) -> str:
+    """The label of a figure a simulator computed from profiles of method(s) `label`."""
+    return f"{SIMULATED} ({label})"
+
+
 def split_methods(label: str | None) -> list[str]:
-    """The methods of a label: ``"tdp-estimate+zeus-nvml"`` → both; None or "" → none."""
-    return [m for m in (label or "").split("+") if m]
+    """The parts of a label: ``"tdp-estimate+zeus-nvml"`` → both; None or "" → none.
+    ``"simulated (tdp-estimate)"`` is one part (see :func:`base_methods`)."""
+    return [m for m in _TOP_PLUS.split(label or "") if m]
+
+
+def base_methods(label: str | None) -> list[str]:
+    """The methods behind a label, a simulated part unwrapped: what the numbers rest on."""
+    out = []
+    for part in split_methods(label):
+        inner = _SIMULATED.match(part)
+        out += base_methods(inner.group(1)) if inner else [part]
+    return out
+
+
+def is_simulated(label: str | None) -> bool:
+    return any(_SIMULATED.match(part) for part in split_methods(label))
 
 
 def join_methods(labels: Iterable[str | None]) -> str | None:
-    """The one rule for a figure made of several: distinct methods, sorted, joined by '+'.
+    """The one rule for a figure made of several: distinct parts, sorted, joined by '+'.
 
     Labels that are already joined are split first; None when there are none.
     """
@@ -51,18 +79,30 @@ def join_methods(labels: Iterable[str | None]) -> str | None:
 
 
 def is_measured(label: str | None) -> bool:
-    """True only if every method of the label is a measurement (no tdp-estimate part)."""
+    """True only if every method of the label is a measurement (no tdp-estimate part, nothing simulated)."""
     methods = split_methods(label)
     return bool(methods) and all(m in MEASURED for m in methods)
 
 
 def _check_label(label: str) -> str:
-    unknown = [m for m in split_methods(label) if m not in METHODS]
+    unknown = [m for m in split_methods(label) if m not in METHODS and not _valid_simulated(m)]
     if unknown or not label:
-        raise ValueError(f"energy method label {label!r}: want methods of {list(METHODS)} joined by '+'")
+        raise ValueError(f"energy method label {label!r}: want methods of {list(METHODS)} (or 'simulated (<label>)') "
+                         "joined by '+'")
     if join_methods([label]) != label:
         raise ValueError(f"energy method label {label!r} is not in canonical form {join_methods([label])!r}")
     return label
+
+
+def _valid_simulated(part: str) -> bool:
+    inner = _SIMULATED.match(part)
+    if inner is None:
+        return False
+    try:
+        _check_label(inner.group(1))
+    except ValueError:
+        return False
+    return not is_simulated(inner.group(1))
 
 
 #: one method, or several joined by :func:`join_methods` (validated)
@@ -118,7 +158,7 @@ class EnergyWindow(_Model):
     node_id: str
     start_s: float
     end_s: float
-    method: EnergyMethod
+    method: MethodLabel = Field(description="The meter's method; a simulator's windows: 'simulated (<method>)'.")
     energy_j: dict[str, float] = Field(description="device (cpu:0, dram:0, gpu:0, ...) → J in the window.")
     consumers_j: dict[str, float] = Field(default_factory=dict, description="replica → active J attributed to it.")
     other_j: float = Field(0.0, description="Active J of processes not tracked.")

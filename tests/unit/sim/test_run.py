@@ -1,0 +1,70 @@
+"""`ipa-energy simulate` end to end: the real planner on the simulated clock, the experiments'
+schema on disk, the report reading it; no Ray."""
+
+import json
+
+import pytest
+
+from cli.main import main
+from experiments.summary import load_run, summarize_run
+from ipa_energy.energy import is_measured, is_simulated
+from loadgen import traces
+
+ARGS = ["simulate", "--pipeline", "classify", "--policies", "ipa,ipa-energy,static-max-accuracy", "--trace", "bursty",
+        "--offset", "340", "--seconds", "90", "--rate-factor", "0.3", "--drain", "20"]
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    assert main([*ARGS, "--out", str(out), "--name", "s", "--report"]) == 0
+    return out / "s"
+
+
+def test_every_policy_writes_a_complete_run_the_report_reads(simulated):
+    trace = traces.parse_trace("bursty", 90, rate_factor=0.3, offset_s=340)
+    scheduled = int(traces.counts(traces.rates(trace)).sum())
+    for policy in ("ipa", "ipa-energy", "static-max-accuracy"):
+        run = load_run(simulated / policy)
+        assert run.meta.status == "complete" and any("simulated" in n for n in run.meta.notes)
+        assert len(run.requests) == scheduled  # every request sent is in the record, answered or not
+        s = json.loads((simulated / policy / "summary.json").read_text())
+        assert s == json.loads(summarize_run(run).model_dump_json())
+        assert is_simulated(s["energy_method"]) and is_simulated(s["j_per_request_method"])
+        assert not is_measured(s["energy_method"])
+        assert s["energy_j"] > 0 and s["j_per_request"] > 0 and s["system_j_per_request"] > s["j_per_request"]
+        assert s["energy_coverage"] == pytest.approx(1.0, abs=0.05)
+    report = (simulated / "report" / "report.md").read_text()
+    assert "Simulated" in report
+
+
+def test_the_planner_policies_run_the_real_loop(simulated):
+    for policy in ("ipa", "ipa-energy"):
+        run = load_run(simulated / policy)
+        assert len(run.decisions) >= 8  # every 10 s of the 90 s window and the drain, at least
+        assert all(d.policy == policy and is_simulated(d.energy_method) for d in run.decisions)
+        assert all(d.corrections for d in run.decisions[1:])  # the closed loop saw the replicas' timings
+    static = load_run(simulated / "static-max-accuracy")
+    assert static.decisions == [] and len({r.plan_version for r in static.requests}) == 1
+
+
+def test_a_rerun_keeps_complete_runs_and_redoes_an_interrupted_one(simulated, tmp_path):
+    import shutil
+
+    copy = tmp_path / "s"
+    shutil.copytree(simulated, copy)
+    meta = json.loads((copy / "ipa" / "run.json").read_text())
+    meta["status"] = "running"  # as a simulation killed mid-run leaves it
+    (copy / "ipa" / "run.json").write_text(json.dumps(meta))
+    before = (copy / "ipa-energy" / "run.json").read_text()
+    assert main([*ARGS, "--out", str(tmp_path), "--name", "s"]) == 0
+    assert (copy / "ipa-energy" / "run.json").read_text() == before  # complete: kept
+    assert load_run(copy / "ipa").meta.status == "complete"
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("available_node_types: {n: {resources: {CPU: 2}}}\n")
+    assert main([*ARGS, "--out", str(tmp_path), "--cluster", str(bad)]) == 2
+    assert "resources.CPU and resources.memory" in capsys.readouterr().err
+    assert main(["simulate", "--pipeline", "classify", "--policies", "nope", "--out", str(tmp_path)]) == 2
