@@ -327,9 +327,10 @@ class Engine:
         demand = min(node.cores, max(0.05, cpu_s * k / p50)) if p50 > 0 else 1.0
         if self._variants[r.variant].resources.num_gpus > 0:
             demand = min(demand, 1.0)  # the GPU does the work; one host thread feeds it
-        energy = j_per_req * k * (solo / p50 if p50 > 0 else 1.0)
+        work = solo * node.speed  # seconds on an idle node of this type
+        energy = j_per_req * k * (work / p50 if p50 > 0 else 1.0)  # the profile's, per CPU second the batch takes
         r.busy = True
-        self._add_job(node, _Job("batch", r, solo * node.speed, demand, self.now, reqs, energy, r.variant))
+        self._add_job(node, _Job("batch", r, work, demand, self.now, reqs, energy, r.variant))
 
     # -- processor sharing on a node ----------------------------------------------------------
 
