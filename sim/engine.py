@@ -139,6 +139,7 @@ class _Change:
     starting: list = field(default_factory=list)  # replicas being started
     switching: list = field(default_factory=list)  # replicas switching in place
     surplus: list = field(default_factory=list)  # replicas to drain once it converges
+    grow_first: list = field(default_factory=list)  # (slot, member) that grow on their variant, then switch
 
 
 class Engine:
@@ -511,14 +512,19 @@ class Engine:
                 same_shape = (not slot.variant or
                               self._variants[slot.variant].resources == self._variants[m.variant].resources)
                 keep = live if same_shape else []
+                switches = [r for r in keep[: m.replicas]
+                            if r.variant != m.variant or (r.switch is not None and r.switch.variant != m.variant)]
+                if switches and m.replicas > len(keep):
+                    # serve_app.rollout's grow step: the slot first grows on the variant it runs (the running
+                    # replicas keep serving at full speed while the new ones cold-start), then all switch
+                    for _ in range(m.replicas - len(keep)):
+                        change.starting.append(self._new_replica(slot, slot.variant, slot.batch, slot.wait_s, ready=False))
+                    change.grow_first.append((slot, m))
+                    continue
                 slot.variant, slot.batch, slot.wait_s = m.variant, m.batch_size, wait_s
                 for r in keep[: m.replicas]:
-                    if r.variant != m.variant or (r.switch is not None and r.switch.variant != m.variant):
-                        if r.switch is not None:
-                            self._cancel(r.switch)
-                        r.switch = _Job("switch", r, self.host.switch_core_s * r.node.speed, 1.0, self.now,
-                                        variant=m.variant)
-                        self._add_job(r.node, r.switch)
+                    if r in switches:
+                        self._switch(r, m.variant)
                         change.switching.append(r)
                     else:
                         r.batch, r.wait_s = m.batch_size, wait_s
@@ -531,9 +537,25 @@ class Engine:
                     change.surplus += [r for r in slot.replicas if r.state in ("starting", "ready")]
         return change
 
+    def _switch(self, r: _Replica, variant: str) -> None:
+        """Build `variant` in `r` in the background (CPU work on its node); it swaps when done."""
+        if r.switch is not None:
+            self._cancel(r.switch)
+        r.switch = _Job("switch", r, self.host.switch_core_s * r.node.speed, 1.0, self.now, variant=variant)
+        self._add_job(r.node, r.switch)
+
     def converged(self, change: _Change) -> bool:
-        return (all(r is not None and r.state == "ready" for r in change.starting)
-                and all(r.switch is None or r.state == "gone" for r in change.switching))
+        started = all(r is not None and r.state == "ready" for r in change.starting)
+        if started and change.grow_first:  # the grow step is done: the slots switch in place now
+            for slot, m in change.grow_first:
+                slot.variant, slot.batch, slot.wait_s = m.variant, m.batch_size, m.batch_wait_timeout_ms / 1000
+                for r in slot.replicas:
+                    if r.state in ("starting", "ready") and r.variant != m.variant:
+                        self._switch(r, m.variant)
+                        change.switching.append(r)
+            change.grow_first = []
+            return False
+        return started and all(r.switch is None or r.state == "gone" for r in change.switching)
 
     def finish(self, change: _Change) -> None:
         """Routing flips to the new plan; what it no longer needs drains."""

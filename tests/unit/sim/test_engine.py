@@ -178,3 +178,16 @@ def test_same_seed_same_run():
         e.run_until(10)
         runs.append([(f.sent, f.finished, f.status) for f in e.finished])
     assert runs[0] == runs[1]
+
+
+def test_a_slot_that_switches_and_grows_grows_on_its_variant_first():
+    """serve_app.rollout's grow step: capacity never dips below the running plan's."""
+    e = engine()
+    change = e.begin(plan(variant="slow", replicas=2))
+    e.schedule(np.array([2.0]), 10)
+    e.run_until(3.0)
+    assert e.finished[0].variants == {"s": "fast"} and not change.switching  # still growing: no switch yet
+    assert e.run_until(10, until=lambda: e.converged(change))
+    assert e.now == pytest.approx(4.0 + 0.5)  # the cold start, then the switch's build
+    e.finish(change)
+    assert {r.variant for r in e.slots[("s", 0)].replicas} == {"slow"}
