@@ -1,0 +1,50 @@
+"""Host costs fitted to live runs' energy windows (sim.calibrate)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from experiments.schema import Decision, EnergyWindow
+from sim.calibrate import fit_host, host_factor
+
+ACTIVE = 2.0  # J per busy core-second
+
+
+def fake_run(rates, base_cores=0.6, per_request=0.02, idle_w=3.0, window_s=2.0):
+    """A run whose windows hold exactly what the host model says: idle, and other = (base + slope × rate) cores."""
+    requests, windows, t = [], [], 1000.0
+    for rate in rates:
+        n = int(rate * window_s)
+        requests += [SimpleNamespace(sent_s=t + (i + 0.5) * window_s / max(n, 1)) for i in range(n)]
+        other = (base_cores + per_request * n / window_s) * ACTIVE * window_s
+        windows.append(EnergyWindow(node_id="n", start_s=t, end_s=t + window_s, method="tdp-estimate",
+                                    energy_j={"cpu:0": idle_w * window_s + other}, other_j=other, idle_j=idle_w * window_s))
+        t += window_s
+    return SimpleNamespace(requests=requests, energy=windows, decisions=[])
+
+
+def test_the_fit_recovers_the_background_the_per_request_cost_and_idle_power():
+    run = fake_run([1, 2, 5, 8, 3, 10, 0, 6])
+    fit = fit_host([run], ACTIVE)
+    assert fit["background_cores"] == pytest.approx(0.6, abs=1e-6)
+    assert fit["serving_cpu_s"] == pytest.approx(0.02, abs=1e-6)
+    assert fit["idle_w"] == pytest.approx(3.0)
+
+
+def test_a_negative_slope_or_intercept_is_clipped_and_too_few_windows_refused():
+    fit = fit_host([fake_run([1, 2, 5, 8], per_request=-0.01)], ACTIVE)
+    assert fit["serving_cpu_s"] == 0.0 and fit["background_cores"] > 0
+    with pytest.raises(ValueError, match="too few"):
+        fit_host([fake_run([1, 2])], ACTIVE)
+
+
+def test_the_host_factor_is_the_median_after_each_runs_first_decision():
+    def decision(f):
+        return Decision(time_s=0, observed_rps=1, predicted_rps=1, predictor="x", policy="ipa", stages={}, accuracy=0.5,
+                        predicted_power_w=None, predicted_j_per_request=None, energy_method="tdp-estimate",
+                        feasible=True, solve_time_s=0, corrections={"*": f})
+    run = SimpleNamespace(decisions=[decision(5.0), decision(1.0), decision(1.2), decision(1.1)])
+    assert host_factor([run]) == pytest.approx(1.1)
+    assert host_factor([SimpleNamespace(decisions=[])]) is None
+    assert np.isfinite(host_factor([run]))
