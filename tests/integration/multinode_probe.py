@@ -60,10 +60,9 @@ def main(out: Path) -> dict:
         answered = sum(httpx.post(f"{url}/v1/pipelines/classify", json=payloads.image_request(seed=i), timeout=120)
                        .status_code == 200 for i in range(12))
         nodes = {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")}
-        from ray.util.state import list_actors
-
-        replicas = Counter(a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                           if a.class_name.startswith("ServeReplica:") and ".classifier" in a.class_name)
+        # the GCS actor table (the state API needs the dashboard, which this cluster does not run)
+        replicas = Counter(a["Address"]["NodeID"] for a in ray._private.state.actors().values()
+                           if a["State"] == "ALIVE" and "#classify.classifier" in a["Name"])
         actors = ensure_node_actors(spec.energy)
         time.sleep(3)  # a few energy samples on every node
         energy = httpx.get(f"{url}/v1/energy", timeout=60).json()
