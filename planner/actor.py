@@ -171,11 +171,30 @@ def start_planner(app_name: str, pipeline: str, **options):
 
 
 def stop_planner(app_name: str, pipeline: str) -> None:
+    """Stop the planner (a step in progress finishes first), kill it and clear its journal.
+
+    A planner that Ray is restarting cannot take the call yet (ActorUnavailableError): it is
+    asked again until it is back, up to RESUME_WAIT_S, and killed whatever happens, so it never
+    goes on planning for the next user of the app (an experiment's next run, the next test)."""
     try:
         actor = ray.get_actor(f"planner-{app_name}-{pipeline}", namespace=RAY_NAMESPACE)
     except ValueError:
         return
-    if not ray.get(actor.stop.remote()):
-        logger.warning("planner of %s/%s: a step still in progress after %.0f s; killed", app_name, pipeline, STOP_WAIT_S)
-    ray.kill(actor, no_restart=True)
-    PlannerJournal(RayStore(), app_name, pipeline).clear()
+    try:
+        deadline = time.monotonic() + RESUME_WAIT_S
+        while True:
+            try:
+                if not ray.get(actor.stop.remote()):
+                    logger.warning("planner of %s/%s: a step still in progress after %.0f s; killed",
+                                   app_name, pipeline, STOP_WAIT_S)
+                break
+            except ray.exceptions.ActorUnavailableError:  # restarting: ask again once it is back
+                if time.monotonic() > deadline:
+                    logger.warning("planner of %s/%s did not come back from a restart; killed", app_name, pipeline)
+                    break
+                time.sleep(1.0)
+            except ray.exceptions.ActorDiedError:
+                break
+    finally:
+        ray.kill(actor, no_restart=True)
+        PlannerJournal(RayStore(), app_name, pipeline).clear()

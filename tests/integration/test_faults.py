@@ -224,9 +224,12 @@ def test_a_planner_killed_under_load_resumes_its_decision_log(base_url):
             assert time.monotonic() < deadline, "the planner made no decision"
             time.sleep(1)
         records, killed_at = killed_under_load(base_url, planner, duration_s=12, no_restart=False)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
-            after = ray.get(planner.decisions.remote(), timeout=330)
+            try:
+                after = ray.get(planner.decisions.remote(), timeout=330)
+            except ray.exceptions.ActorUnavailableError:  # still restarting (slow on a busy host)
+                after = []
             if any(d["time_s"] > killed_at for d in after):
                 break
             assert time.monotonic() < deadline, "the restarted planner made no decision"
