@@ -17,11 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments.schema import RequestRow, RunSummary
-from experiments.summary import Run, request_accuracy, window_energy
-from ipa_energy.energy import ESTIMATE, base_methods, join_methods
+from experiments.summary import Run, percentile, request_accuracy, window_energy
+from ipa_energy.energy import ESTIMATE, LOADGEN, base_methods, join_methods
 
 __all__ = [
-    "POLICY_ORDER", "accuracy_per_bucket", "arrivals_per_second", "bucket_seconds", "energy_accuracy_png",
+    "LONG_RUN_S", "POLICY_ORDER", "accuracy_per_bucket", "arrivals_per_second", "bucket_seconds", "days_png",
+    "energy_accuracy_png", "hourly",
     "latency_cdf_png", "method_label", "new_figure", "no_data", "p99_per_bucket", "per_bucket", "plain_log_y",
     "policy_color", "power_per_bucket", "save", "timeseries_png",
 ]
@@ -86,33 +87,35 @@ def _edges(run: Run, bucket_s: float) -> np.ndarray:
 
 
 def per_bucket(run: Run, bucket_s: float, value: Callable[[RequestRow], float | None],
-               reduce: Callable[[list[float]], float]) -> tuple[np.ndarray, np.ndarray]:
-    """Bucket answered requests by send time; NaN where a bucket has no value."""
+               reduce: Callable[[list[float], list[int]], float]) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket answered requests by send time, `reduce(values, counts)` each (a row stands for
+    RequestRow.count requests); NaN where a bucket has no value."""
     edges = _edges(run, bucket_s)
-    groups: list[list[float]] = [[] for _ in range(len(edges) - 1)]
+    groups: list[tuple[list[float], list[int]]] = [([], []) for _ in range(len(edges) - 1)]
     t0 = run.meta.load_start_s
     for r in run.requests:
         i = int((r.sent_s - t0) // bucket_s)
         v = value(r) if r.status == 200 else None
         if 0 <= i < len(groups) and v is not None:
-            groups[i].append(v)
+            groups[i][0].append(v)
+            groups[i][1].append(r.count)
     centres = (edges[:-1] + edges[1:]) / 2
-    return centres, np.array([reduce(g) if g else np.nan for g in groups])
+    return centres, np.array([reduce(*g) if g[0] else np.nan for g in groups])
 
 
 def p99_per_bucket(run: Run, bucket_s: float):
-    return per_bucket(run, bucket_s, lambda r: r.latency_ms, lambda v: float(np.percentile(v, 99)))
+    return per_bucket(run, bucket_s, lambda r: r.latency_ms, lambda v, n: percentile(v, 99, n))
 
 
 def accuracy_per_bucket(run: Run, bucket_s: float):
-    return per_bucket(run, bucket_s, lambda r: request_accuracy(r, run.meta), lambda v: float(np.mean(v)))
+    return per_bucket(run, bucket_s, lambda r: request_accuracy(r, run.meta), lambda v, n: float(np.average(v, weights=n)))
 
 
 def arrivals_per_second(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """(second, requests sent in it) for a post-step line."""
     seconds = run.meta.trace.seconds
     offsets = np.array([r.sent_s - run.meta.load_start_s for r in run.requests])
-    counts, _ = np.histogram(offsets, bins=np.arange(seconds + 1))
+    counts, _ = np.histogram(offsets, bins=np.arange(seconds + 1), weights=[r.count for r in run.requests])
     return np.arange(seconds + 1), np.append(counts, counts[-1] if len(counts) else 0).astype(float)
 
 
@@ -192,12 +195,14 @@ def latency_cdf_png(runs: Sequence[Run], path: Path, title: str) -> Path:
     fig, (ax,) = new_figure(8, 5)
     largest = smallest = None
     for run in runs:
-        lat = np.sort([r.latency_ms for r in run.requests if r.status == 200])
-        if not len(lat):
+        answered = sorted((r.latency_ms, r.count) for r in run.requests if r.status == 200)
+        if not answered:
             continue
-        share = np.arange(0, len(lat) + 1) / len(run.requests)  # from 0, at the fastest answer
+        lat = np.array([a for a, _ in answered])
+        sent = sum(r.count for r in run.requests)
+        share = np.r_[0, np.cumsum([n for _, n in answered])] / sent  # from 0, at the fastest answer
         ax.step(np.r_[lat[0], lat], share, where="post", color=policy_color(run.meta.policy),
-                label=f"{run.meta.policy} ({len(lat)}/{len(run.requests)} answered)")
+                label=f"{run.meta.policy} ({int(share[-1] * sent)}/{sent} answered)")
         largest, smallest = max(largest or 0, lat[-1]), min(smallest or math.inf, lat[0])
     ax.axvline(runs[0].meta.sla_ms, color="red", ls=":", label=f"SLA {runs[0].meta.sla_ms:g} ms")
     if largest and smallest and smallest > 0 and largest / smallest > 50:
@@ -224,4 +229,84 @@ def energy_accuracy_png(summaries: Sequence[RunSummary], path: Path, title: str)
         ax.margins(0.2)
     else:
         no_data(ax, "no policy has both J/request and accuracy")
+    return save(fig, path)
+
+
+#: runs longer than this get the report's figure over days (days_png) instead of the time series
+LONG_RUN_S = 6 * 3600
+
+
+def hourly(run: Run, bucket_s: float = 3600.0) -> dict[str, np.ndarray]:
+    """Per bucket of send time: sent, SLO met, answered, dynamic J (Σ attributed), accuracy
+    (mean over answered), system J (energy windows by their midpoint, less the load generator's
+    share) and nodes in use (the mean of the replica samples' `nodes`)."""
+    t0, sla = run.meta.load_start_s, run.meta.sla_ms
+    n = max(1, math.ceil(run.meta.trace.seconds / bucket_s))
+    out = {k: np.zeros(n) for k in ("sent", "met", "answered", "dynamic_j", "acc_sum", "acc_n", "system_j",
+                                    "nodes_sum", "nodes_n")}
+    for r in run.requests:
+        i = int((r.sent_s - t0) // bucket_s)
+        if not 0 <= i < n:
+            continue
+        out["sent"][i] += r.count
+        if r.status == 200:
+            out["answered"][i] += r.count
+            out["met"][i] += r.count if r.latency_ms <= sla else 0
+            out["dynamic_j"][i] += (r.energy_j or 0.0) * r.count
+            a = request_accuracy(r, run.meta)
+            if a is not None:
+                out["acc_sum"][i] += a * r.count
+                out["acc_n"][i] += r.count
+    for w in run.energy:
+        i = int(((w.start_s + w.end_s) / 2 - t0) // bucket_s)
+        if 0 <= i < n:
+            loadgen = sum(j for c, j in w.consumers_j.items() if c.startswith(LOADGEN))
+            out["system_j"][i] += sum(w.energy_j.values()) - loadgen
+    for s in run.replicas:
+        i = int((s.time_s - t0) // bucket_s)
+        if 0 <= i < n and s.nodes is not None:
+            out["nodes_sum"][i] += s.nodes
+            out["nodes_n"][i] += 1
+    return out
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def days_png(runs: Sequence[Run], path: Path, title: str, bucket_s: float = 3600.0) -> Path:
+    """A long run over days, per hour: offered load, SLO attainment, accuracy, each policy's
+    energy per request over ipa's in the same hour (dynamic solid, system dashed), nodes in use."""
+    fig, (load, slo, acc, ratio, nodes) = new_figure(12, 14, nrows=5, sharex=True)
+    fig.suptitle(title)
+    per = {run.meta.policy: hourly(run, bucket_s) for run in runs}
+    base = per.get("ipa")
+    for run in runs:
+        h, c = per[run.meta.policy], policy_color(run.meta.policy)
+        days = (np.arange(len(h["sent"])) + 0.5) * bucket_s / 86400
+        load.plot(days, h["sent"] / bucket_s, color=c, lw=0.8, label=run.meta.policy)
+        slo.plot(days, _ratio(h["met"], h["sent"]), color=c, lw=0.8, label=run.meta.policy)
+        acc.plot(days, _ratio(h["acc_sum"], h["acc_n"]), color=c, lw=0.8, label=run.meta.policy)
+        if base is not None and run.meta.policy != "ipa":
+            dyn = _ratio(_ratio(h["dynamic_j"], h["answered"]), _ratio(base["dynamic_j"], base["answered"]))
+            system = _ratio(_ratio(h["system_j"], h["answered"]), _ratio(base["system_j"], base["answered"]))
+            ratio.plot(days, dyn, color=c, lw=0.8, label=f"{run.meta.policy}: dynamic")
+            ratio.plot(days, system, color=c, lw=0.8, ls="--", label=f"{run.meta.policy}: system")
+        nodes.plot(days, _ratio(h["nodes_sum"], h["nodes_n"]), color=c, lw=0.8, label=run.meta.policy)
+    if base is not None:
+        ratio.axhline(1.0, color="black", lw=0.8, ls=":")
+    hours = f"per {bucket_s / 3600:g} h"
+    load.set_ylabel(f"load (req/s)\n{hours}")
+    slo.set_ylabel(f"SLO attainment\n{hours}")
+    acc.set_ylabel(f"pipeline accuracy\n{hours}")
+    ratio.set_ylabel("J/request ÷ ipa's\n(dynamic —, system - -)")
+    nodes.set_ylabel("nodes in use")
+    nodes.set_xlabel("days since load start")
+    for ax in (load, slo, acc, ratio, nodes):
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        else:
+            no_data(ax)
     return save(fig, path)

@@ -275,7 +275,11 @@ def _experiment_blocks(group: ExperimentGroup, out_dir: Path) -> list[tuple]:
         blocks.append(("table", HEADERS, headline_rows(group.summaries)))
     blocks.append(("ul", _notes(group)))
     slug, title = _slug(group.name), f"{group.name}: {group.runs[0].meta.pipeline}"
+    long_run = max(r.meta.trace.seconds for r in runs) > plots.LONG_RUN_S
     images = [
+        (plots.days_png(runs, out_dir / f"{slug}-days.png", title),
+         f"Load, SLO attainment, accuracy, J/request against ipa's (dynamic and system) and nodes in use, "
+         f"per hour{which}") if long_run else
         (plots.timeseries_png(runs, out_dir / f"{slug}-timeseries.png", title),
          f"Load, accuracy, cost, p99 latency and node power over time{which}"),
         (plots.latency_cdf_png(runs, out_dir / f"{slug}-latency-cdf.png", f"{title}: latency CDF"),

@@ -172,10 +172,19 @@ def load_experiment_meta(exp_dir: str | Path) -> ExperimentMeta:
 # ------------------------------------------------------------------------------------------
 
 
-def percentile(values: Iterable[float], q: float) -> float | None:
-    """numpy's linear-interpolation percentile; None for no values."""
+def percentile(values: Iterable[float], q: float, weights: Iterable[int] | None = None) -> float | None:
+    """numpy's linear-interpolation percentile; None for no values. With `weights` (rows that
+    stand for several requests, RequestRow.count) other than all 1: the weighted inverted CDF."""
     arr = np.asarray(list(values), dtype=float)
-    return float(np.percentile(arr, q)) if arr.size else None
+    if not arr.size:
+        return None
+    w = np.asarray(list(weights), dtype=float) if weights is not None else None
+    if w is None or np.all(w == 1):
+        return float(np.percentile(arr, q))
+    order = np.argsort(arr, kind="stable")
+    cum = np.cumsum(w[order])
+    i = int(np.searchsorted(cum, q / 100 * cum[-1], side="left"))
+    return float(arr[order][min(i, len(arr) - 1)])
 
 
 def request_accuracy(row: RequestRow, meta: RunMeta) -> float | None:
@@ -264,11 +273,14 @@ def summarize_run(run: Run) -> RunSummary:
     start, end = run.load_window
     seconds = end - start
     answered = [r for r in run.requests if r.status == 200]
-    accuracies = [a for a in (request_accuracy(r, meta) for r in answered) if a is not None]
+    accuracies = [(a, r.count) for r in answered if (a := request_accuracy(r, meta)) is not None]
     with_energy = [r for r in answered if r.energy_j is not None]
     energy = window_energy(run.energy, start, end)
     loadgen_j = loadgen_energy(run.energy, start, end)
-    shed = sum(1 for r in run.requests if r.shed)
+    sent = sum(r.count for r in run.requests)
+    n_answered = sum(r.count for r in answered)
+    n_energy = sum(r.count for r in with_energy)
+    shed = sum(r.count for r in run.requests if r.shed)
     errors = p99_prediction_errors(run.decisions)
     return RunSummary(
         experiment=meta.experiment,
@@ -277,25 +289,24 @@ def summarize_run(run: Run) -> RunSummary:
         trace=meta.trace.name,
         rate_factor=meta.trace.rate_factor,
         duration_s=seconds,
-        requests=len(run.requests),
-        failed=len(run.requests) - len(answered) - shed,
+        requests=sent,
+        failed=sent - n_answered - shed,
         shed=shed,
-        throughput_rps=len(answered) / seconds if seconds > 0 else 0.0,
-        p50_ms=percentile((r.latency_ms for r in answered), 50),
-        p99_ms=percentile((r.latency_ms for r in answered), 99),
+        throughput_rps=n_answered / seconds if seconds > 0 else 0.0,
+        p50_ms=percentile((r.latency_ms for r in answered), 50, (r.count for r in answered)),
+        p99_ms=percentile((r.latency_ms for r in answered), 99, (r.count for r in answered)),
         sla_ms=meta.sla_ms,
-        slo_attainment=(
-            sum(r.latency_ms <= meta.sla_ms for r in answered) / len(run.requests) if run.requests else None
-        ),
-        generator_lag_p99_ms=percentile(((r.sent_s - r.scheduled_s) * 1000 for r in run.requests if r.scheduled_s is not None), 99),
-        accuracy=float(np.mean(accuracies)) if accuracies else None,
+        slo_attainment=sum(r.count for r in answered if r.latency_ms <= meta.sla_ms) / sent if sent else None,
+        generator_lag_p99_ms=percentile(((r.sent_s - r.scheduled_s) * 1000 for r in run.requests if r.scheduled_s is not None), 99,
+                                        (r.count for r in run.requests if r.scheduled_s is not None)),
+        accuracy=sum(a * n for a, n in accuracies) / sum(n for _, n in accuracies) if accuracies else None,
         cost_units=time_weighted_cost(run.replicas, start, end),
-        j_per_request=float(np.mean([r.energy_j for r in with_energy])) if with_energy else None,
+        j_per_request=sum(r.energy_j * r.count for r in with_energy) / n_energy if with_energy else None,
         j_per_request_method=join_methods(r.energy_method for r in with_energy),
-        requests_with_energy=len(with_energy),
+        requests_with_energy=n_energy,
         energy_j=energy,
         loadgen_energy_j=loadgen_j,
-        system_j_per_request=(energy - (loadgen_j or 0.0)) / len(answered) if energy is not None and answered else None,
+        system_j_per_request=(energy - (loadgen_j or 0.0)) / n_answered if energy is not None and answered else None,
         mean_power_w=energy / seconds if energy is not None and seconds > 0 else None,
         energy_method=join_methods(w.method for w, _ in clipped_windows(run.energy, start, end)),
         energy_coverage=energy_coverage(run),

@@ -55,6 +55,9 @@ class RequestRow(_Row):
     variants: dict[str, str] = Field(default_factory=dict, description="stage → variant that served it.")
     energy_j: float | None = Field(None, description="Dynamic energy attributed to this request (J).")
     energy_method: MethodLabel | None = None
+    count: int = Field(1, ge=1, description="Requests the row stands for: 1 for each request a load generator sent; "
+                       "more in the simulator's scale mode, where a row holds the requests of one time bucket and "
+                       "latency band (docs/simulator.md, \"Scale mode\"). Every figure of the results weighs rows by it.")
 
 
 class LoadStart(_Row):
@@ -69,6 +72,8 @@ class ReplicaSample(_Row):
     time_s: float
     replicas: dict[str, int] = Field(description="Stage deployment → RUNNING replicas.")
     cost_units: float = Field(description="Σ replicas × resource units of their variant.")
+    nodes: int | None = Field(None, description="Nodes in use (holding a replica or not yet released); the "
+                              "simulator's scale mode records it, live runs leave it out.")
 
 
 class StageObservation(_Row):

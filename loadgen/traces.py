@@ -31,7 +31,7 @@ import numpy as np
 from ipa_energy.records import TraceSpec
 
 __all__ = [
-    "DAMPING", "DEFAULT_TRACE", "ENV_VAR", "WINDOWS", "arrival_times", "counts", "load_trace", "parse_trace", "rates",
+    "DAMPING", "DEFAULT_TRACE", "ENV_VAR", "FULL", "WINDOWS", "arrival_times", "counts", "full", "load_trace", "parse_trace", "rates",
     "read_rate_csv", "schedule", "spans", "twitter", "twitter_windows", "window",
 ]
 
@@ -42,6 +42,8 @@ DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared/data/twitter-2018-
 WINDOWS_CSV = Path(__file__).parent / "data" / "twitter_windows.csv"
 #: IPA divides the Twitter trace by 8
 DAMPING = 8.0
+#: the name of the whole Twitter trace (``--trace full``), beside IPA's windows
+FULL = "full"
 
 Span = tuple[int, int]
 
@@ -165,8 +167,17 @@ def twitter(name: str, seconds: int | None = None, *, offset_s: int = 0, rate_fa
                      seconds=min(seconds or length, length), rate_factor=rate_factor, damping=DAMPING, seed=seed)
 
 
+def full(seconds: int | None = None, *, offset_s: int = 0, rate_factor: float = 1.0, seed: int = 0) -> TraceSpec:
+    """The TraceSpec of the whole Twitter trace (shared/data, 22 days), from `offset_s`."""
+    length = len(load_trace(damping=1.0)) - offset_s
+    if length <= 0:
+        raise ValueError(f"offset {offset_s} s is past the end of the Twitter trace")
+    return TraceSpec(kind="twitter", name=FULL, start_s=0, offset_s=offset_s, seconds=min(seconds or length, length),
+                     rate_factor=rate_factor, damping=DAMPING, seed=seed)
+
+
 def parse_trace(text: str, seconds: int | None = None, *, rate_factor: float = 1.0, offset_s: int = 0, seed: int = 0) -> TraceSpec:
-    """`bursty` / `steady_low` / ... , `constant:RPS`, or a CSV path → TraceSpec."""
+    """`bursty` / `steady_low` / ... , `full` (the whole Twitter trace), `constant:RPS`, or a CSV path → TraceSpec."""
     if text.startswith("constant:"):
         try:
             rps = float(text.split(":", 1)[1])
@@ -175,6 +186,8 @@ def parse_trace(text: str, seconds: int | None = None, *, rate_factor: float = 1
         if rps <= 0 or seconds is None:
             raise ValueError("a constant trace needs a rate > 0 and a duration (seconds)")
         return TraceSpec(kind="constant", name="constant", rate_rps=rps, seconds=seconds, rate_factor=rate_factor, seed=seed)
+    if text == FULL:
+        return full(seconds, offset_s=offset_s, rate_factor=rate_factor, seed=seed)
     if text in twitter_windows():
         return twitter(text, seconds, offset_s=offset_s, rate_factor=rate_factor, seed=seed)
     if text.endswith(".csv") or Path(text).is_file():
@@ -183,13 +196,16 @@ def parse_trace(text: str, seconds: int | None = None, *, rate_factor: float = 1
             raise ValueError(f"{text}: nothing left after the offset of {offset_s} s")
         return TraceSpec(kind="csv", name=Path(text).name, path=str(Path(text).resolve()), offset_s=offset_s,
                          seconds=min(seconds or len(rates), len(rates)), rate_factor=rate_factor, seed=seed)
-    raise ValueError(f"unknown trace {text!r}: a Twitter window {sorted(twitter_windows())}, constant:RPS or a CSV path")
+    raise ValueError(f"unknown trace {text!r}: a Twitter window {sorted(twitter_windows())}, {FULL!r} (the whole "
+                     "Twitter trace), constant:RPS or a CSV path")
 
 
 def rates(trace: TraceSpec) -> np.ndarray:
     """Offered load per second (req/s) after damping and the rate factor."""
     if trace.kind == "constant":
         base = np.full(trace.seconds, float(trace.rate_rps or 0.0))
+    elif trace.kind == "twitter" and trace.name == FULL:
+        base = load_trace(damping=1.0)[trace.offset_s: trace.offset_s + trace.seconds]
     elif trace.kind == "twitter":
         base = twitter_windows()[trace.name][trace.offset_s: trace.offset_s + trace.seconds]
     else:

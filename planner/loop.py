@@ -100,6 +100,7 @@ class PlannerLoop:
         serving_cpu_s: float = 0.0,
         queueing: bool = True,
         record: Callable[[int, Decision], None] | None = None,
+        optimize: Callable[..., Plan] | None = None,
     ):
         check_policy(pipeline, policy)  # a configuration error fails here, not every interval
         self.pipeline, self.profiles, self.predictor, self.apply = pipeline, profiles, predictor, apply
@@ -121,6 +122,9 @@ class PlannerLoop:
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
         self.record = record
+        # the program: planner.optimizer.optimize unless given (the simulator's scale mode solves
+        # it on a grid of its inputs: sim.plancache)
+        self.optimizer = optimize
 
     def state(self) -> dict:
         """What this loop has learnt beyond its decisions, as JSON (see :meth:`restore`)."""
@@ -219,7 +223,7 @@ class PlannerLoop:
         load = max(observed, min(plan.predicted_load_rps or observed, trend_rps(history, self.cold_start_s)), MIN_LOAD_RPS)
         if self.serves(self.current, load, profiles, supply, fill):
             return None  # the running plan copes until the new replicas answer
-        bridge = optimize(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
+        bridge = (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
                           max_replicas=self.max_replicas, current=self.current, queueing=self.queueing, supply=supply,
                           serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=stage_replicas(self.current))
         if not is_feasible(bridge) or not diff_plans(self.current, bridge):
@@ -327,7 +331,7 @@ class PlannerLoop:
         load, fill = max(planned, MIN_LOAD_RPS), max(observed, MIN_LOAD_RPS)
 
         def solve(replicas: dict[str, int] | None = None) -> Plan:
-            return optimize(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
+            return (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
                             max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
                             supply=supply, serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=replicas)
 

@@ -42,11 +42,29 @@ from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from serve_app.shedding import LoadShedder
 from sim.cluster import NodeType, SimCluster, node_power
 
-__all__ = ["Engine", "Finished"]
+__all__ = ["Engine", "Finished", "profile_at"]
 
 P99_Z = 2.326
 #: how long a shed request takes to be answered (ms): the 503 comes at once
 SHED_MS = 2.0
+
+
+def profile_at(profiles: Mapping[tuple[str, int], Profile], sizes: list[int], variant: str,
+               k: int) -> tuple[float, float, float, float]:
+    """(p50 s, p99 s, J per request, CPU s per request) of `variant` at batch size `k`, from its
+    profiled batch sizes `sizes` (sorted; between two of them: interpolated)."""
+    lo = max((b for b in sizes if b <= k), default=sizes[0])
+    hi = min((b for b in sizes if b >= k), default=sizes[-1])
+    a, b = profiles[(variant, lo)], profiles[(variant, hi)]
+    w = 0.0 if hi == lo else (k - lo) / (hi - lo)
+
+    def mix(x, y):
+        return x + w * (y - x)
+
+    cpu_a = a.cpu_s_per_request if a.cpu_s_per_request is not None else a.latency_p50_ms / 1000 / lo
+    cpu_b = b.cpu_s_per_request if b.cpu_s_per_request is not None else b.latency_p50_ms / 1000 / hi
+    return (mix(a.latency_p50_ms, b.latency_p50_ms) / 1000, mix(a.latency_p99_ms, b.latency_p99_ms) / 1000,
+            mix(a.energy_per_request_j, b.energy_per_request_j), mix(cpu_a, cpu_b))
 
 
 class _Req:
@@ -303,21 +321,7 @@ class Engine:
             self._try_batch(r)
 
     def _profile(self, variant: str, k: int) -> tuple[float, float, float, float]:
-        """(p50 s, p99 s, J per request, CPU s per request) of `variant` at batch size `k`
-        (between measured sizes: interpolated)."""
-        sizes = self._sizes[variant]
-        lo = max((b for b in sizes if b <= k), default=sizes[0])
-        hi = min((b for b in sizes if b >= k), default=sizes[-1])
-        a, b = self.profiles[(variant, lo)], self.profiles[(variant, hi)]
-        w = 0.0 if hi == lo else (k - lo) / (hi - lo)
-
-        def mix(x, y):
-            return x + w * (y - x)
-
-        cpu_a = a.cpu_s_per_request if a.cpu_s_per_request is not None else a.latency_p50_ms / 1000 / lo
-        cpu_b = b.cpu_s_per_request if b.cpu_s_per_request is not None else b.latency_p50_ms / 1000 / hi
-        return (mix(a.latency_p50_ms, b.latency_p50_ms) / 1000, mix(a.latency_p99_ms, b.latency_p99_ms) / 1000,
-                mix(a.energy_per_request_j, b.energy_per_request_j), mix(cpu_a, cpu_b))
+        return profile_at(self.profiles, self._sizes[variant], variant, k)
 
     def _start_batch(self, r: _Replica, reqs: list) -> None:
         k = len(reqs)

@@ -42,11 +42,15 @@ from planner.policies import policy_kind
 from planner.terms import Weights
 from sim.cluster import SimCluster, load_cluster, this_host
 from sim.engine import Engine
+from sim.fluid import FluidEngine
+from sim.plancache import GridOptimizer
 
 __all__ = ["SimConfig", "simulate", "simulate_run"]
 
 #: the load generator's consumer on the first node (system J/request leaves it out, as live)
 LOADGEN_CONSUMER = f"{LOADGEN}sim"
+#: seconds of arrival history the planner is given (its predictor reads 120 s, its trend 60 s)
+HISTORY_KEPT_S = 3600
 
 
 class SimConfig(BaseModel):
@@ -70,6 +74,8 @@ class SimConfig(BaseModel):
     drain_s: float = Field(60.0, ge=0)
     poll_s: float = Field(2.0, gt=0, description="Seconds between energy windows and replica samples.")
     loadgen_cpu_s: float | None = Field(None, ge=0, description="Override the cluster's load-generator CPU per request.")
+    aggregate_s: int | None = Field(None, ge=1, description="Scale mode (sim.fluid): per-second flows instead of "
+                                    "requests, written as rows per this many seconds; None: request by request.")
 
 
 class _Sim:
@@ -85,12 +91,21 @@ class _Sim:
         self.plan = initial_plan(policy, pipeline, profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
                                  peak_rps=float(offered.max()), max_replicas=cfg.max_replicas, margin=cfg.margin,
                                  supply=self.supply, serving_cpu_s=SERVING_CPU_S, weights=cfg.weights)
-        self.engine = Engine(pipeline, profiles, cluster, self.plan, seed=seed)
-        self.counts, self.times = traces.schedule(self.trace)
-        self.end_s = self.trace.seconds + cfg.drain_s
-        self.engine.schedule(self.times, self.end_s)
         self.method = simulated(join_methods(p.energy_method for p in profiles.values()) or "tdp-estimate")
+        self.end_s = self.trace.seconds + cfg.drain_s
+        if cfg.aggregate_s:
+            self.counts = traces.counts(offered)
+            self.times = None
+            self.engine = FluidEngine(pipeline, profiles, cluster, self.plan, self.counts, aggregate_s=cfg.aggregate_s)
+            self.engine.base, self.engine.method = self.base, self.method
+        else:
+            self.engine = Engine(pipeline, profiles, cluster, self.plan, seed=seed)
+            self.counts, self.times = traces.schedule(self.trace)
+            self.engine.schedule(self.times, self.end_s)
         self.loop = None
+        # scale mode solves the program on a grid of its inputs, each solve kept (sim.plancache)
+        self.grid = GridOptimizer(profiles) if cfg.aggregate_s else None
+        self.log: dict[int, Decision] = {}  # every decision (the loop keeps the latest DECISIONS_KEPT)
         if self.kind == "planner":
             from planner.loop import PlannerLoop
             from planner.predictor import get_predictor
@@ -99,10 +114,15 @@ class _Sim:
                                     weights=cfg.weights, margin=cfg.margin, max_replicas=cfg.max_replicas,
                                     interval_s=cfg.interval_s, energy_method=self.method, current=self.plan,
                                     clock=lambda: self.base + self.engine.now, supply=self.supply,
-                                    serving_cpu_s=SERVING_CPU_S)
+                                    serving_cpu_s=SERVING_CPU_S, record=self._log,
+                                    **({"optimize": self.grid} if self.grid is not None else {}))
+        self._supplies: dict = {}  # (outside cores, nodes in use) → the supply the planner reads (scale mode)
         self.windows: list[EnergyWindow] = []
         self.replicas: list[ReplicaSample] = []
         self._polled = 0.0
+
+    def _log(self, index: int, decision: Decision) -> None:
+        self.log[index] = decision
 
     # -- the planner's apply, in simulated time ---------------------------------------------
 
@@ -126,6 +146,10 @@ class _Sim:
     # -- observations -----------------------------------------------------------------------
 
     def _observations(self) -> list[StageObservation]:
+        seconds = max(1, int(self.cfg.interval_s))
+        if isinstance(self.engine, FluidEngine):
+            return [StageObservation(stage=s, variant=v, seconds=seconds, requests=n, s_per_request=sr, mean_batch=max(1.0, k),
+                                     p99_ms=p99) for s, v, n, sr, k, p99 in self.engine.observations(self.cfg.interval_s)]
         since = self.engine.now - self.cfg.interval_s
         calls = self.engine.calls
         while calls and calls[0][0] < self.engine.now - 4 * self.cfg.interval_s:
@@ -134,7 +158,7 @@ class _Sim:
         for t, stage, variant, call_ms, s_per_req, k in calls:
             if t > since:
                 groups[(stage, variant)].append((call_ms, s_per_req, k))
-        return [StageObservation(stage=s, variant=v, seconds=max(1, int(self.cfg.interval_s)), requests=len(rows),
+        return [StageObservation(stage=s, variant=v, seconds=seconds, requests=len(rows),
                                  s_per_request=float(np.mean([r[1] for r in rows])),
                                  mean_batch=max(1.0, float(np.mean([r[2] for r in rows]))),
                                  p99_ms=float(np.percentile([r[0] for r in rows], 99)))
@@ -142,9 +166,11 @@ class _Sim:
 
     def _poll(self) -> None:
         now = self.base + self.engine.now
+        fluid = isinstance(self.engine, FluidEngine)
         self.replicas.append(ReplicaSample(time_s=now, replicas=self.engine.replica_counts(),
-                                           cost_units=self.engine.cost_units()))
-        for n in self.engine.nodes:
+                                           cost_units=self.engine.cost_units(),
+                                           nodes=self.engine.active_nodes() if fluid else None))
+        for n in (self.engine.groups if fluid else self.engine.nodes):
             if not n.started_ever:
                 continue
             idle, other, loadgen, consumers = self.engine.energy_since(n)
@@ -159,9 +185,10 @@ class _Sim:
 
     def run(self) -> None:
         engine, loop, interval = self.engine, self.loop, self.cfg.interval_s
-        due, next_poll, total = interval, self.cfg.poll_s, len(self.times)
+        due, next_poll, total = interval, self.cfg.poll_s, len(self.times) if self.times is not None else 0
+        fluid = isinstance(engine, FluidEngine)
         while engine.now < self.end_s:
-            if engine.now >= self.trace.seconds and len(engine.finished) >= total:
+            if engine.now >= self.trace.seconds and (engine.idle() if fluid else len(engine.finished) >= total):
                 break  # every request answered: the drain ends (as Locust's does)
             target = min(math.floor(engine.now + 1e-9) + 1.0, self.end_s)
             engine.run_until(target)
@@ -170,7 +197,9 @@ class _Sim:
                 next_poll += self.cfg.poll_s
             if loop is None:
                 continue
-            history = np.asarray(engine.history[: int(engine.now + 1e-9)], dtype=float)
+            # the planner reads the last hour at most (its predictor 120 s, its trend 60 s)
+            now_s = int(engine.now + 1e-9)
+            history = np.asarray(engine.history[max(0, now_s - HISTORY_KEPT_S): now_s], dtype=float)
             between = engine.now < due - 1e-9
             if between and not loop.surging(history):
                 continue
@@ -179,13 +208,25 @@ class _Sim:
             loop.replica_cold_starts(engine.cold_starts)
             loop.step(history, self._observations(), trigger="surge" if between else "interval")
         self._poll()
+        if fluid:
+            engine.close(self.cfg.drain_s)
 
     def _supply(self):
+        if isinstance(self.engine, FluidEngine):  # the busy cores outside the replicas of each node in use
+            key = (round(self.engine.outside_cores(), 2), self.engine.active_nodes())
+            if key not in self._supplies:
+                nodes = list(self.supply.nodes)
+                for i in range(min(key[1], len(nodes))):
+                    nodes[i] = nodes[i].model_copy(update={"outside_cores": key[0]})
+                self._supplies = {key: self.supply.model_copy(update={"nodes": tuple(nodes)})}
+            return self._supplies[key]
         outside = self.engine.outside_cores()
         nodes = tuple(n.model_copy(update={"outside_cores": outside.get(n.node_id, 0.0)}) for n in self.supply.nodes)
         return self.supply.model_copy(update={"nodes": nodes})
 
     def rows(self) -> list[RequestRow]:
+        if isinstance(self.engine, FluidEngine):
+            return self.engine.rows
         out = []
         for f in self.engine.finished:
             out.append(RequestRow(scheduled_s=self.base + f.scheduled, sent_s=self.base + f.sent,
@@ -238,7 +279,7 @@ def simulate_run(cfg: SimConfig, policy: str, run_dir: Path, repeat: int | None 
     )
     write_json(run_dir / "run.json", meta)
     sim.run()
-    decisions: list[Decision] = list(sim.loop.decisions) if sim.loop is not None else []
+    decisions: list[Decision] = [sim.log[i] for i in sorted(sim.log)] if sim.loop is not None else []
     write_jsonl(run_dir / "requests.jsonl", sim.rows())
     write_jsonl(run_dir / "decisions.jsonl", decisions)
     write_jsonl(run_dir / "energy.jsonl", sim.windows)
@@ -251,6 +292,10 @@ def simulate_run(cfg: SimConfig, policy: str, run_dir: Path, repeat: int | None 
     meta.ended_at = sim.base + sim.engine.now
     meta.status = "complete"
     meta.notes.append(f"simulated {sim.engine.now:.0f} s in {time.time() - started:.1f} s of wall time")
+    if sim.grid is not None:
+        meta.notes.append(f"scale mode (sim.fluid): rows per {cfg.aggregate_s} s; the program solved on a "
+                          f"{sim.grid.step:.0%} grid of its inputs: {sim.grid.misses} solves "
+                          f"({sim.grid.solve_s:.0f} s), {sim.grid.hits} reused")
     write_json(run_dir / "run.json", meta)
     return meta
 

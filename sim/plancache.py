@@ -1,0 +1,76 @@
+"""Scale mode's planner: the program solved on a grid of its inputs, each solve kept.
+
+A 21-day run steps the planner tens of thousands of times, and at 1,000 nodes one
+:func:`planner.optimizer.optimize` takes about a second. :class:`GridOptimizer` stands in for
+it in the loop (PlannerLoop's `optimize`): it rounds what varies continuously to a relative
+grid (`step`, 2 % by default) — the load up, the fill rate down, the busy cores outside the
+replicas up, each variant's learnt correction factor up (its latencies longer, its throughput
+lower) — then solves the program **at the rounded inputs** and keeps the plan under them. A
+plan is therefore exactly the program's plan for inputs at most one grid step more pessimistic
+than the loop's; a repeat of the same rounded inputs (and running plan) costs a lookup.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from ipa_energy.spec import Plan, Profile
+from planner.correction import Corrections
+from planner.optimizer import optimize
+
+__all__ = ["GridOptimizer"]
+
+
+class GridOptimizer:
+    def __init__(self, profiles: Mapping[tuple[str, int], Profile], step: float = 0.02, kept: int = 4096):
+        self.base, self.step, self.kept = dict(profiles), step, kept
+        self._first = {}  # variant → its first profiled key (its factor is read there)
+        for key in sorted(self.base):
+            self._first.setdefault(key[0], key)
+        self._plans: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+        self.solve_s = 0.0
+
+    def _up(self, x: float) -> float:
+        return 0.0 if x <= 0 else (1 + self.step) ** math.ceil(math.log(x) / math.log1p(self.step) - 1e-9)
+
+    def _down(self, x: float) -> float:
+        return 0.0 if x <= 0 else (1 + self.step) ** math.floor(math.log(x) / math.log1p(self.step) + 1e-9)
+
+    def __call__(self, pipeline, profiles, load, *, current: Plan | None = None, supply=None,
+                 fill_rps: float | None = None, replicas=None, **kw) -> Plan:
+        started = time.perf_counter()
+        factors = tuple(sorted((v, self._up(profiles[k].latency_p50_ms / self.base[k].latency_p50_ms))
+                               for v, k in self._first.items() if self.base[k].latency_p50_ms > 0))
+        load_q = self._up(load)
+        fill_q = self._down(fill_rps) if fill_rps is not None else None
+        if supply is not None:
+            grain = self.step * supply.cores / 10  # a tenth of a grid step of the cluster's cores
+            background = math.ceil(supply.background_cores / grain) * grain if grain > 0 else supply.background_cores
+            supply_key = (len(supply.nodes), supply.cores, background)
+        else:
+            background, supply_key = None, None
+        running = None if current is None else tuple(sorted(
+            (s, sp.variant, sp.batch_size, sp.replicas, sp.routes()) for s, sp in current.stages.items()))
+        fixed = tuple(sorted(replicas.items())) if isinstance(replicas, Mapping) else replicas
+        key = (pipeline.name, load_q, fill_q, factors, supply_key, running, fixed, tuple(sorted(kw.items())))
+        plan = self._plans.get(key)
+        if plan is not None:
+            self.hits += 1
+            self._plans.move_to_end(key)
+            return plan.model_copy(update={"solve_time_s": time.perf_counter() - started})
+        self.misses += 1
+        corrections = Corrections()
+        corrections.factors = dict(factors)
+        corrected = corrections.apply(self.base)
+        if supply is not None:
+            supply = supply.model_copy(update={"background_cores": background})
+        plan = optimize(pipeline, corrected, load_q, current=current, supply=supply, fill_rps=fill_q, replicas=replicas, **kw)
+        self._plans[key] = plan
+        if len(self._plans) > self.kept:
+            self._plans.popitem(last=False)
+        self.solve_s += time.perf_counter() - started
+        return plan
