@@ -68,3 +68,32 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main([*ARGS, "--out", str(tmp_path), "--cluster", str(bad)]) == 2
     assert "resources.CPU and resources.memory" in capsys.readouterr().err
     assert main(["simulate", "--pipeline", "classify", "--policies", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_scale_mode_over_hours_writes_counted_rows_and_a_report_over_days(tmp_path):
+    # 7 h of the whole Twitter trace in scale mode: rows per 10 minutes; a planner policy and a static one
+    args = ["simulate", "--pipeline", "classify", "--policies", "ipa-energy,static-min-energy", "--trace", "full",
+            "--offset", "3600", "--seconds", str(7 * 3600), "--rate-factor", "0.1", "--aggregate", "600",
+            "--interval", "600", "--out", str(tmp_path), "--name", "long", "--report"]
+    assert main(args) == 0
+    trace = traces.parse_trace("full", 7 * 3600, rate_factor=0.1, offset_s=3600)
+    scheduled = int(traces.counts(traces.rates(trace)).sum())
+    for policy in ("ipa-energy", "static-min-energy"):
+        run = load_run(tmp_path / "long" / policy)
+        assert sum(r.count for r in run.requests) == scheduled
+        assert len(run.requests) <= 42 * 10  # a few rows per 10-minute bucket, not one per request
+        assert any("scale mode" in n for n in run.meta.notes)
+        s = summarize_run(run)
+        assert s.requests == scheduled and s.slo_attainment is not None and is_simulated(s.energy_method)
+        assert all(r.nodes is not None and r.nodes >= 1 for r in run.replicas)
+    assert len(load_run(tmp_path / "long" / "ipa-energy").decisions) >= 42  # one per 600 s interval
+    report = (tmp_path / "long" / "report" / "report.md").read_text()
+    assert "long-days.png" in report and (tmp_path / "long" / "report" / "long-days.png").is_file()
+
+
+def test_the_whole_twitter_trace_is_a_trace():
+    t = traces.parse_trace("full", rate_factor=2.0)
+    assert t.kind == "twitter" and t.name == "full" and t.seconds == len(traces.load_trace(damping=1.0))
+    assert traces.rates(traces.parse_trace("full", 10, offset_s=5))[0] == traces.load_trace()[5]
+    with pytest.raises(ValueError, match="past the end"):
+        traces.parse_trace("full", offset_s=10**8)
