@@ -49,7 +49,7 @@ from ipa_energy.spec import PipelineSpec, Plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, MEMORY_FRACTION, OBJ_TOL
 from planner.optimizer import _planned, optimize
 from planner.policies import check_policy, is_static, restrictions
-from planner.program import Capacity, Demand, capacities, fill_factor, solve_joint
+from planner.program import REPLICA_LIMIT, Capacity, Demand, capacities, fill_factor, solve_joint
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 
@@ -119,7 +119,7 @@ def optimize_joint(
         if pol == "ipa-energy" and w.gamma > 0 and w.accuracy_budget is not None:
             raise ValueError("ipa-energy's accuracy budget is not supported in a joint plan")
         wk, allowed, fixed = restrictions(p, pol, w, None)
-        n_max = int(max(n_cap, max((f for f in fixed if f is not None), default=1)))
+        n_max = min(REPLICA_LIMIT, int(max(n_cap, max((f for f in fixed if f is not None), default=1))))
         stages = [cur.stages.get(st.name) for st in p.stages] if cur is not None and cur.pipeline == p.name else None
         demands.append(Demand(stage_options(p, prof, sizes, lam, allowed), lam, sla, n_max, fixed, wk,
                               LatencyModel(queueing=queueing), stages))

@@ -58,7 +58,11 @@ from planner.terms import (
     stage_latency_ms,
 )
 
-__all__ = ["Capacity", "Demand", "capacities", "solve_best_effort", "solve_joint", "solve_optimum"]
+__all__ = ["REPLICA_LIMIT", "Capacity", "Demand", "capacities", "solve_best_effort", "solve_joint", "solve_optimum"]
+
+
+#: the most replicas a StagePlan holds (its schema's bound): N never exceeds it
+REPLICA_LIMIT: int = next(int(m.le) for m in StagePlan.model_fields["replicas"].metadata if getattr(m, "le", None))
 
 
 @dataclass(frozen=True)

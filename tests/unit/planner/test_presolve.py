@@ -101,3 +101,22 @@ def test_wait_series_is_wait_p99_bit_for_bit():
         series = WaitSeries(lam, b, s, cs2)
         for n in sorted(rng.sample(range(1, 3000), 40)):
             assert series.at(n) == wait_p99_ms(n, lam, b, s, cs2)
+
+
+def test_replicas_stop_at_what_a_plan_can_hold():
+    """N past the StagePlan's bound (1,000 replicas) plans within it: best effort past it, not a crash."""
+    from ipa_energy.spec import PipelineSpec, Resources, StageSpec
+    from planner.checks import is_feasible
+    from planner.optimizer import optimize
+    from planner.program import REPLICA_LIMIT
+    from tests.unit.planner.test_optimizer import _profile, _variant
+
+    res = Resources(num_cpus=0.5)
+    pipe = PipelineSpec(name="one", stages=(StageSpec(name="c", variants=(_variant("v", "classify", 0.7, res),)),),
+                        sla_ms=5000)
+    profiles = {("v", 1): _profile("v", 1, res, 100.0, 10.0, 0.5, 0.6)}
+    ok = optimize(pipe, profiles, 9_000, batch_sizes=(1,), max_replicas=5000)
+    assert is_feasible(ok) and ok.stages["c"].replicas <= REPLICA_LIMIT
+    over = optimize(pipe, profiles, 20_000, batch_sizes=(1,), max_replicas=5000)
+    assert not is_feasible(over) and over.stages["c"].replicas == REPLICA_LIMIT
+    assert over.objective["capacity_rps"] == pytest.approx(10.0 * REPLICA_LIMIT)
