@@ -61,7 +61,9 @@ from planner.checks import evaluate_plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS, OBJ_TOL
 from planner.infadapter import solve_infadapter
 from planner.policies import check_policy, is_static, restrictions
-from planner.program import Capacity, capacities, capacity_terms, fill_factor, solve_best_effort, solve_optimum
+from planner.program import (
+    REPLICA_LIMIT, Capacity, capacities, capacity_terms, fill_factor, solve_best_effort, solve_optimum,
+)
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 
@@ -125,7 +127,8 @@ def optimize(
                                 batch_sizes=batch_sizes, max_replicas=max_replicas, max_variants=max_variants,
                                 margin=margin, solver=solver, current=current, t0=t0)
     w, allowed, fixed = restrictions(pipeline, policy, weights, replicas)
-    n_max = int(max(max_replicas, max((f for f in fixed if f is not None), default=1)))
+    # N: as asked (or the fixed counts), at most what a StagePlan can hold
+    n_max = min(REPLICA_LIMIT, int(max(max_replicas, max((f for f in fixed if f is not None), default=1))))
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
     options = stage_options(pipeline, profiles, sizes, lam, allowed)
     cur_stages = None

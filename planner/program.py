@@ -18,9 +18,15 @@ candidate:
 
 Exact presolve: a candidate whose own latency exceeds the SLA, or that cannot serve λ̂, gets no
 variable; nor does n past the first with no wait (more replicas only cost more), except the
-running (variant, b, n), kept for the fewest-changes tie-break. This shrinks the model without
-changing its optimum (the brute-force tests in tests/unit/planner/test_capacity_program.py
-compare it with every plan).
+running (variant, b, n), kept for the fewest-changes tie-break; nor does a candidate another of
+its stage beats by more than OBJ_TOL in the objective with no more latency, CPU or memory. The
+scan over n starts at the first n that can carry λ̂ and carries Erlang's recursion across n
+(linear in the replicas, for clusters of thousands). This shrinks the model without changing
+its optimum (the brute-force tests in tests/unit/planner/test_capacity_program.py compare it
+with every plan; tests/unit/planner/test_presolve.py the scan with the one from n = 1).
+
+Several pipelines (:func:`solve_joint`, :mod:`planner.joint`) are one program of several
+groups of stages: each group its own latency constraint, all the capacity.
 
 :func:`capacities` gives the capacities to try (one per node utilisation cap ρ, each with its
 contention stretch); :func:`solve_optimum` solves at one of them, with the fewest-changes
@@ -30,14 +36,16 @@ The model is solved exactly by :mod:`planner.solver` (HiGHS in-process, or CBC).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pulp
 
 from ipa_energy.cluster import ClusterSupply
 from ipa_energy.spec import StagePlan
-from planner.capacity import stretch
+from planner.capacity import WaitSeries, stretch
 from planner.constants import LAT_TOL, MEMORY_FRACTION, OBJ_TOL, UTILISATION_GRID
 from planner.solver import solve_problem
 from planner.terms import (
@@ -50,7 +58,11 @@ from planner.terms import (
     stage_latency_ms,
 )
 
-__all__ = ["Capacity", "capacities", "solve_best_effort", "solve_optimum"]
+__all__ = ["REPLICA_LIMIT", "Capacity", "Demand", "capacities", "solve_best_effort", "solve_joint", "solve_optimum"]
+
+
+#: the most replicas a StagePlan holds (its schema's bound): N never exceeds it
+REPLICA_LIMIT: int = next(int(m.le) for m in StagePlan.model_fields["replicas"].metadata if getattr(m, "le", None))
 
 
 @dataclass(frozen=True)
@@ -79,30 +91,64 @@ class _Candidate:
     capacity_rps: float
 
 
+def _first_n(o: Option, lam: float, model: LatencyModel, slack: float) -> int | None:
+    """The smallest n ≥ 1 whose capacity reaches λ̂·(1 − slack) (None: no n does): the closed
+    form ⌈λ̂·(1 − slack)·stretch ÷ throughput⌉, corrected by a step either way for float error
+    so that it agrees with :func:`stage_capacity_rps` exactly."""
+    need = lam * (1 - slack)
+    if stage_capacity_rps(o, 1, model) >= need:
+        return 1
+    guess = need * model.stretch / o.throughput if o.throughput > 0 else math.inf
+    if not math.isfinite(guess) or guess > 2**52:
+        return None
+    n = max(1, math.ceil(guess))
+    while n > 1 and stage_capacity_rps(o, n - 1, model) >= need:
+        n -= 1
+    while stage_capacity_rps(o, n, model) < need:
+        n += 1
+    return n
+
+
 def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, fixed: int | None,
                 model: LatencyModel, keep: tuple[str, int, int] | None = None, *,
                 best_effort: bool = False, latency: bool = True) -> list[_Candidate]:
     """The (option, n) a stage may run. Exact presolve: a candidate that cannot serve λ̂ or meet
     the SLA on its own gets no variable, nor does n past the point where more replicas no longer
     shorten the wait (they only cost more); `keep` (the running variant, batch, n) stays a
-    candidate for the fewest-changes tie-break. `best_effort`: every n, latency without the wait
-    (an overloaded stage queues without bound; the served load is what is maximised)."""
+    candidate for the fewest-changes tie-break. `best_effort`: latency without the wait (an
+    overloaded stage queues without bound; the served load is what is maximised), every n up
+    to the first whose capacity reaches λ̂ (beyond it a replica adds cost and memory, and
+    neither latency nor served load).
+
+    The scan over n starts at the first n that can carry λ̂ (:func:`_first_n`) and carries
+    Erlang's recursion from one n to the next (:class:`planner.capacity.WaitSeries`): linear
+    in the replicas scanned, with the same candidates, bit for bit, as trying every n from 1."""
     out = []
+    plain = replace(model, queueing=False)
     for o in opts:
-        for n in ((fixed,) if fixed is not None else range(1, n_max + 1)):
+        base = stage_latency_ms(o, 1, lam, plain)  # stretched p99 + fill: the same for every n
+        if best_effort:
+            if fixed is not None:
+                ns = (fixed,)
+            else:
+                top = _first_n(o, lam, model, 0.0)
+                ns = range(1, n_max + 1 if top is None else min(top, n_max) + 1)
+            if latency and base > sla_ms + LAT_TOL:
+                continue
+            out += [_Candidate(o, n, base, stage_capacity_rps(o, n, model)) for n in ns]
+            continue
+        if fixed is not None:
+            ns = (fixed,) if stage_capacity_rps(o, fixed, model) >= lam * (1 - 1e-12) else ()
+        else:
+            n0 = _first_n(o, lam, model, 1e-12)
+            ns = () if n0 is None else range(n0, n_max + 1)
+        waits = WaitSeries(lam, o.batch, o.service_ms * model.stretch, o.cs2)
+        for n in ns:
             cap = stage_capacity_rps(o, n, model)
-            if best_effort:
-                lat = stage_latency_ms(o, n, lam, replace(model, queueing=False))
-                if not latency or lat <= sla_ms + LAT_TOL:
-                    out.append(_Candidate(o, n, lat, cap))
-                continue
-            if cap < lam * (1 - 1e-12):
-                continue
-            lat = stage_latency_ms(o, n, lam, model)
+            lat = base + waits.at(n) if model.queueing else base
             if lat <= sla_ms + LAT_TOL:
                 out.append(_Candidate(o, n, lat, cap))
-            no_wait = lat <= stage_latency_ms(o, n, lam, replace(model, queueing=False))
-            if no_wait and fixed is None:  # n past this only costs more: keep the running n, if larger
+            if lat <= base and fixed is None:  # no wait: n past this only costs more; keep the running n, if larger
                 if keep is not None and (o.variant, o.batch) == keep[:2] and keep[2] > n:
                     big = _Candidate(o, keep[2], stage_latency_ms(o, keep[2], lam, model),
                                      stage_capacity_rps(o, keep[2], model))
@@ -112,26 +158,48 @@ def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, f
     return out
 
 
-class _Program:
-    """The MILP over candidates: one binary z per (stage, option, n), exactly one per stage."""
+@dataclass(frozen=True)
+class _Group:
+    """One pipeline of a program: its stages' candidates, its λ̂ and SLA, its accuracy floor."""
 
-    def __init__(self, cands: list[list[_Candidate]], lam: float, sla_ms: float, capacity: Capacity, *,
-                 latency: bool = True, target: float | None = None, maximise_served: bool = False,
-                 min_log_acc: float | None = None):
-        self.cands, self.lam = cands, lam
+    cands: list[list[_Candidate]]
+    lam: float
+    sla_ms: float
+    min_log_acc: float | None = None
+
+
+class _Program:
+    """The MILP over candidates: one binary z per (stage, option, n), exactly one per stage.
+
+    `groups`: one per pipeline; each keeps its own latency constraint (and accuracy floor),
+    and all share the capacity (CPU, memory): :func:`optimize` plans one group,
+    :func:`planner.joint.optimize_joint` several. Stages are numbered across groups."""
+
+    def __init__(self, groups: Sequence[_Group], capacity: Capacity, *,
+                 latency: bool = True, target: float | None = None, maximise_served: bool = False):
+        if (target is not None or maximise_served) and len(groups) != 1:
+            raise ValueError("a throughput target or the served load is a one-pipeline program")
+        self.groups = list(groups)
+        self.cands = [cs for g in groups for cs in g.cands]
+        self.lams = [g.lam for g in groups for _ in g.cands]
+        self.group_of = [i for i, g in enumerate(groups) for _ in g.cands]
+        self.lam = groups[0].lam if groups else 0.0
         self.prob = pulp.LpProblem("ipa", pulp.LpMaximize)
-        self.z = [[pulp.LpVariable(f"z_{s}_{k}", cat="Binary") for k in range(len(cs))] for s, cs in enumerate(cands)]
+        self.z = [[pulp.LpVariable(f"z_{s}_{k}", cat="Binary") for k in range(len(cs))] for s, cs in enumerate(self.cands)]
         for s, zs in enumerate(self.z):
-            self.prob += pulp.lpSum(zs) == 1, f"one_{s}"
-        if min_log_acc is not None:  # the accuracy floor: log of the product of stage accuracies, exact
-            self.prob += pulp.lpSum(c.option.log_acc * z for cs, zs in self._pairs()
-                                    for c, z in zip(cs, zs)) >= min_log_acc, "accuracy_floor"
-        if latency:
-            self.prob += pulp.lpSum(c.latency_ms * z for cs, zs in self._pairs() for c, z in zip(cs, zs)) <= sla_ms, "latency"
+            self.prob += pulp.LpAffineExpression([(z, 1) for z in zs]) == 1, f"one_{s}"
+        for i, g in enumerate(groups):
+            tag = "" if i == 0 else f"_{i}"
+            pairs = [(c, z) for s in self._stages(i) for c, z in zip(self.cands[s], self.z[s])]
+            if g.min_log_acc is not None:  # the accuracy floor: log of the product of stage accuracies, exact
+                self.prob += _expr((z, c.option.log_acc) for c, z in pairs) >= g.min_log_acc, f"accuracy_floor{tag}"
+            if latency:
+                self.prob += _expr((z, c.latency_ms) for c, z in pairs) <= g.sla_ms, f"latency{tag}"
         if target is not None:
             for s, (cs, zs) in enumerate(self._pairs()):
-                self.prob += pulp.lpSum(c.capacity_rps * z for c, z in zip(cs, zs)) >= target, f"tput_{s}"
+                self.prob += _expr((z, c.capacity_rps) for c, z in zip(cs, zs)) >= target, f"tput_{s}"
         self.served = None
+        lam = self.lam
         if maximise_served:  # t ≤ λ̂ served by every stage; its CPU: w = t·z, linearised exactly
             self.served = t = pulp.LpVariable("served", 0, max(lam, 0.0))
             cpu = []
@@ -147,61 +215,155 @@ class _Program:
             if cpu:
                 self.prob += pulp.LpAffineExpression(cpu) <= capacity.cpu_cores, "cpu"
         elif capacity.cpu_cores is not None:
-            load = lam if target is None else target
-            self.prob += pulp.lpSum(load * c.option.cpu_s * z for cs, zs in self._pairs()
-                                    for c, z in zip(cs, zs)) <= capacity.cpu_cores, "cpu"
+            loads = self.lams if target is None else [target] * len(self.cands)
+            self.prob += _expr((z, load * c.option.cpu_s) for load, cs, zs in zip(loads, self.cands, self.z)
+                               for c, z in zip(cs, zs)) <= capacity.cpu_cores, "cpu"
         if capacity.memory_mb is not None:
-            self.prob += pulp.lpSum(c.option.memory_mb_per_replica * c.n * z for cs, zs in self._pairs()
-                                    for c, z in zip(cs, zs)) <= capacity.memory_mb, "memory"
+            self.prob += _expr((z, c.option.memory_mb_per_replica * c.n) for cs, zs in self._pairs()
+                               for c, z in zip(cs, zs)) <= capacity.memory_mb, "memory"
+
+    def _stages(self, group: int) -> list[int]:
+        return [s for s, g in enumerate(self.group_of) if g == group]
 
     def _pairs(self):
         return zip(self.cands, self.z)
 
-    def objective(self, w: Weights) -> pulp.LpAffineExpression:
+    def objective(self, w: Weights | Sequence[Weights]) -> pulp.LpAffineExpression:
+        """The objective: each group's with its weights (one Weights: the same for every group)."""
+        ws = [w] * len(self.groups) if isinstance(w, Weights) else list(w)
         terms = []
-        for cs, zs in self._pairs():
+        for s, (cs, zs) in enumerate(self._pairs()):
+            wg, lam = ws[self.group_of[s]], self.lams[s]
             for c, z in zip(cs, zs):
                 o = c.option
-                terms.append((z, w.alpha * o.log_acc - w.gamma * self.lam * o.energy_j - w.delta * o.batch
-                              - (w.beta * o.resources + w.gamma * o.idle_w) * c.n))
+                terms.append((z, wg.alpha * o.log_acc - wg.gamma * lam * o.energy_j - wg.delta * o.batch
+                              - (wg.beta * o.resources + wg.gamma * o.idle_w) * c.n))
         return pulp.LpAffineExpression(terms)
 
     def solve(self, solver: str) -> bool:
         return solve_problem(self.prob, solver)
 
     def choice(self) -> list[tuple[Option, int]]:
+        """(option, replicas) of every stage, stages numbered across groups."""
         out = []
         for cs, zs in self._pairs():
             k = max(range(len(cs)), key=lambda j: zs[j].varValue or 0.0)
             out.append((cs[k].option, cs[k].n))
         return out
 
+    def choices(self) -> list[list[tuple[Option, int]]]:
+        """:meth:`choice` per group."""
+        flat = self.choice()
+        return [[flat[s] for s in self._stages(i)] for i in range(len(self.groups))]
+
+
+def _expr(pairs) -> pulp.LpAffineExpression:
+    """Σ coefficient·variable, zero coefficients left out (as pulp.lpSum of products leaves them)."""
+    return pulp.LpAffineExpression([(z, a) for z, a in pairs if a != 0])
+
 
 def _keep(cur: StagePlan | None) -> tuple[str, int, int] | None:
     return None if cur is None else (cur.variant, cur.batch_size, cur.replicas)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One pipeline's part of a program: its stages' options at λ̂, SLA, replica limits, weights,
+    latency model (its own batch-fill rate), running stages (the tie-break) and accuracy floor."""
+
+    options: Sequence[Sequence[Option]]
+    lam: float
+    sla_ms: float
+    n_max: int
+    fixed: Sequence[int | None]
+    weights: Weights
+    model: LatencyModel
+    current: Sequence[StagePlan | None] | None = None
+    min_log_acc: float | None = None
+
+
+def _objective(c: _Candidate, lam: float, w: Weights) -> float:
+    """A candidate's share of the objective (as :meth:`_Program.objective` counts it)."""
+    o = c.option
+    return w.alpha * o.log_acc - w.gamma * lam * o.energy_j - w.delta * o.batch - (w.beta * o.resources + w.gamma * o.idle_w) * c.n
+
+
+def _undominated(cands: list[_Candidate], lam: float, w: Weights, floor: bool) -> list[_Candidate]:
+    """`cands` less those another candidate of the stage beats by more than OBJ_TOL in the
+    objective while needing no more latency, CPU or memory (nor less accuracy, under a floor).
+
+    Exact, the fewest-changes tie-break included: swapping such a candidate for its better one
+    keeps every constraint and gains more than OBJ_TOL, so no plan within OBJ_TOL of the
+    optimum uses it. (Every candidate serves λ̂, so capacity plays no part.)"""
+    if len(cands) < 2:
+        return cands
+    obj = np.array([_objective(c, lam, w) for c in cands])
+    cols = [np.array([c.latency_ms for c in cands]), np.array([lam * c.option.cpu_s for c in cands]),
+            np.array([c.option.memory_mb_per_replica * c.n for c in cands])]
+    if floor:
+        cols.append(np.array([-c.option.log_acc for c in cands]))
+    keep = np.ones(len(cands), dtype=bool)
+    step = max(1, 4_000_000 // len(cands))  # rows of the comparison at a time
+    for lo in range(0, len(cands), step):
+        hi = min(len(cands), lo + step)
+        beats = obj[None, :] > obj[lo:hi, None] + OBJ_TOL  # [j, i]: i beats j in the objective
+        for col in cols:
+            beats &= col[None, :] <= col[lo:hi, None]
+        keep[lo:hi] = ~beats.any(axis=1)
+    return [c for c, k in zip(cands, keep) if k]
 
 
 def solve_optimum(options, lam, sla, n_max, fixed_n, weights, solver, current_stages, capacity: Capacity,
                   tie_break: bool = True, min_log_acc: float | None = None):
     """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible.
     `min_log_acc`: the plan's log pipeline accuracy must reach it (ipa-energy's accuracy budget)."""
-    cur = current_stages or [None] * len(options)
-    cands = [_candidates(so, lam, sla, n_max, f, capacity.model, _keep(c)) for so, f, c in zip(options, fixed_n, cur)]
-    if any(not cs for cs in cands) or sum(min(c.latency_ms for c in cs) for cs in cands) > sla + LAT_TOL:
-        return None
-    m = _Program(cands, lam, sla, capacity, min_log_acc=min_log_acc)
-    obj = m.objective(weights)
+    found = solve_joint([Demand(options, lam, sla, n_max, fixed_n, weights, capacity.model, current_stages,
+                                min_log_acc)], solver, capacity, tie_break)
+    return None if found is None else (found[0][0], found[1])
+
+
+def solve_joint(demands: Sequence[Demand], solver: str, capacity: Capacity, tie_break: bool = True, *,
+                beat: float | None = None, stats: dict | None = None,
+                ) -> tuple[list[list[tuple[Option, int]]], float] | None:
+    """(choice per pipeline, total objective) of one program over every pipeline of `demands`:
+    each keeps its own latency constraint, all share `capacity` (its CPU and memory; each
+    pipeline's own latency model). Among equal optima, the fewest changes to the running
+    stages (summed over pipelines). None if infeasible, or if no plan can exceed `beat` by
+    more than OBJ_TOL (its bound, Σ over stages of the best candidate, says so before the MILP
+    is built). `stats` (a dict) receives that ``bound`` and the program's ``binaries``."""
+    groups, curs = [], []
+    for d in demands:
+        cur = d.current or [None] * len(d.options)
+        cands = [_candidates(so, d.lam, d.sla_ms, d.n_max, f, d.model, _keep(c))
+                 for so, f, c in zip(d.options, d.fixed, cur)]
+        if any(not cs for cs in cands) or sum(min(c.latency_ms for c in cs) for cs in cands) > d.sla_ms + LAT_TOL:
+            return None
+        cands = [_undominated(cs, d.lam, d.weights, d.min_log_acc is not None) for cs in cands]
+        groups.append(_Group(cands, d.lam, d.sla_ms, d.min_log_acc))
+        curs += cur
+    if stats is not None or beat is not None:
+        bound = sum(max(_objective(c, d.lam, d.weights) for c in cs) for g, d in zip(groups, demands) for cs in g.cands)
+        if stats is not None:
+            stats.update(bound=bound, binaries=sum(len(cs) for g in groups for cs in g.cands))
+        if beat is not None and bound + 1e-9 <= beat + OBJ_TOL:
+            return None
+    m = _Program(groups, capacity)
+    obj = m.objective([d.weights for d in demands])
     m.prob.setObjective(obj)
     if not m.solve(solver):
         return None
-    choice = m.choice()
-    best = choice_terms(choice, lam, weights, capacity.model)["objective"]
-    if current_stages is None or not tie_break:
-        return choice, best
+
+    def value(choices) -> float:
+        return sum(choice_terms(ch, d.lam, d.weights, d.model)["objective"] for ch, d in zip(choices, demands))
+
+    choices = m.choices()
+    best = value(choices)
+    if all(d.current is None for d in demands) or not tie_break:
+        return choices, best
     # Second solve: stay at the optimum, minimise changes (variant, batch size, replicas per stage).
     m.prob += obj >= best - OBJ_TOL, "stay_optimal"
     changes = []
-    for cs, zs, c in zip(cands, m.z, cur):
+    for cs, zs, c in zip(m.cands, m.z, curs):
         if c is None:
             continue
         changes += [(z, (cand.option.variant != c.variant) + (cand.option.batch != c.batch_size) + (cand.n != c.replicas))
@@ -209,10 +371,10 @@ def solve_optimum(options, lam, sla, n_max, fixed_n, weights, solver, current_st
     m.prob.sense = pulp.LpMinimize
     m.prob.setObjective(pulp.LpAffineExpression(changes))
     if m.solve(solver):
-        alt = m.choice()
-        if choice_terms(alt, lam, weights, capacity.model)["objective"] >= best - OBJ_TOL:
+        alt = m.choices()
+        if value(alt) >= best - OBJ_TOL:
             return alt, best
-    return choice, best
+    return choices, best
 
 
 def solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capacity: Capacity):
@@ -226,7 +388,7 @@ def solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capaci
              for so, f in zip(options, fixed_n)]
     if any(not cs for cs in cands):
         return None
-    m = _Program(cands, lam, sla, capacity, latency=keep_latency, maximise_served=True)
+    m = _Program([_Group(cands, lam, sla)], capacity, latency=keep_latency, maximise_served=True)
     m.prob.setObjective(pulp.LpAffineExpression([(m.served, 1.0)]))
     if not m.solve(solver):
         return None
@@ -234,7 +396,7 @@ def solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capaci
     served = min(m.served.varValue or 0.0, lam)
     # Second solve: the program itself with throughput target `served` (latency as above).
     target = served * (1 - 1e-9)
-    m2 = _Program(cands, lam, sla, capacity, latency=keep_latency, target=target)
+    m2 = _Program([_Group(cands, lam, sla)], capacity, latency=keep_latency, target=target)
     m2.prob.setObjective(m2.objective(weights))
     if m2.solve(solver):
         second = m2.choice()
