@@ -3,11 +3,13 @@
 A 21-day run steps the planner tens of thousands of times, and at 1,000 nodes one
 :func:`planner.optimizer.optimize` takes about a second. :class:`GridOptimizer` stands in for
 it in the loop (PlannerLoop's `optimize`): it rounds what varies continuously to a relative
-grid (`step`, 2 % by default) — the load up, the fill rate down, the busy cores outside the
-replicas up, each variant's learnt correction factor up (its latencies longer, its throughput
-lower) — then solves the program **at the rounded inputs** and keeps the plan under them. A
-plan is therefore exactly the program's plan for inputs at most one grid step more pessimistic
-than the loop's; a repeat of the same rounded inputs (and running plan) costs a lookup.
+grid — the load up (`step`, 5 %), the fill rate down and each variant's learnt correction
+factor up (`factor_step`, 10 %: its latencies longer, its throughput lower), the busy cores
+outside the replicas up — then solves the program **at the rounded inputs** and keeps the plan
+under them. A plan is therefore exactly the program's plan for inputs at most one grid step
+more pessimistic than the loop's; a repeat of the same rounded inputs costs a lookup. The
+running plan is not part of the key: the fewest-changes tie-break is off (at equal inputs the
+program's plan is the same anyway).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ __all__ = ["GridOptimizer"]
 
 
 class GridOptimizer:
-    def __init__(self, profiles: Mapping[tuple[str, int], Profile], step: float = 0.02, kept: int = 4096):
-        self.base, self.step, self.kept = dict(profiles), step, kept
+    def __init__(self, profiles: Mapping[tuple[str, int], Profile], step: float = 0.05, factor_step: float = 0.10,
+                 kept: int = 4096):
+        self.base, self.step, self.factor_step, self.kept = dict(profiles), step, factor_step, kept
         self._first = {}  # variant → its first profiled key (its factor is read there)
         for key in sorted(self.base):
             self._first.setdefault(key[0], key)
@@ -34,29 +37,29 @@ class GridOptimizer:
         self.hits = self.misses = 0
         self.solve_s = 0.0
 
-    def _up(self, x: float) -> float:
-        return 0.0 if x <= 0 else (1 + self.step) ** math.ceil(math.log(x) / math.log1p(self.step) - 1e-9)
+    def _up(self, x: float, step: float | None = None) -> float:
+        step = step or self.step
+        return 0.0 if x <= 0 else (1 + step) ** math.ceil(math.log(x) / math.log1p(step) - 1e-9)
 
-    def _down(self, x: float) -> float:
-        return 0.0 if x <= 0 else (1 + self.step) ** math.floor(math.log(x) / math.log1p(self.step) + 1e-9)
+    def _down(self, x: float, step: float | None = None) -> float:
+        step = step or self.step
+        return 0.0 if x <= 0 else (1 + step) ** math.floor(math.log(x) / math.log1p(step) + 1e-9)
 
     def __call__(self, pipeline, profiles, load, *, current: Plan | None = None, supply=None,
                  fill_rps: float | None = None, replicas=None, **kw) -> Plan:
         started = time.perf_counter()
-        factors = tuple(sorted((v, self._up(profiles[k].latency_p50_ms / self.base[k].latency_p50_ms))
+        factors = tuple(sorted((v, self._up(profiles[k].latency_p50_ms / self.base[k].latency_p50_ms, self.factor_step))
                                for v, k in self._first.items() if self.base[k].latency_p50_ms > 0))
         load_q = self._up(load)
-        fill_q = self._down(fill_rps) if fill_rps is not None else None
+        fill_q = self._down(fill_rps, self.factor_step) if fill_rps is not None else None
         if supply is not None:
             grain = self.step * supply.cores / 10  # a tenth of a grid step of the cluster's cores
             background = math.ceil(supply.background_cores / grain) * grain if grain > 0 else supply.background_cores
             supply_key = (len(supply.nodes), supply.cores, background)
         else:
             background, supply_key = None, None
-        running = None if current is None else tuple(sorted(
-            (s, sp.variant, sp.batch_size, sp.replicas, sp.routes()) for s, sp in current.stages.items()))
         fixed = tuple(sorted(replicas.items())) if isinstance(replicas, Mapping) else replicas
-        key = (pipeline.name, load_q, fill_q, factors, supply_key, running, fixed, tuple(sorted(kw.items())))
+        key = (pipeline.name, load_q, fill_q, factors, supply_key, fixed, tuple(sorted(kw.items())))
         plan = self._plans.get(key)
         if plan is not None:
             self.hits += 1
@@ -68,7 +71,7 @@ class GridOptimizer:
         corrected = corrections.apply(self.base)
         if supply is not None:
             supply = supply.model_copy(update={"background_cores": background})
-        plan = optimize(pipeline, corrected, load_q, current=current, supply=supply, fill_rps=fill_q, replicas=replicas, **kw)
+        plan = optimize(pipeline, corrected, load_q, supply=supply, fill_rps=fill_q, replicas=replicas, **kw)
         self._plans[key] = plan
         if len(self._plans) > self.kept:
             self._plans.popitem(last=False)

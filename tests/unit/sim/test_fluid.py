@@ -158,3 +158,17 @@ def test_weighted_percentile():
     assert percentile([10.0, 20.0], 50, [3, 1]) == 10.0
     assert percentile([10.0, 20.0], 80, [3, 1]) == 20.0
     assert percentile([5.0, 1.0], 99, [1, 1]) == pytest.approx(np.percentile([5.0, 1.0], 99))
+
+
+def test_grid_optimizer_rounds_learnt_factors_up():
+    from planner.correction import Corrections
+
+    learnt = Corrections()
+    learnt.factors = {"fast": 1.13, "slow": 1.0}
+    grid = GridOptimizer(PROFILES, step=0.05, factor_step=0.10)
+    got = grid(PIPELINE, learnt.apply(PROFILES), 9.0, max_replicas=4)
+    rounded = Corrections()
+    rounded.factors = {"fast": 1.1 ** 2, "slow": 1.0}  # 1.13 → the next 10 % step up: 1.21
+    want = optimize(PIPELINE, rounded.apply(PROFILES), 1.05 ** math.ceil(math.log(9.0) / math.log(1.05)), max_replicas=4)
+    assert got.stages["s"].model_dump() == want.stages["s"].model_dump()
+    assert got.predicted_power_w == pytest.approx(want.predicted_power_w)
