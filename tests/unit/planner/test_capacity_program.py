@@ -29,6 +29,26 @@ def with_demand(profiles: dict, seed: int) -> dict:
             for k, p in profiles.items()}
 
 
+def ways(pipe, profiles, lam, n_max, w, s):
+    """Every (variant, batch, n) per stage at stretch s: (objective part, latency, CPU, memory)."""
+    per_stage = []
+    for st in pipe.stages:
+        out = []
+        for v, b in itertools.product(st.variants, BATCHES):
+            p = profiles.get((v.name, b))
+            for n in range(1, n_max + 1):
+                if p is None or p.throughput_rps * n / s < lam:
+                    continue
+                cs2 = cs2_from_profile(p.latency_p50_ms, p.latency_p99_ms)
+                latency = (p.latency_p99_ms * s + (1000 * (b - 1) / lam if b > 1 else 0.0)
+                           + wait_p99_ms(n, lam, b, p.latency_p50_ms * s, cs2))
+                obj = (w.alpha * math.log(v.accuracy.value) - w.beta * (v.resources.num_cpus + v.resources.num_gpus) * n
+                       - w.gamma * (lam * p.energy_per_request_j + p.idle_power_w * n) - w.delta * b)
+                out.append((obj, latency, lam * (p.cpu_s_per_request or 0.0), (p.memory_mb_per_replica or 0.0) * n))
+        per_stage.append(out)
+    return per_stage
+
+
 def brute_force(pipe, profiles, lam, n_max, w, supply: ClusterSupply, serving_cpu_s: float = 0.0):
     """Best objective over every (variant, batch, replicas) per stage and every utilisation cap; None if none fits."""
     cores = min(node.cores for node in supply.nodes)
@@ -36,21 +56,7 @@ def brute_force(pipe, profiles, lam, n_max, w, supply: ClusterSupply, serving_cp
     for rho in UTILISATION_GRID:
         s = stretch(cores, rho)
         cpu_cap = rho * supply.cores - lam * serving_cpu_s
-        per_stage = []  # (objective part, latency, CPU cores, memory) of each way to run each stage
-        for st in pipe.stages:
-            ways = []
-            for v, b in itertools.product(st.variants, BATCHES):
-                p = profiles.get((v.name, b))
-                for n in range(1, n_max + 1):
-                    if p is None or p.throughput_rps * n / s < lam:
-                        continue
-                    cs2 = cs2_from_profile(p.latency_p50_ms, p.latency_p99_ms)
-                    latency = (p.latency_p99_ms * s + (1000 * (b - 1) / lam if b > 1 else 0.0)
-                               + wait_p99_ms(n, lam, b, p.latency_p50_ms * s, cs2))
-                    obj = (w.alpha * math.log(v.accuracy.value) - w.beta * (v.resources.num_cpus + v.resources.num_gpus) * n
-                           - w.gamma * (lam * p.energy_per_request_j + p.idle_power_w * n) - w.delta * b)
-                    ways.append((obj, latency, lam * (p.cpu_s_per_request or 0.0), (p.memory_mb_per_replica or 0.0) * n))
-            per_stage.append(ways)
+        per_stage = ways(pipe, profiles, lam, n_max, w, s)  # (objective part, latency, CPU, memory) per stage
         for combo in itertools.product(*per_stage):
             if (sum(c[1] for c in combo) <= pipe.sla_ms and sum(c[2] for c in combo) <= cpu_cap
                     and sum(c[3] for c in combo) <= MEMORY_FRACTION * supply.memory_mb):

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import itertools
-import math
 import random
 
 import numpy as np
 import pytest
 
 from ipa_energy.cluster import ClusterSupply, NodeSupply
-from planner.capacity import cs2_from_profile, stretch, wait_p99_ms
+from planner.capacity import stretch
 from planner.checks import check_plan, is_feasible
 from planner.constants import MEMORY_FRACTION, UTILISATION_GRID
 from planner.joint import optimize_joint
 from planner.optimizer import optimize
-from tests.unit.planner.test_capacity_program import with_demand
+from tests.unit.planner.test_capacity_program import ways, with_demand
 from tests.unit.planner.test_optimizer import BATCHES, random_problem
 
 
@@ -33,26 +32,6 @@ def _problem(seed: int, name: str):
     pipe, profiles, load, n_max, w = random_problem(seed)
     profiles = with_demand(profiles, seed)
     return pipe.model_copy(update={"name": name}), profiles, load, n_max, w
-
-
-def ways(pipe, profiles, lam, n_max, w, s):
-    """Every (variant, batch, n) per stage at stretch s: (objective part, latency, CPU, memory)."""
-    per_stage = []
-    for st in pipe.stages:
-        out = []
-        for v, b in itertools.product(st.variants, BATCHES):
-            p = profiles.get((v.name, b))
-            for n in range(1, n_max + 1):
-                if p is None or p.throughput_rps * n / s < lam:
-                    continue
-                cs2 = cs2_from_profile(p.latency_p50_ms, p.latency_p99_ms)
-                latency = (p.latency_p99_ms * s + (1000 * (b - 1) / lam if b > 1 else 0.0)
-                           + wait_p99_ms(n, lam, b, p.latency_p50_ms * s, cs2))
-                obj = (w.alpha * math.log(v.accuracy.value) - w.beta * (v.resources.num_cpus + v.resources.num_gpus) * n
-                       - w.gamma * (lam * p.energy_per_request_j + p.idle_power_w * n) - w.delta * b)
-                out.append((obj, latency, lam * (p.cpu_s_per_request or 0.0), (p.memory_mb_per_replica or 0.0) * n))
-        per_stage.append(out)
-    return per_stage
 
 
 def brute_force_joint(problems, supply: ClusterSupply, serving_cpu_s: float):
