@@ -42,15 +42,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("results/scale"))
     parser.add_argument("--name", default="")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--table-only", action="store_true", help="simulate nothing: tabulate the complete runs there are")
     args = parser.parse_args()
     trace = traces.parse_trace("full", args.seconds, rate_factor=args.rate_factor)
     cfg = SimConfig(name=args.name or f"scale-{args.pipeline}-{trace.seconds}s", pipeline=args.pipeline,
                     policies=parse_policies(args.policies), trace=trace, cluster=args.cluster, out=args.out,
                     interval_s=args.interval, max_replicas=args.max_replicas, aggregate_s=args.aggregate,
                     poll_s=float(args.aggregate))
-    exp = simulate(cfg)
+    exp = cfg.out / cfg.name if args.table_only else simulate(cfg)
     rows, base = [], None
     for policy in cfg.policies:
+        if not (exp / policy / "summary.json").is_file():
+            continue  # not simulated (yet)
         run = load_run(exp / policy)
         s = summarize_run(run)
         wall = next((WALL.search(n) for n in run.meta.notes if WALL.search(n)), None)
