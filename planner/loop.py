@@ -47,12 +47,15 @@ def trend_rps(history: np.ndarray, horizon_s: float, window_s: int = TREND_WINDO
 
     A ramp the predictor has not caught up with yet (IPA's LSTM sees 10 s slice maxima and
     forecasts 20 s, not the cold start of a replica beyond it) still raises the plan's load.
+    The line is extrapolated no further than the window it was fitted to: a burst of a few
+    seconds is a steep slope, and at a long interval (the simulator's scale runs step every
+    300 s) carried 300 s on it asked for ten times the load.
     """
     h = np.asarray(history, dtype=float)[-int(window_s):]
     if len(h) < 10:
         return 0.0
     slope, intercept = np.polyfit(np.arange(len(h)), h, 1)
-    return max(0.0, float(intercept + slope * (len(h) - 1 + horizon_s)))
+    return max(0.0, float(intercept + slope * (len(h) - 1 + min(horizon_s, len(h)))))
 
 
 def stage_replicas(plan: Plan) -> dict[str, int]:

@@ -126,6 +126,15 @@ def test_a_ramp_is_planned_for_at_the_horizon(setup):
     assert trend_rps(np.linspace(10, 0, 60), 30.0) == 0.0  # a fall never plans below zero
 
 
+def test_a_trend_is_not_carried_past_the_window_it_was_fitted_to():
+    burst = np.r_[np.full(50, 1000.0), np.linspace(1000.0, 2000.0, 10)]  # 10 s of a steep rise
+    fitted = np.polyfit(np.arange(60), burst, 1)
+    at_window = float(np.polyval(fitted, 59 + 60))
+    assert trend_rps(burst, 300.0) == pytest.approx(at_window)  # 60 s ahead at most, not 300
+    assert trend_rps(burst, 300.0) < float(np.polyval(fitted, 59 + 300))
+    assert trend_rps(burst, 20.0) == pytest.approx(float(np.polyval(fitted, 59 + 20)))  # within it: as before
+
+
 def test_batches_wait_no_longer_than_the_observed_rate_fills_them(setup):
     """A rise is planned for (batches of several), but the present load fills them slowly:
     the batch wait is the fill time at the observed rate, inside the SLA."""
