@@ -219,6 +219,17 @@ class FluidEngine:
             cpus, memory, gpus = cpus * (1 - share), memory * (1 - share), gpus * (1 - share)
         return None
 
+    def _room(self, variant: str, wanted: int) -> int:
+        """How many of `wanted` more replicas of `variant` the cluster holds (bisection)."""
+        lo, hi = 0, wanted
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._fits(self._reserved({variant: mid})):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
     def _fits(self, reserved) -> bool:
         return self._nodes_for(reserved) is not None
 
@@ -496,10 +507,11 @@ class FluidEngine:
             if self.now - state[1] < delay:
                 continue
             m.scaling = None
-            if up and self._fits(self._reserved({m.variant: want - have})):
+            grow = self._room(m.variant, want - have) if up else 0
+            if grow > 0:  # as many as the cluster places (Ray leaves the rest pending)
                 speed = max((g.speed for g in self.groups), default=1.0)
                 at = math.ceil(self.now + (self.host.worker_start_core_s + self._cold_start(m.variant)) * speed * self.stretch)
-                m.starting.append((at, want - have))
+                m.starting.append((at, grow))
                 changed = True
             elif not up:
                 m.ready = max(1, m.ready - (have - want))

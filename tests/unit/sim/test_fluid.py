@@ -172,3 +172,16 @@ def test_grid_optimizer_rounds_learnt_factors_up():
     want = optimize(PIPELINE, rounded.apply(PROFILES), 1.05 ** math.ceil(math.log(9.0) / math.log(1.05)), max_replicas=4)
     assert got.stages["s"].model_dump() == want.stages["s"].model_dump()
     assert got.predicted_power_w == pytest.approx(want.predicted_power_w)
+
+
+def test_serve_autoscaling_grows_to_what_the_cluster_places():
+    from ipa_energy.spec import Autoscaling, StagePlan
+    from ipa_energy.spec import Plan as P
+
+    auto = P(pipeline="p", policy="test", stages={"s": StagePlan(
+        variant="fast", batch_size=1, replicas=1, autoscaling=Autoscaling(min_replicas=1, max_replicas=100,
+                                                                          upscale_delay_s=5.0))})
+    host = HostCosts(serving_cpu_s=0.0, overhead_ms=0.0, reconfigure_s=0.0, worker_start_core_s=0.0)
+    e = fluid([40] * 60, p=auto, c=cluster(cores=2.0, host=host))  # 2 cores hold 4 replicas of 0.5 CPU
+    e.run_until(30)
+    assert e.replica_counts() == {"p.s.0": 4}  # it wanted more; Ray places what fits, the rest stays pending
