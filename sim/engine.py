@@ -42,7 +42,7 @@ from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from serve_app.shedding import LoadShedder
 from sim.cluster import NodeType, SimCluster, node_power
 
-__all__ = ["Engine", "Finished", "profile_at"]
+__all__ = ["Engine", "Finished", "cold_start_s", "profile_at", "replica_memory_mb"]
 
 P99_Z = 2.326
 #: how long a shed request takes to be answered (ms): the 503 comes at once
@@ -65,6 +65,17 @@ def profile_at(profiles: Mapping[tuple[str, int], Profile], sizes: list[int], va
     cpu_b = b.cpu_s_per_request if b.cpu_s_per_request is not None else b.latency_p50_ms / 1000 / hi
     return (mix(a.latency_p50_ms, b.latency_p50_ms) / 1000, mix(a.latency_p99_ms, b.latency_p99_ms) / 1000,
             mix(a.energy_per_request_j, b.energy_per_request_j), mix(cpu_a, cpu_b))
+
+
+def replica_memory_mb(profiles: Mapping[tuple[str, int], Profile], variant) -> float:
+    """Memory one replica of `variant` (a VariantSpec) holds: profiled, else its reservation (MiB)."""
+    p = next((p for (v, _), p in profiles.items() if v == variant.name and p.memory_mb_per_replica), None)
+    return p.memory_mb_per_replica if p is not None else float(variant.resources.memory_mb or 0)
+
+
+def cold_start_s(profiles: Mapping[tuple[str, int], Profile], variant: str) -> float:
+    """The longest profiled cold start of `variant` (s; 0 when none is profiled)."""
+    return max((p.cold_start_s or 0.0 for (v, _), p in profiles.items() if v == variant), default=0.0)
 
 
 class _Req:
@@ -447,8 +458,7 @@ class Engine:
         return next((n for n in self.nodes if not n.active and fits(n)), None)
 
     def _memory(self, variant: str) -> float:
-        p = next((p for (v, _), p in self.profiles.items() if v == variant and p.memory_mb_per_replica), None)
-        return p.memory_mb_per_replica if p is not None else float(self._variants[variant].resources.memory_mb or 0)
+        return replica_memory_mb(self.profiles, self._variants[variant])
 
     def _new_replica(self, slot: _Slot, variant: str, batch: int, wait_s: float, *, ready: bool) -> _Replica | None:
         node = self._place(variant)
@@ -472,7 +482,7 @@ class Engine:
         return r
 
     def _cold_start(self, variant: str) -> float:
-        return max((p.cold_start_s or 0.0 for (v, _), p in self.profiles.items() if v == variant), default=0.0)
+        return cold_start_s(self.profiles, variant)
 
     def _done_start(self, job: _Job) -> None:
         r = job.replica

@@ -52,7 +52,7 @@ from ipa_energy.records import RequestRow
 from ipa_energy.spec import PipelineSpec, Plan, Profile
 from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from sim.cluster import SimCluster, node_power
-from sim.engine import P99_Z, profile_at
+from sim.engine import P99_Z, cold_start_s, profile_at, replica_memory_mb
 
 __all__ = ["FluidEngine"]
 
@@ -181,13 +181,11 @@ class FluidEngine:
 
     def _memory(self, variant: str) -> float:
         if ("memory", variant) not in self._memo:
-            p = next((p for (v, _), p in self.profiles.items() if v == variant and p.memory_mb_per_replica), None)
-            self._memo[("memory", variant)] = (p.memory_mb_per_replica if p is not None
-                                               else float(self._variants[variant].resources.memory_mb or 0))
+            self._memo[("memory", variant)] = replica_memory_mb(self.profiles, self._variants[variant])
         return self._memo[("memory", variant)]
 
     def _cold_start(self, variant: str) -> float:
-        return max((p.cold_start_s or 0.0 for (v, _), p in self.profiles.items() if v == variant), default=0.0)
+        return cold_start_s(self.profiles, variant)
 
     def _reserved(self, extra: Mapping[str, int] | None = None) -> tuple[float, float, float]:
         """(CPUs, memory MiB, GPUs) the replicas reserve (and `extra` variant → replicas)."""
@@ -455,9 +453,7 @@ class FluidEngine:
             for i, m in enumerate(members):
                 if i < len(planned):
                     pm = planned[i]
-                    if m.switch is not None:
-                        _, m.variant, m.batch, m.wait_s = m.switch
-                        m.switch = None
+                    m.switch = None  # the plan's settings below are the switch's
                     m.variant, m.batch, m.wait_s, m.share = pm.variant, pm.batch_size, pm.batch_wait_timeout_ms / 1000, pm.share
                     m.ready = min(m.ready + sum(n for _, n in m.starting), pm.replicas)
                     m.starting = []
