@@ -25,7 +25,7 @@ def _simulate(args: argparse.Namespace) -> int:
             hardware=args.hardware or None, cluster=Path(args.cluster) if args.cluster else None, out=Path(args.out),
             force=args.force, interval_s=args.interval, predictor=args.predictor, margin=args.margin,
             max_replicas=args.max_replicas, weights=_weights(args), drain_s=args.drain,
-            loadgen_cpu_s=args.loadgen_cpu_s, aggregate_s=args.aggregate, poll_s=args.poll or (args.aggregate or 2.0),
+            loadgen_cpu_s=args.loadgen_cpu_s, warm_variants=args.warm_variants, aggregate_s=args.aggregate, poll_s=args.poll or (args.aggregate or 2.0),
         )
         console = Console()
         exp_dir = simulate(cfg, console)
@@ -62,6 +62,9 @@ def add_parsers(sub) -> None:
                    help="ipa-energy gives up at most this much pipeline accuracy against IPA's plan")
     p.add_argument("--loadgen-cpu-s", type=float, default=None, metavar="S",
                    help="CPU seconds per request of a load generator on the first node (default: the cluster file's, 0)")
+    p.add_argument("--warm-variants", action=argparse.BooleanOptionalAction, default=None,
+                   help="replicas keep their slot's other variants built, a switch a swap (serve_app.warm; "
+                        "default: the cluster file's, on)")
     p.add_argument("--aggregate", type=int, default=None, metavar="S",
                    help="scale mode: per-second flows instead of single requests (days of traffic, thousands of "
                         "nodes), written as rows per S seconds (docs/simulator.md, 'Scale mode')")

@@ -217,6 +217,7 @@ def _start_run(session: Session, policy: str, run_dir: Path, repeat: int | None)
         predictor=cfg.predictor if kind == "planner" else None, load_start_s=time.time(), started_at=time.time(),
         variants=variant_infos(session.pipeline), initial_plan=plan.model_dump(mode="json"),
         carbon_g_per_kwh=session.spec.energy.carbon_g_per_kwh, pue=session.spec.energy.pue,
+        warm_variants=session.spec.warm_variants,
         notes=[f"planner profiles: {session.hardware}", f"load margin: {cfg.margin}",
                f"objective weights: {cfg.weights.model_dump(exclude_defaults=True) or 'defaults'}"],
     )

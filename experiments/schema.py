@@ -99,6 +99,9 @@ class RunMeta(_Row):
     pue: float
     consumers: dict[str, dict[str, str]] = Field(default_factory=dict, description="Energy consumer id → labels (deployment, pipeline, stage, variant).")
     locust: dict = Field(default_factory=dict, description="Locust command line, users, exit code.")
+    warm_variants: bool | None = Field(None, description="Whether stage replicas kept their slot's other variants "
+                                       "built (serve_app.warm; a switch a swap); null: not recorded (runs before "
+                                       "2026-12-03, which kept none).")
     status: Literal["running", "complete", "failed"] = "running"
     error: str | None = None
     notes: list[str] = Field(default_factory=list)

@@ -54,7 +54,7 @@ def build_app(spec: AppSpec, deployments: Layout, state: PlanState, controller: 
         variants = {v.name: v.model_dump(mode="json") for v in stage.variants
                     if spec.shape(d.pipeline, d.stage, v.name) == d.shape}
         variant = stage.variant(d.variant)
-        args = (d.pipeline, d.stage, variants, spec.energy.model_dump(mode="json"))
+        args = (d.pipeline, d.stage, variants, spec.energy.model_dump(mode="json"), spec.warm_variants)
         stages[d.name] = _pinned(StageReplica, *args).options(
             name=d.name,
             **d.replica_options,

@@ -37,6 +37,9 @@ class AppSpec(BaseModel):
         2, ge=1, le=64, description="Ingress replicas. Two by default: they reserve ingress_num_cpus each (0 unless "
                                     "set), so they fit wherever the app does, and when one dies the proxy routes to "
                                     "the other while Serve replaces it (docs/faults.md).")
+    warm_variants: bool = Field(
+        True, description="Stage replicas keep their slot's other variants built beside the one they serve, in memory "
+                          "the plan leaves free, so a variant switch is a swap (serve_app.warm; CPU slots only).")
 
     @model_validator(mode="after")
     def _unique_pipelines(self) -> AppSpec:
@@ -75,6 +78,7 @@ ARGS_HELP = {
     "plan": "JSON file with one Plan or a list of Plans to start with",
     "token": f"bearer token for PUT /v1/plan (default: ${TOKEN_ENV})",
     "ingress_replicas": "ingress replicas (default: 2; each reserves no CPU)",
+    "warm_variants": "true/false: replicas keep their slot's other variants built, so a switch is a swap (default: true)",
     **{k: f.description for k, f in Limits.model_fields.items()},
     **{k: EnergyConfig.model_fields[k].description for k in ENERGY_ARGS},
 }
@@ -103,6 +107,7 @@ def from_args(args: dict[str, Any]) -> tuple[AppSpec, dict[str, Plan]]:
             energy=energy,
             control_token=args.get("token") or os.environ.get(TOKEN_ENV) or None,
             **({"ingress_replicas": int(args["ingress_replicas"])} if "ingress_replicas" in args else {}),
+            **({"warm_variants": args["warm_variants"]} if "warm_variants" in args else {}),
         )
     except (ValidationError, ValueError) as e:
         raise SpecError(f"invalid application arguments: {e}") from None

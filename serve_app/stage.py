@@ -17,6 +17,7 @@ from ipa_energy.errors import PayloadError
 from ipa_energy.messages import StageResult
 from ipa_energy.spec import VariantSpec
 from serve_app.arrivals import arrivals_actor
+from serve_app.warm import WarmModels
 from workloads import images
 
 __all__ = ["StageReplica"]
@@ -34,9 +35,11 @@ class _Active(NamedTuple):
 @serve.deployment(max_ongoing_requests=16, graceful_shutdown_timeout_s=60)
 class StageReplica:
     """Runs the variant its `user_config` names, out of `variants` (those its slot may run: one
-    resource shape); `@serve.batch` groups concurrent requests up to the plan's batch size."""
+    resource shape); `@serve.batch` groups concurrent requests up to the plan's batch size.
+    With `warm`, it keeps the slot's other variants built (serve_app.warm): a switch is a swap."""
 
-    def __init__(self, pipeline: str, stage: str, variants: dict[str, dict[str, Any]], energy: dict | None = None):
+    def __init__(self, pipeline: str, stage: str, variants: dict[str, dict[str, Any]], energy: dict | None = None,
+                 warm: bool = True):
         import psutil
         import torch
 
@@ -57,6 +60,10 @@ class StageReplica:
         self.wanted: tuple[str, int, float] | None = None  # (variant, max batch size, batch wait s) last asked for
         self.failed: dict[str, str] = {}  # variant → why it did not load here
         self._building: asyncio.Task | None = None
+        # GPU slots keep none: fractional-GPU replicas are placed by GPU memory (serve_app.warm)
+        self.warm = WarmModels(lambda name: self._load(self.variants[name])) \
+            if warm and len(self.variants) > 1 and not self.resources.num_gpus else None
+        self._warming: asyncio.Task | None = None
         self.request_joules = metrics.Counter(
             "ipa_energy_request_joules", "Energy charged to requests (J)", tag_keys=("pipeline", "stage", "variant", "method")
         )
@@ -117,17 +124,35 @@ class StageReplica:
             self._activate(name, runner, batching)
             self.cold_start_s = round(time.time() - self._born, 3)
             self._report()
+            if self.warm is not None:  # after ready: the cold start does not wait for them
+                self._warming = asyncio.get_running_loop().create_task(
+                    self.warm.fill(list(self.variants), lambda: self.variant.name if self.variant else None))
         elif self.active.variant.name == name:
             self._batching(batching)  # a switch still building is no longer wanted: it will not swap
+            self._report()
+        elif self._swap(name, batching):
             self._report()
         elif self._building is None or self._building.done():
             self._building = asyncio.get_running_loop().create_task(self._switch())
             self._report()  # a switch under way shows in the registry: wanted ≠ variant
 
+    def _swap(self, name: str, batching: tuple[int, float]) -> bool:
+        """Switch to `name` at once if it is warm (the variant left stays warm); False: it is not."""
+        runner = self.warm.take(name) if self.warm is not None else None
+        if runner is None:
+            return False
+        old = self.active
+        self._activate(name, runner, batching)
+        self.warm.keep(old.variant.name, old.runner)
+        self.switches.append((name, 0.0))
+        return True
+
     async def _switch(self) -> None:
         """Build what is wanted until it is what runs (the wish may change while a model builds)."""
         while self.wanted is not None and self.active is not None and self.wanted[0] != self.active.variant.name:
             name = self.wanted[0]
+            if self._swap(name, self.wanted[1:]):  # warmed while this waited
+                continue
             start = time.perf_counter()
             try:
                 runner = await asyncio.to_thread(self._load, self.variants[name])
@@ -137,9 +162,14 @@ class StageReplica:
                 self.failed[name] = f"{type(e).__name__}: {e}"
                 break
             if self.wanted[0] == name:
+                old = self.active
                 self._activate(name, runner, self.wanted[1:])
+                if self.warm is not None:
+                    self.warm.keep(old.variant.name, old.runner)
                 self.failed.pop(name, None)
                 self.switches.append((name, round(time.perf_counter() - start, 3)))
+            elif self.warm is not None:  # wanted no longer, but built: warm for next time
+                self.warm.keep(name, runner)
         self._report()
 
     def _report(self) -> None:
@@ -152,16 +182,21 @@ class StageReplica:
     def check_health(self) -> None:
         """Serve's periodic health check (every 10 s): report again, so a registry that restarted
         (serve_app.arrivals; its replica states are in memory) knows this replica within one
-        period. Otherwise a plan change waiting for this replica's variant would wait forever."""
+        period. Otherwise a plan change waiting for this replica's variant would wait forever.
+        Warm models are dropped here if the node's memory has run short since."""
+        if self.warm is not None:
+            self.warm.evict()
         self._report()
 
     def running(self) -> dict:
         """The variant this replica runs, the one it was last asked for, the variants that failed to
-        load here (variant → why), the in-place switches it made: (variant, seconds), and its
-        cold start: seconds from its process's start until its first variant was warm."""
+        load here (variant → why), the in-place switches it made: (variant, seconds; 0 for a warm
+        swap), its cold start: seconds from its process's start until its first variant was
+        warm, and the variants it keeps warm beside it (serve_app.warm)."""
         return {"variant": self.variant.name if self.variant else None,
                 "wanted": self.wanted[0] if self.wanted else None,
-                "failed": dict(self.failed), "switches": list(self.switches), "cold_start_s": self.cold_start_s}
+                "failed": dict(self.failed), "switches": list(self.switches), "cold_start_s": self.cold_start_s,
+                "warm": sorted(self.warm.runners) if self.warm is not None else []}
 
     def _run(self, payloads: list[dict]) -> list[dict | PayloadError]:
         """A batch in the worker thread: decode each payload, then one forward pass.
@@ -184,10 +219,13 @@ class StageReplica:
 
     def _forward(self, runner, variant: VariantSpec, payloads: list[dict]) -> list[dict]:
         labels = self._labels(variant.name)
+        warm_start = self.warm.cpu_s() if self.warm is not None else 0.0
         start, cpu_start = time.perf_counter(), time.process_time()
         with self._torch.inference_mode():
             outputs = runner(payloads)
         wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+        if self.warm is not None:  # a warm build in its own thread meanwhile is not this batch's
+            cpu_s = max(0.0, cpu_s - (self.warm.cpu_s() - warm_start))
         energy = self.energy.charge(cpu_s, wall_s, len(payloads))
         if energy is not None:
             self.request_joules.inc(energy.j * len(payloads), tags={**labels, "method": energy.method})

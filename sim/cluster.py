@@ -92,6 +92,9 @@ class HostCosts(_Model):
                                        "before the profiled cold start (imports, model build, warm-up).")
     switch_core_s: float = Field(1.0, ge=0, description="Core-seconds an in-place variant switch builds the new model "
                                  "for (serve_app.layout), serving the old one meanwhile.")
+    warm_variants: bool = Field(True, description="Replicas keep their slot's other variants built (serve_app.warm): "
+                                "after a replica is ready it builds them, `switch_core_s` each, on cores its node "
+                                "leaves idle; a switch to a warm variant is a swap. False: every switch builds.")
     apply_timeout_s: float = Field(300.0, gt=0, description="A change that has not converged by then rolls back "
                                    "(serve_app.control.apply_plan's timeout).")
 

@@ -20,6 +20,9 @@ What it models, each as the live app does it:
   profiled cold start, as CPU work on their node), variants switch in place while the old
   model serves; routing flips when all is ready; replicas no longer needed drain. A change
   that has not converged by the apply timeout rolls back.
+* **Warm variants** (serve_app.warm): a ready replica builds its slot's other variants, nearest
+  first, `switch_core_s` each, on the cores its node leaves idle (taken each second: the
+  builds run at the lowest priority); a switch to a warm variant swaps at once.
 * **Nodes and power**: a node draws its idle power while it holds a replica (or is kept),
   plus each batch's dynamic energy from the profile, scaled by its drawn service time, plus
   the serving path's CPU; a node empty for the idle timeout is released and draws nothing.
@@ -40,6 +43,7 @@ import numpy as np
 from ipa_energy.spec import PipelineSpec, Plan, Profile
 from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from serve_app.shedding import LoadShedder
+from serve_app.warm import warm_order
 from sim.cluster import NodeType, SimCluster, node_power
 
 __all__ = ["Engine", "Finished", "cold_start_s", "profile_at", "replica_memory_mb"]
@@ -97,7 +101,7 @@ class _Job:
 
 class _Replica:
     __slots__ = ("id", "slot", "node", "variant", "batch", "wait_s", "state", "pending", "ongoing", "busy",
-                 "created", "switch", "timer", "cpus", "memory_mb", "gpus")
+                 "created", "switch", "timer", "cpus", "memory_mb", "gpus", "warm", "warming")
 
     def __init__(self, rid, slot, node, variant, batch, wait_s, created):
         self.id, self.slot, self.node, self.variant, self.batch, self.wait_s = rid, slot, node, variant, batch, wait_s
@@ -107,6 +111,8 @@ class _Replica:
         self.switch: _Job | None = None
         self.timer = 0  # the batch-wait timer that may start a batch (older ones are stale)
         self.cpus = self.memory_mb = self.gpus = 0.0
+        self.warm: set[str] = set()  # variants built beside the one it serves (serve_app.warm)
+        self.warming = 0.0  # core-seconds done on the next warm build
 
 
 class _Slot:
@@ -184,6 +190,9 @@ class Engine:
             idle_w, active_j = node_power(t, profiles, pipeline)
             self.nodes += [_Node(f"{t.name}-{i}", t, idle_w, active_j, kept=i < t.min_workers) for i in range(t.count)]
         self._variants = {v.name: v for st in pipeline.stages for v in st.variants}
+        # variant → the variants its replicas may switch to in place (its stage's, of its shape), in catalog order
+        self._slot_variants = {v.name: [w.name for w in st.variants if w.resources == v.resources]
+                               for st in pipeline.stages for v in st.variants}
         self._sizes: dict[str, list[int]] = {}
         for (variant, b), p in profiles.items():
             self._sizes.setdefault(variant, []).append(b)
@@ -255,7 +264,31 @@ class Engine:
         for n in self.nodes:
             if n.active and not n.kept and n.cpus_used == 0 and self.now - n.empty_since >= self.cluster.idle_timeout_s:
                 n.active = False
+        if self.host.warm_variants:
+            self._warm_builds()
         self._autoscale()
+
+    def _to_warm(self, r: _Replica) -> list[str]:
+        return [v for v in warm_order(self._slot_variants[r.variant], r.variant) if v not in r.warm]
+
+    def _warm_builds(self) -> None:
+        """A second of warm builds: each node's idle cores, shared by its replicas still building."""
+        work = self.host.switch_core_s
+        for n in self.nodes:
+            if not n.active:
+                continue
+            building = [r for s in self.slots.values() for r in s.replicas
+                        if r.node is n and r.state == "ready" and r.switch is None and r.gpus == 0 and self._to_warm(r)]
+            idle = n.cores - n.demand - n.background
+            if not building or idle <= 0:
+                continue
+            for r in building:
+                done = idle / len(building)
+                r.warming += done
+                n.consumers_j[r.id] += done * n.active_j
+                if r.warming >= work * n.speed:
+                    r.warm.add(self._to_warm(r)[0])
+                    r.warming = 0.0
 
     def _on_arrival(self, _a, _b) -> None:
         second = int(self.now)
@@ -474,8 +507,10 @@ class Engine:
         node.active = node.started_ever = True
         slot.replicas.append(r)
         work = self.host.worker_start_core_s + self._cold_start(variant)
-        if ready:  # the opening deployment: started before the load, on an idle node
+        if ready:  # the opening deployment: started before the load, on an idle node (its warm builds too)
             r.state = "ready"
+            if self.host.warm_variants and not r.gpus:
+                r.warm = set(self._slot_variants[variant]) - {variant}
             self.cold_starts[r.id] = work * node.speed
         else:
             self._add_job(node, _Job("start", r, work * node.speed, 1.0, self.now))
@@ -496,8 +531,14 @@ class Engine:
         r = job.replica
         r.node.consumers_j[r.id] += job.work * job.demand * r.node.active_j
         r.switch = None
-        slot = r.slot
-        r.variant, r.batch, r.wait_s = job.variant, slot.batch, slot.wait_s
+        self._swap(r, job.variant)
+
+    def _swap(self, r: _Replica, variant: str) -> None:
+        """`r` serves `variant` from now on; the one it served stays warm (serve_app.warm)."""
+        if self.host.warm_variants and not r.gpus:
+            r.warm.add(r.variant)
+        r.warm.discard(variant)
+        r.variant, r.batch, r.wait_s = variant, r.slot.batch, r.slot.wait_s
         self._try_batch(r)
 
     def _deploy_opening(self, plan: Plan) -> None:
@@ -555,6 +596,12 @@ class Engine:
         """Build `variant` in `r` in the background (CPU work on its node); it swaps when done."""
         if r.switch is not None:
             self._cancel(r.switch)
+            r.switch = None
+        if variant == r.variant:  # a switch away was wanted no more: it serves what it has
+            return
+        if variant in r.warm:
+            self._swap(r, variant)
+            return
         r.switch = _Job("switch", r, self.host.switch_core_s * r.node.speed, 1.0, self.now, variant=variant)
         self._add_job(r.node, r.switch)
 

@@ -23,7 +23,9 @@ and the same planner (docs/simulator.md, "Scale mode"):
 * **Changes** as serve_app.rollout: a grow cold-starts new replicas (a Ray worker start plus
   the profiled cold start, stretched by contention); a variant switch grows on the running
   variant first, then builds the new model in place (`switch_core_s`); routing flips when all is
-  ready; a shrink drains at once. A change whose replicas do not fit the cluster stays pending
+  ready; a shrink drains at once. With warm variants (serve_app.warm) a member whose replicas
+  have been ready long enough to build their slot's other variants (`switch_core_s` each)
+  switches at once. A change whose replicas do not fit the cluster stays pending
   and rolls back at the apply timeout.
 * **Nodes and power**: replicas fill node types in file order (CPU, memory and GPU reservations);
   a node draws idle power while it holds a replica, and is released `idle_timeout_s` after it
@@ -88,6 +90,7 @@ class _Member:
     cores: float = 1.0  # cores a busy replica uses
     joules: float = 0.0
     scaling: tuple | None = None  # Serve autoscaling: (up, since)
+    warm_at: float = 0.0  # when every replica has its slot's other variants built (serve_app.warm)
 
     def replicas(self) -> int:
         return self.ready + sum(n for _, n in self.starting)
@@ -183,6 +186,15 @@ class FluidEngine:
         if ("memory", variant) not in self._memo:
             self._memo[("memory", variant)] = replica_memory_mb(self.profiles, self._variants[variant])
         return self._memo[("memory", variant)]
+
+    def _warm_s(self, variant: str) -> float:
+        """Seconds a ready replica of `variant` takes to build its slot's other variants (serve_app.warm)."""
+        if not self.host.warm_variants or self._variants[variant].resources.num_gpus:
+            return math.inf if self.host.warm_variants else 0.0
+        res = self._variants[variant].resources
+        others = sum(1 for st in self.pipeline.stages for v in st.variants
+                     if v.resources == res and variant in {w.name for w in st.variants} and v.name != variant)
+        return others * self.host.switch_core_s * max((g.speed for g in self.groups), default=1.0)
 
     def _cold_start(self, variant: str) -> float:
         return cold_start_s(self.profiles, variant)
@@ -387,6 +399,7 @@ class FluidEngine:
             for m in members:
                 if m.starting and any(at <= t for at, _ in m.starting):
                     m.ready += sum(n for at, n in m.starting if at <= t)
+                    m.warm_at = max(m.warm_at, t + self._warm_s(m.variant))
                     m.starting = [(at, n) for at, n in m.starting if at > t]
                     changed = True
                 if m.switch is not None and m.switch[0] <= t and not m.starting:
@@ -430,8 +443,9 @@ class FluidEngine:
                     self._starts += 1
                     self.cold_starts[f"{m.name}#{self._starts}"] = at - self.now
                 if (m.variant, m.batch) != (pm.variant, pm.batch_size):
-                    if m.variant != pm.variant:
+                    if m.variant != pm.variant and (grow > 0 or not self.host.warm_variants or self.now < m.warm_at):
                         at = math.ceil(at + self.host.switch_core_s * speed * self.stretch)
+                        m.warm_at = max(m.warm_at, at + self._warm_s(pm.variant))
                     m.switch = (at, pm.variant, pm.batch_size, pm.batch_wait_timeout_ms / 1000)
                 m.wait_s = pm.batch_wait_timeout_ms / 1000 if m.switch is None else m.wait_s
                 ready_at = max(ready_at, at)

@@ -74,6 +74,8 @@ class SimConfig(BaseModel):
     drain_s: float = Field(60.0, ge=0)
     poll_s: float = Field(2.0, gt=0, description="Seconds between energy windows and replica samples.")
     loadgen_cpu_s: float | None = Field(None, ge=0, description="Override the cluster's load-generator CPU per request.")
+    warm_variants: bool | None = Field(None, description="Whether replicas keep their slot's other variants built "
+                                       "(serve_app.warm); None: the cluster file's host setting.")
     aggregate_s: int | None = Field(None, ge=1, description="Scale mode (sim.fluid): per-second flows instead of "
                                     "requests, written as rows per this many seconds; None: request by request.")
 
@@ -273,6 +275,7 @@ def simulate_run(cfg: SimConfig, policy: str, run_dir: Path, repeat: int | None 
         predictor=cfg.predictor if sim.kind == "planner" else None, load_start_s=sim.base, started_at=sim.base,
         variants=variant_infos(pipeline), initial_plan=sim.plan.model_dump(mode="json"),
         carbon_g_per_kwh=energy.carbon_g_per_kwh, pue=energy.pue, status="running",
+        warm_variants=cluster.host.warm_variants,
         notes=[f"simulated (ipa-energy simulate, sim.engine) on {cluster.nodes} node(s) from {cluster.source}; "
                f"profiles: {cluster.hardware}", f"load margin: {cfg.margin}",
                f"objective weights: {cfg.weights.model_dump(exclude_defaults=True) or 'defaults'}"],
@@ -316,6 +319,8 @@ def _context(cfg: SimConfig) -> tuple:
         cluster = cluster.model_copy(update={"hardware": hardware})
     if cfg.loadgen_cpu_s is not None:
         cluster = cluster.model_copy(update={"host": cluster.host.model_copy(update={"loadgen_cpu_s": cfg.loadgen_cpu_s})})
+    if cfg.warm_variants is not None:
+        cluster = cluster.model_copy(update={"host": cluster.host.model_copy(update={"warm_variants": cfg.warm_variants})})
     profiles = profiles_from_store(store, hardware, pipeline)
     if not profiles:
         raise ValueError(f"no profiles of {cfg.pipeline!r} on hardware {hardware!r}")

@@ -37,7 +37,7 @@ def cluster(cores=2.0, count=1, kept=1, host=None, idle_timeout_s=600.0):
     return SimCluster(hardware="test", node_types=(NodeType(name="n", count=count, min_workers=kept, cores=cores,
                                                             memory_mb=4096.0),),
                       host=host or HostCosts(serving_cpu_s=0.0, overhead_ms=0.0, reconfigure_s=0.0,
-                                             worker_start_core_s=0.0, switch_core_s=0.5),
+                                             worker_start_core_s=0.0, switch_core_s=0.5, warm_variants=False),
                       idle_timeout_s=idle_timeout_s)
 
 
@@ -130,6 +130,45 @@ def test_a_variant_switch_happens_in_place_and_serves_meanwhile():
     e.schedule(np.array([2.0]), 3)
     e.run_until(3)
     assert e.finished[-1].variants == {"s": "slow"}
+
+
+def warm_host():
+    return HostCosts(serving_cpu_s=0.0, overhead_ms=0.0, reconfigure_s=0.0, worker_start_core_s=0.0, switch_core_s=0.5)
+
+
+def test_a_switch_to_a_warm_variant_is_a_swap_and_back_too():
+    e = engine(c=cluster(host=warm_host()))
+    (r,) = e.slots[("s", 0)].replicas
+    assert r.warm == {"slow"}  # the opening replicas built theirs before the load
+    change = e.begin(plan(variant="slow"))
+    assert e.converged(change)  # no build: converged at once
+    e.finish(change)
+    assert r.variant == "slow" and r.warm == {"fast"}
+    e.schedule(np.array([0.1]), 3)
+    e.run_until(3)
+    assert e.finished[0].variants == {"s": "slow"}
+    back = e.begin(plan(variant="fast"))
+    assert e.converged(back)
+
+
+def test_a_new_replica_warms_its_slots_other_variants_on_idle_cores_only():
+    e = engine(c=cluster(cores=2.0, host=warm_host()))
+    e.schedule(np.array([]), 30)
+    change = e.begin(plan(replicas=2))
+    assert e.run_until(10, until=lambda: e.converged(change))
+    e.finish(change)
+    new = change.starting[0]
+    assert new.warm == set()
+    e.run_until(e.now + 1.01)  # the next second's idle cores build the 0.5 core-s model
+    assert new.warm == {"slow"}
+    # on a saturated node (1 core, 20 req/s of 100 ms), nothing is left idle for warm builds
+    busy = engine(c=cluster(cores=1.0, host=warm_host()))
+    busy.schedule(np.arange(0.0, 30.0, 0.05), 31)
+    grow = busy.begin(plan(replicas=2))
+    assert busy.run_until(29, until=lambda: busy.converged(grow))
+    busy.finish(grow)
+    busy.run_until(29)
+    assert grow.starting[0].warm == set()
 
 
 def test_a_change_with_no_room_does_not_converge_and_rolls_back():
