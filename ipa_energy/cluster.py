@@ -44,10 +44,12 @@ class ClusterSupply(BaseModel):
     def outside_cores(self) -> float:
         return sum(n.outside_cores for n in self.nodes)
 
-    def with_background(self, serving_cores: float) -> ClusterSupply:
-        """This supply with `background_cores` = what is busy outside the stages less the serving
-        path the program counts itself (`serving_cores`: λ × its CPU seconds per request)."""
-        return self.model_copy(update={"background_cores": max(0.0, self.outside_cores - serving_cores)})
+    def with_background(self, serving_cores: float, outside_cores: float | None = None) -> ClusterSupply:
+        """This supply with `background_cores` = what is busy outside the stages (`outside_cores`,
+        default this supply's own reading) less the serving path the program counts itself
+        (`serving_cores`: λ × its CPU seconds per request)."""
+        outside = self.outside_cores if outside_cores is None else outside_cores
+        return self.model_copy(update={"background_cores": max(0.0, outside - serving_cores)})
 
     @property
     def cores(self) -> float:

@@ -104,6 +104,9 @@ class Decision(_Row):
                                                       "interval (req/s).")
     horizon_s: float | None = Field(None, description="How far ahead the plan must hold: the interval plus the cold "
                                                       "start of a replica the change would start (s).")
+    background_cores: float | None = Field(None, description="Cores the plan could not have: the most the cluster was "
+                                           "busy outside the stages over the last horizon, less the serving path the "
+                                           "program counts (null: no cluster supply known).")
     predictor: str
     policy: str
     stages: dict[str, dict[str, Any]] = Field(description="stage → variant, batch_size, replicas (and mix).")

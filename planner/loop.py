@@ -122,6 +122,7 @@ class PlannerLoop:
         self.dropped = 0  # decisions dropped from the front of the log (DECISIONS_KEPT)
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
+        self._outside: deque[tuple[float, float]] = deque()  # (time, cores busy outside the stages) read each step
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
         self.record = record
@@ -194,6 +195,24 @@ class PlannerLoop:
             if most > n:
                 held.append(f"{stage}: {running[stage]} → {n} replicas ({most} recommended within {self.horizon_s:.0f} s)")
         return held
+
+    def _background(self, observed: float) -> ClusterSupply | None:
+        """The supply this step plans with: the cores busy outside the stages taken as the most
+        they were at any step of the last horizon (the plan must hold that long), less the
+        serving path at the observed load.
+
+        Each reading covers a few seconds and moves with what happens on the node (a replica's
+        cold start, the load generator, Ray's own work): planned at the last reading alone, a
+        plan on the edge of the SLA passed at one step and not at the next, and the replicas
+        went 2 → 1 → 2 at a steady 8 req/s (make demo, ipa-energy; the regrow's cold start on
+        the busy cores cost a quarter of an interval's requests)."""
+        if self.supply is None:
+            return None
+        now = self.clock()
+        self._outside.append((now, self.supply.outside_cores))
+        while self._outside[0][0] < now - self.horizon_s:
+            self._outside.popleft()
+        return self.supply.with_background(observed * self.serving_cpu_s, max(c for _, c in self._outside))
 
     def serves(self, plan: Plan, load: float, profiles: Mapping, supply: ClusterSupply | None, fill: float) -> bool:
         """Whether `plan` serves `load` within the SLA and the cluster, under any utilisation cap
@@ -330,7 +349,7 @@ class PlannerLoop:
         profiles = self.corrections.apply(self.profiles)
         # what the node spent outside the stages beyond the serving path the program models
         # (Ray's daemons, a co-located load generator) is not the plan's to use
-        supply = self.supply.with_background(observed * self.serving_cpu_s) if self.supply is not None else None
+        supply = self._background(observed)
         load, fill = max(planned, MIN_LOAD_RPS), max(observed, MIN_LOAD_RPS)
 
         def solve(replicas: dict[str, int] | None = None) -> Plan:
@@ -367,6 +386,7 @@ class PlannerLoop:
         decision = Decision(
             time_s=self.clock(), observed_rps=observed, predicted_rps=predicted, planned_rps=planned,
             floor_rps=floor, horizon_s=self.horizon_s,
+            background_cores=round(supply.background_cores, 4) if supply is not None else None,
             predictor=type(self.predictor).__name__, policy=self.policy,
             stages={s: sp.model_dump(mode="json", include={"variant", "batch_size", "replicas", "mix"})
                     for s, sp in plan.stages.items()},

@@ -329,3 +329,23 @@ def test_the_horizon_takes_the_cold_starts_replicas_report_once_each(setup):
     for _ in range(3):  # reported again every interval: counted once
         planner.replica_cold_starts({"a": 1.0, "b": 18.0})
     assert list(planner.cold_starts) == [1.0, 18.0]
+
+
+def test_the_background_planned_for_is_the_most_seen_over_the_horizon(setup):
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+
+    def supply(outside):
+        return ClusterSupply(nodes=(NodeSupply(node_id="n", cores=8.0, memory_mb=16_000.0, outside_cores=outside),),
+                             source="test")
+
+    applied, clock = [], _Clock()
+    planner = loop(setup, applied, current=setup[0].default_plan(), clock=clock, supply=supply(1.5), serving_cpu_s=0.02)
+    history = np.full(120, 5.0)
+    assert planner.step(history).background_cores == pytest.approx(1.5 - 5.0 * 0.02)
+    clock.t += 10
+    planner.supply = supply(0.5)  # a quieter reading: the busier one of the horizon still counts
+    assert planner.step(history).background_cores == pytest.approx(1.5 - 5.0 * 0.02)
+    clock.t += planner.horizon_s + 1  # the busy reading is older than a horizon now
+    assert planner.step(history).background_cores == pytest.approx(0.5 - 5.0 * 0.02)
+    planner.supply = None
+    assert planner.step(history).background_cores is None
