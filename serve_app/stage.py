@@ -61,7 +61,8 @@ class StageReplica:
         self.failed: dict[str, str] = {}  # variant → why it did not load here
         self._building: asyncio.Task | None = None
         # GPU slots keep none: fractional-GPU replicas are placed by GPU memory (serve_app.warm)
-        self.warm = WarmModels(lambda name: self._load(self.variants[name])) \
+        self.warm = WarmModels(lambda name: self._load(self.variants[name]),
+                               busy=lambda: self._building is not None and not self._building.done()) \
             if warm and len(self.variants) > 1 and not self.resources.num_gpus else None
         self._warming: asyncio.Task | None = None
         self.request_joules = metrics.Counter(

@@ -21,8 +21,8 @@ What it models, each as the live app does it:
   model serves; routing flips when all is ready; replicas no longer needed drain. A change
   that has not converged by the apply timeout rolls back.
 * **Warm variants** (serve_app.warm): a ready replica builds its slot's other variants, nearest
-  first, `switch_core_s` each, on the cores its node leaves idle (taken each second: the
-  builds run at the lowest priority); a switch to a warm variant swaps at once.
+  first, `switch_core_s` each, in seconds its node has a core idle (one core per build); a
+  switch to a warm variant swaps at once.
 * **Nodes and power**: a node draws its idle power while it holds a replica (or is kept),
   plus each batch's dynamic energy from the profile, scaled by its drawn service time, plus
   the serving path's CPU; a node empty for the idle timeout is released and draws nothing.
@@ -43,7 +43,7 @@ import numpy as np
 from ipa_energy.spec import PipelineSpec, Plan, Profile
 from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from serve_app.shedding import LoadShedder
-from serve_app.warm import warm_order
+from serve_app.warm import WARM_IDLE_CORES, warm_order
 from sim.cluster import NodeType, SimCluster, node_power
 
 __all__ = ["Engine", "Finished", "cold_start_s", "profile_at", "replica_memory_mb"]
@@ -272,7 +272,8 @@ class Engine:
         return [v for v in warm_order(self._slot_variants[r.variant], r.variant) if v not in r.warm]
 
     def _warm_builds(self) -> None:
-        """A second of warm builds: each node's idle cores, shared by its replicas still building."""
+        """A second of warm builds: where a node has a core idle, its replicas still building share
+        the idle cores (a core each at most: one build thread)."""
         work = self.host.switch_core_s
         for n in self.nodes:
             if not n.active:
@@ -280,10 +281,10 @@ class Engine:
             building = [r for s in self.slots.values() for r in s.replicas
                         if r.node is n and r.state == "ready" and r.switch is None and r.gpus == 0 and self._to_warm(r)]
             idle = n.cores - n.demand - n.background
-            if not building or idle <= 0:
+            if not building or idle < WARM_IDLE_CORES:
                 continue
             for r in building:
-                done = idle / len(building)
+                done = min(1.0, idle / len(building))  # one build thread per replica
                 r.warming += done
                 n.consumers_j[r.id] += done * n.active_j
                 if r.warming >= work * n.speed:

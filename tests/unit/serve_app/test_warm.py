@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from serve_app.warm import WARM_NICE, WarmModels, warm_order
+from serve_app.warm import WarmModels, warm_order
 
 NAMES = ["r18", "r34", "r50", "r101", "r152"]
 
@@ -32,22 +29,44 @@ def test_order_is_nearest_first():
     assert warm_order(NAMES, "unknown") == NAMES  # nothing runs yet: from the first
 
 
-def test_fill_builds_every_other_variant_at_the_lowest_priority():
-    built, priorities = [], []
+def warm_models(load, memory=None, **kw):
+    """WarmModels on an idle node that polls at once."""
+    return WarmModels(load, memory=memory or Memory(90), idle=kw.pop("idle", lambda: 2.0), poll_s=0.0, **kw)
+
+
+def test_fill_builds_every_other_variant_nearest_first():
+    built = []
 
     def load(name):
         built.append(name)
-        if sys.platform.startswith("linux"):
-            priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return f"model:{name}"
 
-    warm = WarmModels(load, memory=Memory(90))
+    warm = warm_models(load)
     asyncio.run(warm.fill(NAMES, lambda: "r50"))
     assert built == ["r34", "r101", "r18", "r152"]
     assert warm.runners == {n: f"model:{n}" for n in built}
-    if sys.platform.startswith("linux"):
-        assert priorities == [WARM_NICE] * 4
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != WARM_NICE  # only the build thread
+    warm.close()
+
+
+def test_a_build_waits_for_an_idle_core_and_for_a_switch_to_finish():
+    readings = iter([0.0, 0.5, 0.9, 1.5, 0.2, 1.0, 3.0])  # the first call starts the span
+    switching = iter([False, True, False, False])
+    built = []
+
+    def load(name):
+        built.append((name, spare[-1]))
+        return name
+
+    spare = []
+
+    def idle():
+        spare.append(next(readings))
+        return spare[-1]
+
+    warm = warm_models(load, idle=idle, busy=lambda: next(switching, False))
+    asyncio.run(warm.fill(["a", "b", "c"], lambda: "a"))
+    # 0.5 idle cores, then a switch building, then 0.9 idle cores: no build; then ≥ 1 core idle, each time
+    assert built == [("b", 1.5), ("c", 1.0)]
     warm.close()
 
 
@@ -58,7 +77,7 @@ def test_fill_stops_when_memory_runs_short():
         memory.available -= 30  # each model takes 30 % of the node
         return name
 
-    warm = WarmModels(load, reserve=0.25, memory=memory)
+    warm = warm_models(load, memory, reserve=0.25)
     asyncio.run(warm.fill(NAMES, lambda: "r18"))
     # 90 → 60 → 30 (kept: above the 25 % reserve) → 0 (over: dropped, and the rest not built)
     assert memory.available == 0
@@ -85,7 +104,7 @@ def test_a_variant_that_fails_to_build_is_skipped():
             raise RuntimeError("no weights")
         return name
 
-    warm = WarmModels(load, memory=Memory(90))
+    warm = warm_models(load)
     asyncio.run(warm.fill(NAMES, lambda: "r18"))
     assert sorted(warm.runners) == ["r101", "r152", "r50"]
     warm.close()
@@ -98,7 +117,7 @@ def test_the_builds_cpu_time_is_counted_apart():
             pass
         return name
 
-    warm = WarmModels(load, memory=Memory(90))
+    warm = warm_models(load)
     main_cpu = time.thread_time()
     asyncio.run(warm.fill(["a", "b"], lambda: "a"))
     if not hasattr(time, "pthread_getcpuclockid"):
