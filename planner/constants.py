@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_REPLICAS", "DEFAULT_MAX_VARIANTS", "LAT_TOL", "MAX_WAIT_MS", "MEMORY_FRACTION",
+    "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_REPLICAS", "DEFAULT_MAX_VARIANTS", "HISTORY_S", "LAT_TOL", "MAX_WAIT_MS", "MEMORY_FRACTION",
     "MIN_LOAD_RPS", "OBJ_TOL", "SERVING_CPU_S", "SURGE_WINDOW_S", "SURGE_Z", "TREND_WINDOW_S", "UTILISATION_GRID",
     "WAIT_HYSTERESIS",
 ]
@@ -31,6 +31,9 @@ UTILISATION_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 SERVING_CPU_S = 0.02
 #: share of a cluster's memory the replicas may hold (the rest: the OS, Ray, the serving path)
 MEMORY_FRACTION = 0.8
+#: seconds of arrivals the load predictor reads (IPA's LSTM: 12 slices of 10 s); a scale-in must
+#: also serve the busiest second of them (planner.loop)
+HISTORY_S = 120
 #: seconds of arrivals the planner fits a line through to see a ramp ahead of its predictor
 TREND_WINDOW_S = 60
 #: seconds of arrivals the planner watches between intervals for a surge past its plan's load

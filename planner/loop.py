@@ -22,7 +22,7 @@ from ipa_energy.messages import ApplyReport
 from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.checks import check_plan, is_feasible, plan_model, stage_p99_ms
-from planner.constants import MIN_LOAD_RPS, SURGE_WINDOW_S, SURGE_Z, TREND_WINDOW_S, WAIT_HYSTERESIS
+from planner.constants import HISTORY_S, MIN_LOAD_RPS, SURGE_WINDOW_S, SURGE_Z, TREND_WINDOW_S, WAIT_HYSTERESIS
 from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy
@@ -173,27 +173,40 @@ class PlannerLoop:
     def horizon_s(self) -> float:
         return self.interval_s + self.cold_start_s
 
-    def _held_scale_in(self, plan: Plan) -> list[str]:
+    def _held_scale_in(self, plan: Plan, history: np.ndarray, profiles: Mapping, supply: ClusterSupply | None,
+                       fill: float) -> list[str]:
         """The stages `plan` would give fewer replicas than the running plan while the program
-        recommended more for them within the last horizon (empty: nothing to hold).
+        recommended more for them within the last horizon, or while `plan` would not serve the
+        busiest second of the predictor's window (empty: nothing to hold).
 
         A replica removed and then needed again costs a cold start under load, so a scale-in
         waits until every recommendation of a horizon (the time a regrow would take to land)
         agrees with it: the stabilisation window of Kubernetes' HPA and Serve's downscale delay,
-        sized by this host's measured cold start instead of a constant. The caller keeps the
+        sized by this host's measured cold start instead of a constant. Nor does a shrink come
+        while the smaller plan would not serve the busiest second of the last `HISTORY_S` (the
+        window the predictor reads): a quiet spell of a bursty trace is not yet a lower load
+        (make bench, ipa: 2 → 1 replicas after 20 s at 1.5 req/s, then a regrow's cold start
+        in the ramp ten seconds later cost 7 % of the run's requests). The caller keeps the
         running plan while it serves the load, and otherwise plans with these stages' replicas
         kept (a shrink the load outgrows within a horizon would cost a regrow)."""
         if self.current is None:
             return []
         running, new = stage_replicas(self.current), stage_replicas(plan)
+        shrinking = [s for s, n in new.items() if n < running.get(s, 0)]
+        if not shrinking:
+            return []
         since = self.clock() - self.horizon_s
         held = []
-        for stage, n in new.items():
-            if n >= running.get(stage, 0):
-                continue
+        for stage in shrinking:
+            n = new[stage]
             most = max((r.get(stage, 0) for t, r in self._recommended if t >= since), default=n)
             if most > n:
                 held.append(f"{stage}: {running[stage]} → {n} replicas ({most} recommended within {self.horizon_s:.0f} s)")
+        if not held and len(history):
+            peak = float(np.max(history[-HISTORY_S:]))
+            if peak > (plan.predicted_load_rps or 0.0) and not self.serves(plan, peak, profiles, supply, fill):
+                held = [f"{s}: {running[s]} → {new[s]} replicas (would not serve the busiest second of the last "
+                        f"{HISTORY_S} s, {peak:.0f} req/s)" for s in shrinking]
         return held
 
     def _background(self, observed: float) -> ClusterSupply | None:
@@ -369,7 +382,7 @@ class PlannerLoop:
         if optional and optional != self._deferred:
             deferred = [f"{s}: {dict(routes)}" for s, routes in optional]
             plan = self.current
-        elif deferred := self._held_scale_in(plan):
+        elif deferred := self._held_scale_in(plan, history, profiles, supply, fill):
             if self.serves(self.current, load, profiles, supply, fill):
                 plan = self.current
             else:  # a change is needed, but not a shrink the load may outgrow: keep those replicas

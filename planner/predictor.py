@@ -47,13 +47,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from planner.constants import HISTORY_S
+
 __all__ = [
     "DEFAULT_WEIGHTS", "EVAL_STRIDE_S", "HIDDEN", "HISTORY_S", "HORIZON_S", "L1_KERNEL", "LSTMPredictor",
     "MaxPredictor", "N_SLICES", "Predictor", "ReactivePredictor", "SECONDS_PER_DAY", "SLICE_S", "TRAIN_STRIDE_S",
     "evaluate", "get_predictor", "make_dataset", "mape", "slice_maxima", "train",
 ]
 
-HISTORY_S = 120
 SLICE_S = 10
 N_SLICES = HISTORY_S // SLICE_S  # 12
 HORIZON_S = 20

@@ -349,3 +349,29 @@ def test_the_background_planned_for_is_the_most_seen_over_the_horizon(setup):
     assert planner.step(history).background_cores == pytest.approx(0.5 - 5.0 * 0.02)
     planner.supply = None
     assert planner.step(history).background_cores is None
+
+
+def test_a_scale_in_waits_until_the_busiest_second_of_the_predictors_window_is_served(setup):
+    from planner.predictor import ReactivePredictor
+
+    pipeline, profiles = setup
+    clock = _Clock()
+    planner = PlannerLoop(pipeline, profiles, ReactivePredictor(), lambda plan: {}, interval_s=10,
+                          current=pipeline.default_plan(), clock=clock)  # it forecasts from the last 10 s only
+    up = settled(planner, np.full(240, 30.0))
+    most = sum(d["replicas"] for d in up.stages.values())
+    quiet = np.full(240, 1.0)
+    quiet[-60] = 30.0  # one busy second a minute ago: inside the predictor's 120 s
+    reasons = []
+    for _ in range(12):  # long past any horizon of recommendations
+        clock.t += 10
+        d = planner.step(quiet)
+        assert sum(r["replicas"] for r in d.stages.values()) == most
+        reasons += d.deferred
+    assert any("busiest second of the last 120 s, 30 req/s" in r for r in reasons), reasons
+    quiet[-60] = 1.0  # the busy second has left the window: the shrink comes
+    for _ in range(12):
+        clock.t += 10
+        if (d := planner.step(quiet)).changed:
+            break
+    assert sum(r["replicas"] for r in d.stages.values()) < most
