@@ -146,18 +146,20 @@ def optimize(
             floor = pipeline.accuracy(reference) - w.accuracy_budget
     min_log_acc = math.log(floor) if floor is not None else None
     try:
-        # The best plan over the utilisation caps (ties: the lowest cap, the most headroom);
-        # the fewest-changes tie-break runs once, at the chosen cap.
-        best: tuple[float, Capacity] | None = None
+        # The best plan over the utilisation caps (ties: the lowest cap, the most headroom): a cap
+        # whose bound cannot beat the best so far by more than OBJ_TOL is not solved; the
+        # fewest-changes tie-break runs once, at the chosen cap (with no running plan, nothing to break).
+        best: tuple[float, Capacity, list] | None = None
         for cap in tried:
             found = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap, tie_break=False,
-                                  min_log_acc=min_log_acc)
+                                  min_log_acc=min_log_acc, beat=best[0] if best is not None else None)
             if found is not None and (best is None or found[1] > best[0] + OBJ_TOL):
-                best = (found[1], cap)
+                best = (found[1], cap, found[0])
         if best is not None:
-            cap = best[1]
-            choice, _ = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap,
-                                      min_log_acc=min_log_acc)
+            cap, choice = best[1], best[2]
+            if cur_stages is not None:
+                choice, _ = solve_optimum(options, lam, sla, n_max, fixed, w, solver, cur_stages, cap,
+                                          min_log_acc=min_log_acc)
             plan = _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
             if floor is not None:

@@ -314,11 +314,12 @@ def _undominated(cands: list[_Candidate], lam: float, w: Weights, floor: bool) -
 
 
 def solve_optimum(options, lam, sla, n_max, fixed_n, weights, solver, current_stages, capacity: Capacity,
-                  tie_break: bool = True, min_log_acc: float | None = None):
-    """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible.
+                  tie_break: bool = True, min_log_acc: float | None = None, beat: float | None = None):
+    """(choice, objective) of the program's optimum (fewest changes among equal optima); None if infeasible,
+    or if no plan can exceed `beat` by more than OBJ_TOL.
     `min_log_acc`: the plan's log pipeline accuracy must reach it (ipa-energy's accuracy budget)."""
     found = solve_joint([Demand(options, lam, sla, n_max, fixed_n, weights, capacity.model, current_stages,
-                                min_log_acc)], solver, capacity, tie_break)
+                                min_log_acc)], solver, capacity, tie_break, beat=beat)
     return None if found is None else (found[0][0], found[1])
 
 
