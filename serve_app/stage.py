@@ -228,7 +228,7 @@ class StageReplica:
         if self.warm is not None:  # a warm build in its own thread meanwhile is not this batch's
             cpu_s = max(0.0, cpu_s - (self.warm.cpu_s() - warm_start))
         energy = self.energy.charge(cpu_s, wall_s, len(payloads))
-        if energy is not None:
+        if energy is not None and energy.j > 0:  # Ray's Counter refuses 0, which failed the request (a zero rate: CI, an energy actor restart)
             self.request_joules.inc(energy.j * len(payloads), tags={**labels, "method": energy.method})
         self.requests.inc(len(payloads), tags=labels)
         # dumped here, validated by the ingress (ipa_energy.messages.StageResult)
