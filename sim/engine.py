@@ -46,11 +46,18 @@ from serve_app.shedding import LoadShedder
 from serve_app.warm import WARM_IDLE_CORES, warm_order
 from sim.cluster import NodeType, SimCluster, node_power
 
-__all__ = ["Engine", "Finished", "cold_start_s", "profile_at", "replica_memory_mb"]
+__all__ = ["Engine", "Finished", "cold_start_s", "profile_at", "replica_memory_mb", "slot_variants"]
 
 P99_Z = 2.326
 #: how long a shed request takes to be answered (ms): the 503 comes at once
 SHED_MS = 2.0
+
+
+def slot_variants(pipeline: PipelineSpec) -> dict[str, list[str]]:
+    """variant → the variants its replicas may switch to in place (its stage's, of its shape: one
+    slot, serve_app.layout), itself included, in catalog order."""
+    return {v.name: [w.name for w in st.variants if w.resources == v.resources]
+            for st in pipeline.stages for v in st.variants}
 
 
 def profile_at(profiles: Mapping[tuple[str, int], Profile], sizes: list[int], variant: str,
@@ -190,9 +197,7 @@ class Engine:
             idle_w, active_j = node_power(t, profiles, pipeline)
             self.nodes += [_Node(f"{t.name}-{i}", t, idle_w, active_j, kept=i < t.min_workers) for i in range(t.count)]
         self._variants = {v.name: v for st in pipeline.stages for v in st.variants}
-        # variant → the variants its replicas may switch to in place (its stage's, of its shape), in catalog order
-        self._slot_variants = {v.name: [w.name for w in st.variants if w.resources == v.resources]
-                               for st in pipeline.stages for v in st.variants}
+        self._slot_variants = slot_variants(pipeline)
         self._sizes: dict[str, list[int]] = {}
         for (variant, b), p in profiles.items():
             self._sizes.setdefault(variant, []).append(b)

@@ -54,7 +54,7 @@ from ipa_energy.records import RequestRow
 from ipa_energy.spec import PipelineSpec, Plan, Profile
 from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from sim.cluster import SimCluster, node_power
-from sim.engine import P99_Z, cold_start_s, profile_at, replica_memory_mb
+from sim.engine import P99_Z, cold_start_s, profile_at, replica_memory_mb, slot_variants
 
 __all__ = ["FluidEngine"]
 
@@ -141,6 +141,7 @@ class FluidEngine:
             self.groups.append(NodeGroup(t.name, t.cores, t.memory_mb, t.gpus, t.count, t.min_workers, t.speed, idle_w,
                                          active_j, active=t.min_workers, started_ever=t.min_workers > 0))
         self._variants = {v.name: v for st in pipeline.stages for v in st.variants}
+        self._slot_variants = slot_variants(pipeline)  # variant → what its replicas switch among in place
         self._sizes: dict[str, list[int]] = {}
         for (variant, b) in profiles:
             self._sizes.setdefault(variant, []).append(b)
@@ -191,9 +192,7 @@ class FluidEngine:
         """Seconds a ready replica of `variant` takes to build its slot's other variants (serve_app.warm)."""
         if not self.host.warm_variants or self._variants[variant].resources.num_gpus:
             return math.inf if self.host.warm_variants else 0.0
-        res = self._variants[variant].resources
-        others = sum(1 for st in self.pipeline.stages for v in st.variants
-                     if v.resources == res and variant in {w.name for w in st.variants} and v.name != variant)
+        others = len(self._slot_variants[variant]) - 1
         return others * self.host.switch_core_s * max((g.speed for g in self.groups), default=1.0)
 
     def _cold_start(self, variant: str) -> float:
