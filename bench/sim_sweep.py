@@ -74,7 +74,9 @@ def main() -> int:
         rows.append([name, policy, cell(slo, lambda v: f"{v:.1%}"), cell(shed, lambda v: f"{v:.1%}"),
                      cell(jpr, lambda v: f"{v:.3f}"), f"{sum(s.plan_changes or 0 for s in runs) / len(runs):.1f}"])
         means.setdefault(policy, []).append(sum(slo) / len(slo))
-    print(markdown_table(("window", "policy", "SLO", "shed", "J/request (simulated)", "plan changes"), rows))
+    methods = sorted({s.j_per_request_method for runs in table.values() for s in runs if s.j_per_request_method})
+    print(markdown_table(("window", "policy", "SLO", "shed", f"J/request ({', '.join(methods) or 'n/a'})",
+                          "plan changes"), rows))
     for policy, v in means.items():
         print(f"{policy}: mean SLO over windows {sum(v) / len(v):.1%}, worst window {min(v):.1%}")
     print(f"{time.time() - started:.0f} s")
