@@ -72,6 +72,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _Place:
+    """One admitted request's place in `Ingress.admitted` until its first stage call starts."""
+
+    def __init__(self, admitted: collections.Counter, target: str):
+        self.admitted, self.target = admitted, target
+        admitted[target] += 1
+
+    def release(self) -> None:  # idempotent: the call releases it, or the request's end
+        if self.target is not None:
+            self.admitted[self.target] -= 1
+            self.target = None
+
+
 @serve.deployment(max_ongoing_requests=256, graceful_shutdown_timeout_s=60)
 @serve.ingress(api)
 class Ingress:
@@ -92,6 +105,9 @@ class Ingress:
         self.energy_book = RequestEnergyBook(self.spec.energy.carbon_g)  # what this replica answered
         self._energy_pushed: dict | None = None  # the book as the arrivals actor last got it
         self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
+        # first stage deployment → requests admitted whose call has not started yet (body read and parse):
+        # the shedder counts them ahead of the next one, or a burst is admitted whole before any is in flight
+        self.admitted: collections.Counter = collections.Counter()
         self.shedder = LoadShedder(self.spec.ingress_replicas)
         self.arrivals = ArrivalCounter(self.pipelines)
         self.timings = StageTimings(ARRIVALS_HISTORY_S)  # what each stage variant achieved, for the planner
@@ -266,6 +282,21 @@ class Ingress:
             return self._refuse(pipeline, verdict.stage, verdict.retry_after_s,
                                 f"the plan cannot serve this request within the SLA ({pipeline.sla_ms:g} ms): about "
                                 f"{verdict.expected_s * 1000:.0f} ms of work is queued ahead of it")
+        place = _Place(self.admitted, self._route_target(name, 0, draws[0]))
+        try:
+            return await self._serve(pipeline, request, draws, arrived, place)
+        finally:
+            place.release()
+
+    def _route_target(self, name: str, index: int, u: float) -> str:
+        stage = self.pipelines[name].stages[index].name
+        return self.targets[name][stage][self.plans[name].stages[stage].route(u)]
+
+    async def _serve(self, pipeline: PipelineSpec, request: Request, draws: list[float], arrived: float,
+                     place: _Place) -> Response:
+        """An admitted request: read and check its body, then call the stages in turn. Until its
+        first call starts it holds its `place` among the admitted, which that call releases."""
+        name = pipeline.name
         limits = self.spec.limits
         check_body_size(request.headers.get("content-length"), limits)
         body = await _read_body(request, limits.max_body_bytes)
@@ -283,7 +314,9 @@ class Ingress:
             variant = self.plans[name].stages[stage.name].route(u)
             t0 = time.perf_counter()
             target = self.targets[name][stage.name][variant]
+            ahead = self.in_flight[target]
             self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
+            place.release()  # now counted in flight (wherever the plan sent it meanwhile)
             try:
                 reply = await self._call(pipeline, stage.name, target, {k: payload[k] for k in stage.consumes}, deadline)
             except BackPressureError as e:  # the stage's bounded queue is full
@@ -299,8 +332,12 @@ class Ingress:
             finally:
                 self.in_flight[target] -= 1
             result = results[stage.name] = StageResult.model_validate(reply)
-            self.shedder.observe(f"{target}/{result.variant}", result.compute_ms, result.batch_size)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
+            timed = f"{target}/{result.variant}"
+            if result.variant == variant:  # (an answer of the variant a slot switched from teaches nothing)
+                self.shedder.observe_call(timed, ahead, self._planned_replicas(name, stage.name, variant),
+                                          result.batch_size, latency[stage.name] / 1000)
+            self.shedder.observe(timed, result.compute_ms, result.batch_size)
             # by the variant that served it: a slot switching in place may still answer with the old one
             self.timings.record(name, stage.name, result.variant, time.time(), result.compute_ms, result.batch_size,
                                 latency[stage.name])
@@ -347,8 +384,15 @@ class Ingress:
             target = self.targets[name][stage][variant]
             # an autoscaled stage may grow to its maximum: never refuse below what it can reach
             # timed per variant: a slot that switched in place is judged by its new variant's timings only
-            route.append((stage, f"{target}/{variant}", self.in_flight[target], sp.most_replicas(variant)))
+            ahead = self.in_flight[target] + self.admitted[target]  # admitted ones go to their first stage
+            route.append((stage, f"{target}/{variant}", ahead, sp.most_replicas(variant)))
         return route
+
+    def _planned_replicas(self, name: str, stage: str, variant: str) -> int:
+        try:
+            return self.plans[name].stages[stage].most_replicas(variant)
+        except StopIteration:  # the plan changed meanwhile and no longer runs `variant`
+            return 1
 
     def _refuse(self, pipeline: PipelineSpec, stage: str, retry_after_s: int, why: str) -> Response:
         """A fast 503 with Retry-After (ipa_energy.messages.Shed); an SLO miss, counted apart."""

@@ -13,6 +13,16 @@ share of both the calls and the capacity (the handles spread calls evenly), so t
 Timings are kept per deployment and variant (a slot switches variant in place): a variant with
 no timing yet is not judged (a fresh variant is never refused blind).
 
+Compute time is not all of a replica's time per request: Serve's queueing, batching and
+(de)serialisation, and on a busy host the cores the load generator, proxy and ingress take, make
+the calls take longer than `(L + 1) × s` (on this 2-core host about 1.3–3× under 3× overload, so
+the answered requests took up to 4 s for a 1 s SLA). So the expectation is corrected by what the
+calls took: each answered call sent behind a queue deep enough for the fluid model to hold
+(at least two of its batches) gives observed / expected, and a moving average of that ratio,
+bounded to [`FACTOR_MIN`, `FACTOR_MAX`], multiplies the expectation (the planner's closed loop
+corrects its profiles the same way). Calls behind a short queue teach nothing: their time is a
+batch's fill and forward, not queueing.
+
 Serve's `max_queued_requests` bounds each stage's queue as a backstop (serve_app.builder);
 its BackPressureError is answered the same way.
 """
@@ -26,6 +36,8 @@ __all__ = ["LoadShedder", "Verdict"]
 
 #: weight of the newest batch in the moving average of compute seconds per request
 EWMA_WEIGHT = 0.2
+#: bounds of the correction of the expected wait by what queued calls took (observed / expected)
+FACTOR_MIN, FACTOR_MAX = 0.5, 4.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,7 @@ class LoadShedder:
     def __init__(self, ingress_replicas: int = 1):
         self.ingress_replicas = max(1, ingress_replicas)
         self.s_per_request: dict[str, float] = {}
+        self.factor: dict[str, float] = {}  # deployment → observed / expected time of queued calls (moving average)
 
     def observe(self, deployment: str, compute_ms: float, batch_size: int) -> None:
         """A stage answer: its batch took `compute_ms` for `batch_size` requests."""
@@ -51,14 +64,30 @@ class LoadShedder:
         old = self.s_per_request.get(deployment)
         self.s_per_request[deployment] = s if old is None else old + EWMA_WEIGHT * (s - old)
 
-    def wait_s(self, deployment: str, in_flight: int, replicas: int) -> float | None:
-        """Expected seconds a new call to `deployment` takes behind `in_flight` calls of this
-        ingress; None before the deployment has answered once."""
+    def observe_call(self, deployment: str, ahead: int, replicas: int, batch_size: int, seconds: float) -> None:
+        """A call sent behind `ahead` calls of this ingress took `seconds` until its answer (which
+        came in a batch of `batch_size`): learn the correction of the expected wait from it."""
+        if ahead + 1 < 2 * max(1, batch_size):
+            return  # not queued enough for (L + 1) × s to describe it
+        expected = self._fluid_s(deployment, ahead, replicas)
+        if not expected:
+            return
+        ratio = min(FACTOR_MAX, max(FACTOR_MIN, seconds / expected))
+        old = self.factor.get(deployment)
+        self.factor[deployment] = ratio if old is None else old + EWMA_WEIGHT * (ratio - old)
+
+    def _fluid_s(self, deployment: str, in_flight: int, replicas: int) -> float | None:
         s = self.s_per_request.get(deployment)
         if s is None:
             return None
         share = max(1, replicas) / self.ingress_replicas  # this ingress's share of the replicas
         return (in_flight + 1) * s / share
+
+    def wait_s(self, deployment: str, in_flight: int, replicas: int) -> float | None:
+        """Expected seconds a new call to `deployment` takes behind `in_flight` calls of this
+        ingress; None before the deployment has answered once."""
+        fluid = self._fluid_s(deployment, in_flight, replicas)
+        return None if fluid is None else fluid * self.factor.get(deployment, 1.0)
 
     def judge(self, route: list[tuple[str, str, int, int]], budget_s: float) -> Verdict:
         """`route`: (stage, deployment, in_flight, replicas) of every stage a request would take.

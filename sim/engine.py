@@ -90,12 +90,13 @@ def cold_start_s(profiles: Mapping[tuple[str, int], Profile], variant: str) -> f
 
 
 class _Req:
-    __slots__ = ("id", "scheduled", "sent", "stage", "variants", "energy", "call_start", "version", "queued_at")
+    __slots__ = ("id", "scheduled", "sent", "stage", "variants", "energy", "call_start", "version", "queued_at", "ahead")
 
     def __init__(self, rid: int, t: float, version: int):
         self.id, self.scheduled, self.sent, self.stage = rid, t, t, 0
         self.variants: dict[str, str] = {}
         self.energy, self.call_start, self.version, self.queued_at = 0.0, t, version, t
+        self.ahead = 0  # calls in flight to its stage's slot when its call was sent (the shedder learns from it)
 
 
 class _Job:
@@ -324,6 +325,7 @@ class Engine:
     def _dispatch(self, req: _Req) -> None:
         stage = self.pipeline.stages[req.stage].name
         slot = self._slot_for(stage, float(self.rng.random()))
+        req.ahead = self.in_flight[slot.name]
         self.in_flight[slot.name] += 1
         req.call_start = req.queued_at = self.now
         if not self._to_replica(slot, req):
@@ -438,14 +440,18 @@ class Engine:
         r.ongoing -= k
         stage = r.slot.stage
         r.node.consumers_j[r.id] += job.energy
-        if self.shedder is not None:
-            self.shedder.observe(f"{r.slot.name}/{job.variant}", wall * 1000, k)
+        timed = f"{r.slot.name}/{job.variant}"
         for req in job.reqs:
             self.in_flight[r.slot.name] -= 1
+            if self.shedder is not None:  # as the ingress: what the call took, before this batch's timing
+                self.shedder.observe_call(timed, req.ahead, max(1, len(r.slot.serving())), k, self.now - req.call_start)
             self.calls.append((self.now, stage, job.variant, (self.now - req.call_start) * 1000, wall / k, k))
             req.variants[stage] = job.variant
             req.energy += job.energy / k
             req.stage += 1
+        if self.shedder is not None:
+            self.shedder.observe(timed, wall * 1000, k)
+        for req in job.reqs:
             if req.stage < len(self.pipeline.stages):
                 self._dispatch(req)
             else:

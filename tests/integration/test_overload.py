@@ -30,13 +30,20 @@ def test_three_times_overload_gets_only_fast_503s_and_the_app_recovers(base_url,
     assert refused and all(r.shed for r in refused), [r.error for r in refused if not r.shed][:3]
     shed_ms = np.array([r.latency_ms for r in refused])
     answered_ms = np.array([r.latency_ms for r in rows if r.status == 200])
-    # the excess is refused, not queued: sheds are answered at once and the rest within a few SLAs
+    # The excess is refused, not queued: sheds are answered at once, and the requests let in are
+    # answered about within the SLA. Unrefused, the queue would grow all along (to ~30 s here). The
+    # bounds leave room for this host's stalls (Ray's own processes and the load generator share
+    # its 2 cores: a second or two that every request then in the queue waits through).
     assert np.median(shed_ms) < 100, f"median shed answer {np.median(shed_ms):.0f} ms"
-    assert answered_ms.size and np.percentile(answered_ms, 99) < 5 * pipeline.sla_ms
+    assert answered_ms.size and np.percentile(answered_ms, 90) < 2 * pipeline.sla_ms, np.percentile(answered_ms, 90)
+    assert answered_ms.max() < 10 * pipeline.sla_ms, answered_ms.max()
+    first, last = np.array_split(answered_ms, 2)
+    assert np.median(last) < 2 * np.median(first) + pipeline.sla_ms / 2, "the admitted requests' wait grew: a queue built up"
     recovered = asyncio.run(closed_loop(url, body, clients=1, duration_s=3))
     assert recovered and all(r.status == 200 for r in recovered), [r.error for r in recovered][:3]
     print(f"\n3x overload of classify ({capacity:.1f} req/s served back to back): {len(rows)} sent, {len(refused)} shed "
-          f"(p50 {np.median(shed_ms):.0f} ms, p99 {np.percentile(shed_ms, 99):.0f} ms), answered p99 "
+          f"(p50 {np.median(shed_ms):.0f} ms, p99 {np.percentile(shed_ms, 99):.0f} ms), answered p50 "
+          f"{np.median(answered_ms):.0f} ms, p90 {np.percentile(answered_ms, 90):.0f} ms, p99 "
           f"{np.percentile(answered_ms, 99):.0f} ms (SLA {pipeline.sla_ms:g} ms)")
 
 

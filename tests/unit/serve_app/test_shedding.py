@@ -2,7 +2,7 @@
 
 import pytest
 
-from serve_app.shedding import EWMA_WEIGHT, LoadShedder
+from serve_app.shedding import EWMA_WEIGHT, FACTOR_MAX, FACTOR_MIN, LoadShedder
 
 
 def test_a_deployment_without_timings_is_never_judged():
@@ -43,3 +43,30 @@ def test_timings_follow_a_moving_average():
     for _ in range(60):  # a slower host (contention) is learnt within a few dozen batches
         shedder.observe("d", 300, 1)
     assert shedder.s_per_request["d"] == pytest.approx(0.3, rel=1e-3)
+
+
+def test_queued_calls_that_took_longer_than_expected_raise_the_expectation_within_bounds():
+    shedder = LoadShedder()
+    shedder.observe("d", 100, 1)  # 0.1 s per request: 9 ahead → 1.0 s expected
+    shedder.observe_call("d", ahead=9, replicas=1, batch_size=1, seconds=2.0)  # took twice that
+    assert shedder.factor["d"] == pytest.approx(2.0)
+    assert shedder.wait_s("d", in_flight=9, replicas=1) == pytest.approx(2.0)
+    assert shedder.judge([("s", "d", 5, 1)], budget_s=1.0).shed  # 6 × 0.1 × 2 = 1.2 s
+    for _ in range(60):  # a call 100× slower moves it to the bound, not beyond
+        shedder.observe_call("d", ahead=9, replicas=1, batch_size=1, seconds=100.0)
+    assert shedder.factor["d"] == pytest.approx(FACTOR_MAX)
+    for _ in range(80):
+        shedder.observe_call("d", ahead=9, replicas=1, batch_size=1, seconds=0.01)
+    assert shedder.factor["d"] == pytest.approx(FACTOR_MIN)
+
+
+def test_a_call_behind_a_short_queue_teaches_nothing():
+    """Its time is a batch's fill and forward, which (L + 1) × s does not describe."""
+    shedder = LoadShedder()
+    shedder.observe("d", 400, 4)
+    shedder.observe_call("d", ahead=0, replicas=1, batch_size=1, seconds=5.0)
+    shedder.observe_call("d", ahead=6, replicas=1, batch_size=4, seconds=5.0)  # under two batches ahead
+    assert "d" not in shedder.factor
+    assert LoadShedder().observe_call("d", ahead=50, replicas=1, batch_size=1, seconds=5.0) is None  # no timing yet
+    shedder.observe_call("d", ahead=7, replicas=1, batch_size=4, seconds=1.6)  # 8 × 0.1 = 0.8 s expected
+    assert shedder.factor["d"] == pytest.approx(2.0)
