@@ -120,6 +120,48 @@ class WaitSeries:
         return 1000.0 * t * (1.0 / batch + self.cs2) / 2.0
 
 
+    def waits_from(self, n: int):
+        """Yield ``at(n)``, ``at(n + 1)``, … (the same floats), without a call per step: the scan
+        of :func:`planner.program._candidates` over n is the planner's hottest loop at scale."""
+        lam, batch, q = self.lam, self.batch, self.q
+        if lam <= 0:
+            while True:
+                yield 0.0
+        while n < 1:
+            yield 0.0
+            n += 1
+        if n < self._k:
+            raise ValueError(f"WaitSeries.waits_from({n}) after at({self._k})")
+        mu = 1000.0 / self.service_ms
+        lam_b = lam / batch
+        a = lam_b / mu
+        tail = 1.0 - q
+        spread = 1.0 / batch + self.cs2
+        k, b = self._k, self._b
+        while True:
+            if lam_b >= n * mu:
+                yield math.inf
+                n += 1
+                continue
+            while k < n:
+                k += 1
+                b = a * b / (k + a * b)
+            self._k, self._b = k, b
+            if a <= 0:
+                c = 0.0
+            elif a >= n:
+                c = 1.0
+            else:
+                rho = a / n
+                c = b / (1.0 - rho + rho * b)
+            if c <= tail:
+                yield 0.0
+            else:
+                t = math.log(c / tail) / (n * mu - lam_b)
+                yield 1000.0 * t * spread / 2.0
+            n += 1
+
+
 def cs2_from_profile(p50_ms: float, p99_ms: float) -> float:
     """Squared coefficient of variation of a batch's time, from its p50 and p99 (normal tail)."""
     if p50_ms <= 0:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pulp
@@ -81,9 +82,9 @@ class Capacity:
     utilisation: float | None = None
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    """One way to run a stage: `n` replicas of an option, with its latency and capacity at λ̂."""
+class _Candidate(NamedTuple):
+    """One way to run a stage: `n` replicas of an option, with its latency and capacity at λ̂.
+    (A tuple: at scale a program's presolve makes millions of them.)"""
 
     option: Option
     n: int
@@ -142,11 +143,12 @@ def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, f
         else:
             n0 = _first_n(o, lam, model, 1e-12)
             ns = () if n0 is None else range(n0, n_max + 1)
-        waits = WaitSeries(lam, o.batch, o.service_ms * model.stretch, o.cs2)
+        waits = WaitSeries(lam, o.batch, o.service_ms * model.stretch, o.cs2).waits_from(ns[0]) if ns else None
+        throughput, stretch, queueing, limit = o.throughput, model.stretch, model.queueing, sla_ms + LAT_TOL
         for n in ns:
-            cap = stage_capacity_rps(o, n, model)
-            lat = base + waits.at(n) if model.queueing else base
-            if lat <= sla_ms + LAT_TOL:
+            cap = throughput * n / stretch  # stage_capacity_rps, inline: this loop runs millions of times at scale
+            lat = base + next(waits) if queueing else base
+            if lat <= limit:
                 out.append(_Candidate(o, n, lat, cap))
             if lat <= base and fixed is None:  # no wait: n past this only costs more; keep the running n, if larger
                 if keep is not None and (o.variant, o.batch) == keep[:2] and keep[2] > n:

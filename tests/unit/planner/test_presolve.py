@@ -103,6 +103,17 @@ def test_wait_series_is_wait_p99_bit_for_bit():
             assert series.at(n) == wait_p99_ms(n, lam, b, s, cs2)
 
 
+def test_wait_series_scan_is_wait_p99_bit_for_bit_from_any_start():
+    rng = random.Random(11)
+    for _ in range(60):
+        lam, b, s, cs2 = rng.uniform(0.1, 5000), rng.choice((1, 4, 16)), rng.uniform(5, 500), rng.uniform(0, 1)
+        start = rng.randrange(1, 2000)
+        scan = WaitSeries(lam, b, s, cs2).waits_from(start)
+        for n in range(start, start + 300):  # the stages that cannot keep up (inf) included
+            assert next(scan) == wait_p99_ms(n, lam, b, s, cs2)
+    assert [next(WaitSeries(0.0, 1, 10.0).waits_from(1)) for _ in range(2)] == [0.0, 0.0]
+
+
 def test_replicas_stop_at_what_a_plan_can_hold():
     """N past the StagePlan's bound (1,000 replicas) plans within it: best effort past it, not a crash."""
     from ipa_energy.spec import PipelineSpec, Resources, StageSpec
