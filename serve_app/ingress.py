@@ -334,9 +334,9 @@ class Ingress:
             result = results[stage.name] = StageResult.model_validate(reply)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
             timed = f"{target}/{result.variant}"
-            if result.variant == variant:  # (an answer of the variant a slot switched from teaches nothing)
-                self.shedder.observe_call(timed, ahead, self._planned_replicas(name, stage.name, variant),
-                                          result.batch_size, latency[stage.name] / 1000)
+            replicas = self._planned_replicas(name, stage.name, variant)
+            if replicas is not None and result.variant == variant:  # (the variant a slot switched from: no lesson)
+                self.shedder.observe_call(timed, ahead, replicas, result.batch_size, latency[stage.name] / 1000)
             self.shedder.observe(timed, result.compute_ms, result.batch_size)
             # by the variant that served it: a slot switching in place may still answer with the old one
             self.timings.record(name, stage.name, result.variant, time.time(), result.compute_ms, result.batch_size,
@@ -388,11 +388,17 @@ class Ingress:
             route.append((stage, f"{target}/{variant}", ahead, sp.most_replicas(variant)))
         return route
 
-    def _planned_replicas(self, name: str, stage: str, variant: str) -> int:
+    def _planned_replicas(self, name: str, stage: str, variant: str) -> int | None:
+        """The replicas `variant` runs in `stage`; None where the count is not the plan's to say:
+        an autoscaled stage is judged at its maximum (what it can grow to), which its calls, made at
+        the count Serve runs now, must not correct down; or a plan that no longer runs `variant`."""
+        sp = self.plans[name].stages[stage]
+        if sp.autoscaling is not None:
+            return None
         try:
-            return self.plans[name].stages[stage].most_replicas(variant)
-        except StopIteration:  # the plan changed meanwhile and no longer runs `variant`
-            return 1
+            return sp.most_replicas(variant)
+        except StopIteration:
+            return None
 
     def _refuse(self, pipeline: PipelineSpec, stage: str, retry_after_s: int, why: str) -> Response:
         """A fast 503 with Retry-After (ipa_energy.messages.Shed); an SLO miss, counted apart."""
