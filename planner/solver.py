@@ -3,7 +3,10 @@
 ``solver="highs"`` (the default when SciPy is importable) hands the PuLP model to HiGHS
 through ``scipy.optimize.milp`` (``highspy`` is not installed here); ``solver="cbc"`` uses
 ``PULP_CBC_CMD(msg=False)`` (a subprocess per solve). Both solve with zero MIP gap. HiGHS
-avoids the subprocess and file round trip (``python -m planner.benchmark``).
+avoids the subprocess and file round trip (``python -m planner.benchmark``). Where HiGHS
+stops on a numerical solve error (status 4; seen on the best-effort program's linearised
+products) rather than proving the model infeasible, CBC solves it instead: an error is not
+an answer, and the planner would otherwise fall back to a default plan.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ DEFAULT_SOLVER = "highs" if HAVE_HIGHS else "cbc"
 def solve_problem(prob: pulp.LpProblem, solver: str) -> bool:
     """Solve a PuLP MILP exactly with `solver` ("highs" or "cbc"); True if optimal."""
     if solver == "highs":
-        return _solve_highs(prob)
+        solved = _solve_highs(prob)
+        if solved or prob.status != pulp.LpStatusNotSolved:
+            return solved
     prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=0.0, gapAbs=0.0))
     return prob.status == pulp.LpStatusOptimal
 
