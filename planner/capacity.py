@@ -107,22 +107,13 @@ class WaitSeries:
         for k in range(self._k + 1, n + 1):
             b = a * b / (k + a * b)
         self._k, self._b = n, b
-        if a <= 0:
-            c = 0.0
-        elif a >= n:
-            c = 1.0
-        else:
-            rho = a / n
-            c = b / (1.0 - rho + rho * b)
-        if c <= 1.0 - q:
-            return 0.0
-        t = math.log(c / (1.0 - q)) / (n * mu - lam_b)
-        return 1000.0 * t * (1.0 / batch + self.cs2) / 2.0
+        return _wait_ms(n, a, b, mu, lam_b, q, 1.0 / batch + self.cs2)
 
 
     def waits_from(self, n: int):
-        """Yield ``at(n)``, ``at(n + 1)``, … (the same floats), without a call per step: the scan
-        of :func:`planner.program._candidates` over n is the planner's hottest loop at scale."""
+        """Yield ``at(n)``, ``at(n + 1)``, … (the same floats), without a method call and a range
+        per step: the scan of :func:`planner.program._candidates` over n is the planner's hottest
+        loop at scale."""
         lam, batch, q = self.lam, self.batch, self.q
         if lam <= 0:
             while True:
@@ -135,31 +126,34 @@ class WaitSeries:
         mu = 1000.0 / self.service_ms
         lam_b = lam / batch
         a = lam_b / mu
-        tail = 1.0 - q
         spread = 1.0 / batch + self.cs2
         k, b = self._k, self._b
         while True:
             if lam_b >= n * mu:
                 yield math.inf
-                n += 1
-                continue
-            while k < n:
-                k += 1
-                b = a * b / (k + a * b)
-            self._k, self._b = k, b
-            if a <= 0:
-                c = 0.0
-            elif a >= n:
-                c = 1.0
             else:
-                rho = a / n
-                c = b / (1.0 - rho + rho * b)
-            if c <= tail:
-                yield 0.0
-            else:
-                t = math.log(c / tail) / (n * mu - lam_b)
-                yield 1000.0 * t * spread / 2.0
+                while k < n:
+                    k += 1
+                    b = a * b / (k + a * b)
+                self._k, self._b = k, b
+                yield _wait_ms(n, a, b, mu, lam_b, q, spread)
             n += 1
+
+
+def _wait_ms(n: int, a: float, b: float, mu: float, lam_b: float, q: float, spread: float) -> float:
+    """The q-quantile of the wait (ms) from Erlang B `b` at n servers and a Erlangs: Erlang C,
+    then the exponential tail; `spread` = 1/batch + cs² (Kingman's variability factor × 2)."""
+    if a <= 0:
+        c = 0.0
+    elif a >= n:
+        c = 1.0
+    else:
+        rho = a / n
+        c = b / (1.0 - rho + rho * b)
+    if c <= 1.0 - q:
+        return 0.0
+    t = math.log(c / (1.0 - q)) / (n * mu - lam_b)
+    return 1000.0 * t * spread / 2.0
 
 
 def cs2_from_profile(p50_ms: float, p99_ms: float) -> float:

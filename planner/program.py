@@ -433,14 +433,18 @@ def _n_range(o: Option, lam: float, n_max: int, fixed: int | None, model: Latenc
     return 1, n_max if top is None else min(top, n_max)
 
 
-def _target_candidates(opts, lam, sla, n_max, fixed, model, target, keep_latency) -> list[_Candidate]:
+def _best_effort_rows(opts, lam, sla, n_max, fixed, model, keep_latency):
+    """(option, base latency, lowest n, highest n) of each option a best-effort stage may run."""
     plain = replace(model, queueing=False)
-    out = []
     for o in opts:
         base = stage_latency_ms(o, 1, lam, plain)
-        if keep_latency and base > sla + LAT_TOL:
-            continue
-        lo, hi = _n_range(o, lam, n_max, fixed, model)
+        if not (keep_latency and base > sla + LAT_TOL):
+            yield (o, base, *_n_range(o, lam, n_max, fixed, model))
+
+
+def _target_candidates(opts, lam, sla, n_max, fixed, model, target, keep_latency) -> list[_Candidate]:
+    out = []
+    for o, base, lo, hi in _best_effort_rows(opts, lam, sla, n_max, fixed, model, keep_latency):
         n = lo if fixed is not None else max(lo, _first_n(o, target, model, 0.0) or hi + 1)
         if n <= hi and stage_capacity_rps(o, n, model) >= target:
             out.append(_Candidate(o, n, base, stage_capacity_rps(o, n, model)))
@@ -460,16 +464,10 @@ def _max_served(options, lam, sla, n_max, fixed_n, capacity: Capacity, keep_late
     (option, n) (hundreds of binaries per option at 1,000 replicas, with a linearised product
     per binary) took seconds per solve; this takes milliseconds."""
     model = capacity.model
-    plain = replace(model, queueing=False)
     stages = []
     for opts, fixed in zip(options, fixed_n):
-        rows = []
-        for o in opts:
-            base = stage_latency_ms(o, 1, lam, plain)
-            if keep_latency and base > sla + LAT_TOL:
-                continue
-            lo, hi = _n_range(o, lam, n_max, fixed, model)
-            rows.append((o, base, lo, hi, stage_capacity_rps(o, hi, model)))
+        rows = [(o, base, lo, hi, stage_capacity_rps(o, hi, model))
+                for o, base, lo, hi in _best_effort_rows(opts, lam, sla, n_max, fixed, model, keep_latency)]
         if not rows:
             return False
         stages.append(rows)
