@@ -375,3 +375,42 @@ def test_a_scale_in_waits_until_the_busiest_second_of_the_predictors_window_is_s
         if (d := planner.step(quiet)).changed:
             break
     assert sum(r["replicas"] for r in d.stages.values()) < most
+
+
+def test_the_bridge_judges_the_running_replicas_on_the_cores_the_cold_starts_leave(setup):
+    """At the demo's ramp (resnet152 × 1 at ~3 req/s on 2 cores, growing to 2 replicas), the
+    running replica serves the load on paper, but not with a core taken by the new replica's
+    cold start: so the bridge switches it in place to a lighter variant first."""
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+    from ipa_energy.spec import Plan, StagePlan
+    from planner import loop as loop_module
+    from planner.loop import during_cold_start
+
+    pipeline, profiles = setup
+    supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2.0, memory_mb=16_000.0, outside_cores=0.27),),
+                           source="test")
+    assert during_cold_start(supply, 0) is supply and during_cold_start(None, 3) is None
+    assert during_cold_start(supply, 1).background_cores == pytest.approx(1.0)
+    assert during_cold_start(supply, 5).background_cores == pytest.approx(2.0)  # never more than the cluster has
+
+    class Forecast:  # the LSTM's forecast at that step
+        def predict(self, history):
+            return 5.0
+
+    history = np.concatenate([np.full(60, 2.0), [2, 2, 0, 1, 3, 7, 3, 5, 3, 6]])  # the demo's arrivals up to the step
+
+    def step(starting_cores):
+        applied = []
+        slow = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-112-mini", replicas=1)},
+                    policy="ipa")
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(loop_module, "STARTING_REPLICA_CORES", starting_cores)
+            planner = PlannerLoop(pipeline, profiles, Forecast(), lambda p: applied.append(p) or {}, policy="ipa",
+                                  interval_s=10, current=slow, supply=supply, serving_cpu_s=0.02)
+            return planner.step(history), applied
+
+    d, applied = step(1.0)
+    assert d.changed and d.stages["classifier"]["replicas"] == 2 and len(applied) == 2
+    assert d.bridge["classifier"]["replicas"] == 1 and d.bridge["classifier"]["variant"] != "resnet152-112-mini"
+    d, applied = step(0.0)  # with the cold start's core left to the running replica, it would carry on as it is
+    assert d.changed and d.bridge == {} and len(applied) == 1
