@@ -61,9 +61,8 @@ from planner.checks import evaluate_plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT_MAX_VARIANTS, OBJ_TOL
 from planner.infadapter import solve_infadapter
 from planner.policies import check_policy, is_static, restrictions
-from planner.program import (
-    REPLICA_LIMIT, Capacity, capacities, capacity_terms, fill_factor, solve_best_effort, solve_optimum,
-)
+from planner.best_effort import solve_best_effort
+from planner.program import REPLICA_LIMIT, Capacity, capacities, capacity_terms, fill_factor, solve_optimum
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 

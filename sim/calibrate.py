@@ -10,6 +10,9 @@ replica was charged with) beside `idle_j`; so, over every window of the given ru
 * cores busy outside the replicas = other J / window s / the active J per core-second the
   simulator charges (sim.cluster.node_power, from the profiles), fitted by least squares as
   ``background_cores + serving_cpu_s × arrival rate`` (both clipped at 0);
+* ``hidden_cores``: of that background, what the live node's energy actor did not read as outside
+  the replicas (it counts the replica processes' own CPU as theirs), from the planner decisions'
+  ``background_cores``: the simulator then hands its planner the reading the live one had;
 * ``speed``: the service-time factor the live planner learnt for the host (the median of its
   decisions' ``*`` correction after the first), over the factor the simulator's own run of the
   same window learns with speed 1 (contention is modelled apart, so only the rest is left).
@@ -31,7 +34,7 @@ import yaml
 
 from experiments.summary import load_run
 
-__all__ = ["fit_host", "main"]
+__all__ = ["fit_host", "hidden_cores", "main"]
 
 
 def _runs(paths: list[Path]) -> list:
@@ -70,6 +73,17 @@ def fit_host(runs: list, active_j_per_core_s: float) -> dict:
             "serving_cpu_s": max(0.0, float(per_request)), "windows": len(rates)}
 
 
+def hidden_cores(runs: list, fit: dict, planner_serving_cpu_s: float) -> float:
+    """Of the fitted background, the cores the live planner did not read as outside the replicas:
+    the median over decisions of what the simulator would report (background + serving path at the
+    observed rate) less what the live node's energy actor did (the decision's ``background_cores``
+    plus the serving path the planner takes off it); 0 when no decision logged its background."""
+    gaps = [fit["background_cores"] + d.observed_rps * fit["serving_cpu_s"]
+            - (d.background_cores + d.observed_rps * planner_serving_cpu_s)
+            for run in runs for d in run.decisions if d.background_cores is not None]
+    return min(fit["background_cores"], max(0.0, statistics.median(gaps))) if gaps else 0.0
+
+
 def host_factor(runs: list) -> float | None:
     """The median over planner decisions (after each run's first) of the learnt host factor."""
     factors = [d.corrections.get("*") for run in runs for d in run.decisions[1:] if d.corrections.get("*")]
@@ -77,6 +91,7 @@ def host_factor(runs: list) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from planner.constants import SERVING_CPU_S
     from sim.cluster import NodeType, node_power, this_host
     from planner.profiles import profiles_from_store
     from workloads import catalog
@@ -98,12 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     node: NodeType = host.node_types[0]
     _, active = node_power(node, profiles, pipeline)
     fit = fit_host(runs, active)
+    hidden = hidden_cores(runs, fit, SERVING_CPU_S)
     live = host_factor(runs)
     speed = round(live / args.sim_factor, 3) if live and args.sim_factor else 1.0
     doc = {
         "hardware": hardware,
         "idle_timeout_minutes": 10,
-        "host": {"background_cores": round(fit["background_cores"], 3), "serving_cpu_s": round(fit["serving_cpu_s"], 4)},
+        "host": {"background_cores": round(fit["background_cores"], 3), "hidden_cores": round(hidden, 3),
+                 "serving_cpu_s": round(fit["serving_cpu_s"], 4)},
         "available_node_types": {"local": {
             "count": 1, "min_workers": 1,
             "resources": {"CPU": node.cores, "memory": f"{node.memory_mb:.0f}MiB"},

@@ -81,6 +81,11 @@ class HostCosts(_Model):
     background_cores: float = Field(0.0, ge=0, description="Cores busy outside the replicas whatever the load, per "
                                     "node: Ray's daemons, Serve's controller and proxy, the planner, a co-located "
                                     "experiment runner (fitted from live runs: sim.calibrate).")
+    hidden_cores: float = Field(0.0, ge=0, description="Of `background_cores`, the cores a node's energy actor does "
+                                "not see outside the replicas: it reads node CPU less the replica processes' own, and "
+                                "part of the background runs in those processes (Serve's replica loop, batching, "
+                                "(de)serialisation). They contend like the rest; the planner's supply reading leaves "
+                                "them out, as live (fitted from live decisions: sim.calibrate).")
     serving_cpu_s: float = Field(SERVING_CPU_S, ge=0, description="Core-seconds per request outside the stages: "
                                  "ingress and HTTP proxy (planner.constants.SERVING_CPU_S).")
     loadgen_cpu_s: float = Field(0.0, ge=0, description="Core-seconds per request of a load generator on the first "

@@ -1,4 +1,4 @@
-"""The best-effort program (no plan serves λ̂): its first solve by enumeration (planner.program.
+"""The best-effort program (no plan serves λ̂): its first solve by enumeration (planner.best_effort.
 _max_served) and its pruned second solve, against the MILPs over every (option, n) they replace."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from dataclasses import replace
 import pulp
 import pytest
 
-from planner import program
-from planner.program import Capacity, _candidates, _Group, _max_served, _Program, solve_best_effort
+from planner import best_effort
+from planner.best_effort import _max_served, solve_best_effort
+from planner.program import Capacity, _candidates, _Group, _Program
 from planner.terms import LatencyModel, Option, Weights, choice_terms, stage_latency_ms
 from planner.constants import LAT_TOL
 
@@ -94,6 +95,6 @@ def test_the_plan_is_as_good_as_the_milps_over_every_n(seed, monkeypatch):
     assert min(got["capacity_rps"], lam) >= served - 1e-5
     assert got["objective"] == pytest.approx(ref["objective"], abs=1e-6)
     # past the enumeration's limit, the MILP path gives the same
-    monkeypatch.setattr(program, "COMBINATIONS_LIMIT", 0)
+    monkeypatch.setattr(best_effort, "COMBINATIONS_LIMIT", 0)
     slow = solve_best_effort(options, lam, sla, n_max, fixed, w, "highs", cap)
     assert choice_terms(slow, lam, w, plain)["objective"] == pytest.approx(ref["objective"], abs=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.schema import Decision, EnergyWindow
-from sim.calibrate import fit_host, host_factor
+from sim.calibrate import fit_host, hidden_cores, host_factor
 
 ACTIVE = 2.0  # J per busy core-second
 
@@ -48,3 +48,20 @@ def test_the_host_factor_is_the_median_after_each_runs_first_decision():
     assert host_factor([run]) == pytest.approx(1.1)
     assert host_factor([SimpleNamespace(decisions=[])]) is None
     assert np.isfinite(host_factor([run]))
+
+
+def test_the_hidden_background_is_what_the_live_planner_did_not_read_as_outside():
+    def decision(observed, background):
+        return Decision(time_s=0, observed_rps=observed, predicted_rps=1, predictor="x", policy="ipa", stages={},
+                        accuracy=0.5, predicted_power_w=None, predicted_j_per_request=None, energy_method="tdp-estimate",
+                        feasible=True, solve_time_s=0, background_cores=background)
+    fit = {"background_cores": 0.8, "serving_cpu_s": 0.0}
+    # the live planner read 0.3 cores outside at each step (its background plus 0.02 s × the observed rate)
+    run = SimpleNamespace(decisions=[decision(r, 0.3 - 0.02 * r) for r in (1.0, 2.0, 5.0, 8.0)]
+                          + [Decision(time_s=0, observed_rps=1, predicted_rps=1, predictor="x", policy="ipa", stages={},
+                                      accuracy=0.5, predicted_power_w=None, predicted_j_per_request=None,
+                                      energy_method="tdp-estimate", feasible=True, solve_time_s=0)])  # none logged
+    assert hidden_cores([run], fit, 0.02) == pytest.approx(0.5)
+    assert hidden_cores([SimpleNamespace(decisions=[])], fit, 0.02) == 0.0
+    read_more = SimpleNamespace(decisions=[decision(1.0, 2.0)])  # more than the fit: nothing is hidden
+    assert hidden_cores([read_more], fit, 0.02) == 0.0

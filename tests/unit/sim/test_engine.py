@@ -93,6 +93,16 @@ def test_background_load_takes_cores_from_the_replicas():
     e.schedule(np.array([1.5]), 3)  # after the first tick has set the background
     e.run_until(3)
     assert e.finished[0].finished - 1.5 == pytest.approx(0.2)  # half a core left: twice as long
+    assert e.outside_cores() == {e.nodes[0].id: pytest.approx(1.5)}
+
+
+def test_the_background_hidden_in_the_replica_processes_contends_but_is_not_read_as_outside():
+    host = HostCosts(background_cores=1.5, hidden_cores=1.0, serving_cpu_s=0.0, overhead_ms=0.0)
+    e = engine(c=cluster(cores=2.0, host=host))
+    e.schedule(np.array([1.5]), 3)
+    e.run_until(3)
+    assert e.finished[0].finished - 1.5 == pytest.approx(0.2)  # the same contention
+    assert e.outside_cores() == {e.nodes[0].id: pytest.approx(0.5)}  # what the node's energy actor reads
 
 
 def test_the_shedder_refuses_what_cannot_make_the_sla():
