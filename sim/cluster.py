@@ -103,6 +103,13 @@ class HostCosts(_Model):
     apply_timeout_s: float = Field(300.0, gt=0, description="A change that has not converged by then rolls back "
                                    "(serve_app.control.apply_plan's timeout).")
 
+    @model_validator(mode="after")
+    def _hidden_within_background(self) -> "HostCosts":
+        if self.hidden_cores > self.background_cores:
+            raise ValueError(f"host: hidden_cores {self.hidden_cores} > background_cores {self.background_cores} "
+                             "(only part of the background can be hidden)")
+        return self
+
 
 class SimCluster(_Model):
     hardware: str = Field(description="Hardware id of the profiles every node serves with.")

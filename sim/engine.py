@@ -728,8 +728,7 @@ class Engine:
     def outside_cores(self) -> dict[str, float]:
         """node → cores busy outside the stage replicas (the serving path, the load generator) as the
         node's energy actor reads them (less the background it counts as the replicas' own)."""
-        hidden = min(self.host.hidden_cores, self.host.background_cores)
-        return {n.id: max(0.0, n.background - hidden) for n in self.nodes if n.active}
+        return {n.id: max(0.0, n.background - self.host.hidden_cores) for n in self.nodes if n.active}
 
     def energy_since(self, n: _Node) -> tuple[float, float, float, dict[str, float]]:
         """(idle J, other J, load generator J, replica → J) accrued on `n`, reset to zero."""

@@ -559,7 +559,7 @@ class FluidEngine:
 
     def outside_cores(self) -> float:
         """Cores busy outside the replicas per active node, as a node's energy actor reads them."""
-        return max(0.0, self.outside - min(self.host.hidden_cores, self.host.background_cores))
+        return max(0.0, self.outside - self.host.hidden_cores)
 
     def energy_since(self, g: NodeGroup) -> tuple[float, float, float, dict[str, float]]:
         """(idle J, other J, load generator J, deployment → J) accrued by `g`'s nodes, reset."""

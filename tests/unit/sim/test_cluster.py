@@ -79,3 +79,11 @@ def test_simulated_labels_wrap_a_method_and_are_never_measurements():
     for bad in ("simulated (watts)", "simulated (simulated (tdp-estimate))", "simulated tdp-estimate"):
         with pytest.raises(ValueError):
             TypeAdapter(MethodLabel).validate_python(bad)
+
+
+def test_hidden_cores_beyond_the_background_are_refused():
+    from sim.cluster import HostCosts
+
+    assert HostCosts(background_cores=0.8, hidden_cores=0.3).hidden_cores == 0.3
+    with pytest.raises(ValueError, match="hidden_cores"):
+        HostCosts(background_cores=0.2, hidden_cores=0.3)
