@@ -98,8 +98,23 @@ def _weights(args):
     """The objective weights the flags set (the rest at their defaults)."""
     from planner.terms import Weights
 
-    given = {"gamma": args.gamma, "accuracy_budget": args.accuracy_budget}
-    return Weights(**{k: v for k, v in given.items() if v is not None})
+    flags = {"gamma": args.gamma, "gamma_relative": args.gamma_relative, "accuracy_budget": args.accuracy_budget}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.gamma is not None and args.gamma_relative is None:
+        given["gamma_relative"] = None  # a weight per watt asked for: it decides, not the elasticity
+    return Weights(**given)
+
+
+def add_weight_arguments(p) -> None:
+    """ipa-energy's objective flags (experiment and simulate)."""
+    p.add_argument("--gamma", type=float, default=None,
+                   help="ipa-energy's weight per watt of predicted power, instead of --gamma-relative")
+    p.add_argument("--gamma-relative", type=float, default=None, metavar="ELASTICITY",
+                   help="ipa-energy's energy weight relative to IPA's plan at the same load: 0.1 (the default, "
+                        "planner.terms.Weights) trades 1 %% of relative accuracy for 10 %% less power")
+    p.add_argument("--accuracy-budget", type=float, default=None, metavar="FRACTION",
+                   help="ipa-energy gives up at most this much pipeline accuracy (0.01 = one point, the default) "
+                        "against IPA's plan at the same load and capacity; 1: no limit")
 
 
 def add_parsers(sub) -> None:
@@ -125,11 +140,7 @@ def add_parsers(sub) -> None:
     exp.add_argument("--predictor", default="lstm", help="load predictor: lstm, reactive or max")
     exp.add_argument("--margin", type=float, default=1.0, help="plan for predicted load × this (headroom)")
     exp.add_argument("--max-replicas", type=int, default=2, help="replica cap per stage")
-    exp.add_argument("--gamma", type=float, default=None,
-                     help="ipa-energy's weight per watt of predicted power (default: planner.terms.Weights)")
-    exp.add_argument("--accuracy-budget", type=float, default=None, metavar="FRACTION",
-                     help="ipa-energy gives up at most this much pipeline accuracy (0.01 = one point) against IPA's "
-                          "plan at the same load (default: none; γ alone decides)")
+    add_weight_arguments(exp)
     exp.add_argument("--report", action="store_true", help="write the report when done")
     exp.set_defaults(func=_experiment)
 

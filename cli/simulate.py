@@ -39,6 +39,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
+    from cli.experiment import add_weight_arguments
     from loadgen.options import add_replay_arguments
 
     p = sub.add_parser("simulate", help="simulate policies over a trace, request by request (sim), "
@@ -57,9 +58,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--predictor", default="lstm", help="load predictor: lstm, reactive or max")
     p.add_argument("--margin", type=float, default=1.0, help="plan for predicted load × this")
     p.add_argument("--max-replicas", type=int, default=2, help="replica cap per stage")
-    p.add_argument("--gamma", type=float, default=None, help="ipa-energy's weight per watt of predicted power")
-    p.add_argument("--accuracy-budget", type=float, default=None, metavar="FRACTION",
-                   help="ipa-energy gives up at most this much pipeline accuracy against IPA's plan")
+    add_weight_arguments(p)
     p.add_argument("--loadgen-cpu-s", type=float, default=None, metavar="S",
                    help="CPU seconds per request of a load generator on the first node (default: the cluster file's, 0)")
     p.add_argument("--warm-variants", action=argparse.BooleanOptionalAction, default=None,

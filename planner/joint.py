@@ -31,8 +31,9 @@ is taken from the nodes'. A pipeline that still fits gets a feasible plan; the o
 best-effort plan (``objective["feasible"] == 0``). These plans no longer share one cap: an
 earlier pipeline's latency is predicted at its own cap, which the later ones may raise.
 
-Not joined: ``static*`` and ``infadapter`` (plans of their own), and ipa-energy's accuracy
-budget (a reference IPA plan per pipeline); both raise ValueError.
+ipa-energy pipelines are planned against IPA's (:func:`planner.optimizer.against_reference`):
+their reference is the joint plan with each of them planned as ipa, on the same cluster. Not
+joined: ``static*`` and ``infadapter`` (plans of their own); they raise ValueError.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import TypeVar
 from ipa_energy.cluster import ClusterSupply
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, MEMORY_FRACTION, OBJ_TOL
-from planner.optimizer import _planned, optimize
+from planner.optimizer import _planned, against_reference, optimize, uses_reference, with_reference_terms
 from planner.policies import check_policy, is_static, restrictions
 from planner.program import REPLICA_LIMIT, Capacity, Demand, capacities, fill_factor, solve_joint
 from planner.solver import DEFAULT_SOLVER
@@ -111,18 +112,22 @@ def optimize_joint(
     currents = _each(current, k, Plan)
     fills = [fill_factor(f, lam) for f, lam in zip(_each(fill_rps, k, (int, float)), lams)]
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
-    demands = []
+    references = _references(pipelines, profs, raw, slas, ws, pols, n_caps, margin, solver, queueing, supply,
+                             serving_cpu_s, fill_rps, sizes)
+    demands, floors = [], []
     for p, prof, lam, sla, w, pol, n_cap, cur in zip(pipelines, profs, lams, slas, ws, pols, n_caps, currents):
         if is_static(pol) or pol == "infadapter":
             raise ValueError(f"policy {pol!r} makes a plan of its own; a joint plan joins ipa, ipa-energy, fa2-*, rim")
         check_policy(p, pol)
-        if pol == "ipa-energy" and w.gamma > 0 and w.accuracy_budget is not None:
-            raise ValueError("ipa-energy's accuracy budget is not supported in a joint plan")
         wk, allowed, fixed = restrictions(p, pol, w, None)
         n_max = min(REPLICA_LIMIT, int(max(n_cap, max((f for f in fixed if f is not None), default=1))))
         stages = [cur.stages.get(st.name) for st in p.stages] if cur is not None and cur.pipeline == p.name else None
+        floor = None
+        if references[len(demands)] is not None:
+            wk, floor = against_reference(p, references[len(demands)], wk)
+        floors.append(floor)
         demands.append(Demand(stage_options(p, prof, sizes, lam, allowed), lam, sla, n_max, fixed, wk,
-                              LatencyModel(queueing=queueing), stages))
+                              LatencyModel(queueing=queueing), stages, min_log_acc=None if floor is None else math.log(floor)))
     total = sum(lams)
     plans: list[Plan] | None = None
     try:
@@ -146,8 +151,9 @@ def optimize_joint(
             at = _at(demands, cap, fills)
             if any(d.current is not None for d in at):  # the fewest-changes second solve
                 choices, _ = solve_joint(at, solver, cap)
-            plans = [plan_from_choice(p, ch, d.lam, d.weights, pol, True, margin, t0, d.model)
-                     for p, ch, d, pol in zip(pipelines, choices, at, pols)]
+            plans = [with_reference_terms(plan_from_choice(p, ch, d.lam, d.weights, pol, True, margin, t0, d.model),
+                                          pol, d.weights, floor)
+                     for p, ch, d, pol, floor in zip(pipelines, choices, at, pols, floors)]
             plans = _shared(plans, cap, supply, lams, serving_cpu_s)
     except Exception:  # never raise from the planner
         logger.exception("joint planner failed for %d pipelines", k)
@@ -155,6 +161,18 @@ def optimize_joint(
         plans = _one_by_one(pipelines, profs, raw, lams, slas, ws, pols, n_caps, currents, fill_rps, sizes, margin,
                             solver, queueing, supply, serving_cpu_s)
     return plans
+
+
+def _references(pipelines, profs, loads, slas, ws, pols, n_caps, margin, solver, queueing, supply, serving_cpu_s,
+                fill_rps, sizes) -> list[Plan | None]:
+    """Per pipeline, the IPA plan its ipa-energy plan is made against (None: not planned against
+    one): the joint plan with every ipa-energy pipeline planned as ipa, on the same cluster."""
+    if not any(uses_reference(pol, w) for pol, w in zip(pols, ws)):
+        return [None] * len(pipelines)
+    plans = optimize_joint(pipelines, profs, loads, sla_ms=slas, weights=ws, batch_sizes=sizes, max_replicas=n_caps,
+                           policy=["ipa" if pol == "ipa-energy" else pol for pol in pols], margin=margin, solver=solver,
+                           queueing=queueing, supply=supply, serving_cpu_s=serving_cpu_s, fill_rps=fill_rps)
+    return [plan if uses_reference(pol, w) else None for plan, pol, w in zip(plans, pols, ws)]
 
 
 def _at(demands: list[Demand], cap: Capacity, fills: list[float]) -> list[Demand]:

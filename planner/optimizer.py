@@ -66,7 +66,7 @@ from planner.program import REPLICA_LIMIT, Capacity, capacities, capacity_terms,
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 
-__all__ = ["compare_policies", "optimize"]
+__all__ = ["against_reference", "compare_policies", "optimize", "uses_reference", "with_reference_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +135,9 @@ def optimize(
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
     fill = fill_factor(fill_rps, lam)
     tried = capacities(supply, lam, queueing, serving_cpu_s, fill)
-    floor = None
-    if policy == "ipa-energy" and w.gamma > 0 and w.accuracy_budget is not None:
-        # IPA's plan at the same load and capacity sets the reference accuracy
-        reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes,
-                             max_replicas=max_replicas, policy="ipa", margin=margin, solver=solver,
-                             queueing=queueing, supply=supply, serving_cpu_s=serving_cpu_s, fill_rps=fill_rps)
-        if reference.objective.get("feasible") and pipeline.accuracy(reference) > w.accuracy_budget:
-            floor = pipeline.accuracy(reference) - w.accuracy_budget
+    w, floor = _against_ipa(pipeline, profiles, load, policy, w, weights, sla=sla, sizes=sizes, max_replicas=max_replicas,
+                            margin=margin, solver=solver, queueing=queueing, supply=supply,
+                            serving_cpu_s=serving_cpu_s, fill_rps=fill_rps, replicas=replicas)
     min_log_acc = math.log(floor) if floor is not None else None
     try:
         # The best plan over the utilisation caps (ties: the lowest cap, the most headroom): a cap
@@ -161,9 +156,7 @@ def optimize(
                                           min_log_acc=min_log_acc)
             plan = _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
-            if floor is not None:
-                plan = plan.model_copy(update={"objective": {**plan.objective, "accuracy_floor": floor}})
-            return plan
+            return with_reference_terms(plan, policy, w, floor)
         cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill))
         choice = solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
@@ -177,6 +170,51 @@ def optimize(
         "policy": policy, "predicted_load_rps": max(lam, 0.0), "predicted_power_w": None,
         "predicted_j_per_request": None, "objective": {"feasible": 0.0},
         "solve_time_s": time.perf_counter() - t0})
+
+
+def _against_ipa(pipeline: PipelineSpec, profiles: ProfileLookup, load: float, policy: str, w: Weights,
+                 weights: Weights, **kw: Any) -> tuple[Weights, float | None]:
+    """ipa-energy's weights and accuracy floor, both set against IPA's plan at the same load,
+    capacity and fixed replicas (`kw`: optimize's arguments; see :func:`against_reference`).
+    Other policies: `w` as given, no floor."""
+    if not uses_reference(policy, w):
+        return w, None
+    sla, sizes = kw.pop("sla"), kw.pop("sizes")
+    reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes, policy="ipa", **kw)
+    return against_reference(pipeline, reference, w)
+
+
+def uses_reference(policy: str, w: Weights) -> bool:
+    """Whether `policy` with weights `w` is planned against IPA's plan (ipa-energy with an
+    energy elasticity or an accuracy budget)."""
+    if policy != "ipa-energy" or w.gamma <= 0 and w.gamma_relative is None:
+        return False
+    return w.gamma_relative is not None or w.accuracy_budget is not None
+
+
+def against_reference(pipeline: PipelineSpec, reference: Plan, w: Weights) -> tuple[Weights, float | None]:
+    """(weights, accuracy floor) of an ipa-energy plan made against IPA's `reference` plan:
+    γ per watt = ``gamma_relative`` / the reference's predicted watts (an elasticity: the same
+    trade of accuracy for a share of the power at every load, where a weight per watt buys ever
+    more accuracy as the load falls), and the floor = the reference's accuracy − ``accuracy_budget``.
+    An infeasible reference (no plan meets the load): `w` as given (γ per watt), no floor."""
+    if not reference.objective.get("feasible"):
+        return w, None
+    if w.gamma_relative is not None and (reference.predicted_power_w or 0.0) > 0:
+        w = w.model_copy(update={"gamma": w.gamma_relative / reference.predicted_power_w})
+    floor = None
+    if w.accuracy_budget is not None and pipeline.accuracy(reference) > w.accuracy_budget:
+        floor = pipeline.accuracy(reference) - w.accuracy_budget
+    return w, floor
+
+
+def with_reference_terms(plan: Plan, policy: str, w: Weights, floor: float | None) -> Plan:
+    """`plan` with what it was made against IPA's plan with in its objective terms: the accuracy
+    floor and the γ per watt the elasticity gave (nothing for a plan not made against one)."""
+    extra = {} if floor is None else {"accuracy_floor": floor}
+    if uses_reference(policy, w) and w.gamma_relative is not None:
+        extra["gamma_per_w"] = w.gamma
+    return plan.model_copy(update={"objective": {**plan.objective, **extra}}) if extra else plan
 
 
 def _planned(plan: Plan, cap: Capacity, supply: ClusterSupply | None, lam: float, serving_cpu_s: float) -> Plan:

@@ -36,11 +36,16 @@ class Weights(BaseModel):
 
     alpha: float = Field(1.0, ge=0, description="Per unit of log pipeline accuracy.")
     beta: float = Field(0.01, ge=0, description="Per resource unit (logical CPU or GPU) allocated.")
-    gamma: float = Field(0.01, ge=0, description="Per watt of predicted power (0 = IPA).")
+    gamma: float = Field(0.01, ge=0, description="Per watt of predicted power (0 = IPA); with gamma_relative set, "
+                         "only where no IPA plan meets the load (nothing to set γ against).")
     delta: float = Field(1e-4, ge=0, description="Per unit of batch size, summed over stages.")
+    gamma_relative: float | None = Field(
+        0.1, ge=0, description="ipa-energy only: the energy weight as an elasticity, per unit of predicted power "
+        "relative to IPA's plan at the same load and capacity (0.1: 10 % less power is worth 1 % of relative "
+        "accuracy); each solve uses γ = gamma_relative / that plan's watts. None: gamma, per watt, as given.")
     accuracy_budget: float | None = Field(
-        None, ge=0, le=1, description="ipa-energy only: the most pipeline accuracy (a fraction: 0.01 = one point) a "
-        "plan may give up for energy against IPA's plan at the same load and capacity; None (default): γ alone decides.")
+        0.01, ge=0, le=1, description="ipa-energy only: the most pipeline accuracy (a fraction: 0.01 = one point) a "
+        "plan may give up for energy against IPA's plan at the same load and capacity; None: γ alone decides.")
 
 
 @dataclass(frozen=True)

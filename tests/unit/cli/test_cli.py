@@ -80,6 +80,10 @@ def test_experiment_objective_weights_reach_the_runner_and_bad_ones_are_refused(
     argv = ["experiment", "--trace", "constant:1", "--seconds", "5", "--out", str(tmp_path)]
     assert main(argv + ["--gamma", "1", "--accuracy-budget", "0.01"]) == 0
     assert main(argv) == 0
-    assert seen[0].weights == Weights(gamma=1.0, accuracy_budget=0.01) and seen[1].weights == Weights()
+    assert main(argv + ["--gamma-relative", "0.2", "--accuracy-budget", "1"]) == 0
+    # a weight per watt asked for decides alone; the elasticity is the default
+    assert seen[0].weights == Weights(gamma=1.0, gamma_relative=None, accuracy_budget=0.01)
+    assert seen[1].weights == Weights() and seen[1].weights.gamma_relative == 0.1
+    assert seen[2].weights == Weights(gamma_relative=0.2, accuracy_budget=1.0)
     assert main(argv + ["--accuracy-budget", "2"]) == 2  # a fraction of accuracy: at most 1
     assert "accuracy_budget" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from planner.correction import DECAY, FACTOR_MAX, HOST, MIN_REQUESTS, WEIGHT, Co
 from planner.loop import PlannerLoop
 from planner.predictor import MaxPredictor
 from planner.profiles import profiles_from_store
+from planner.terms import Weights
 from workloads import catalog
 from workloads.profile_store import PROFILES_DIR, ProfileStore
 
@@ -98,8 +99,10 @@ def test_corrected_profiles_are_slower_and_serve_less(setup):
 def test_the_loop_logs_predicted_and_observed_p99_and_plans_with_the_correction(setup):
     pipeline, profiles = setup
     applied, now = [], [1000.0]
+    # no accuracy budget: at 4 req/s it would keep the slowed variant (the one within a point of IPA's)
+    w = Weights(accuracy_budget=None)
     planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: applied.append(p), interval_s=10,
-                          clock=lambda: now[0])
+                          clock=lambda: now[0], weights=w)
     load = np.full(60, 4.0)
     planner.step(load)  # the initial plan
     now[0] += 20  # an interval after the change has settled
@@ -116,7 +119,7 @@ def test_the_loop_logs_predicted_and_observed_p99_and_plans_with_the_correction(
     assert d.observed_p99_ms == {"classifier": 900.0}
     assert d.predicted_p99_ms["classifier"] > 0
     assert d.corrections[running.variant] > 1.2
-    uncorrected = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10).step(load)
+    uncorrected = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10, weights=w).step(load)
     cap = lambda stages: sum(v["replicas"] for v in stages.values())  # noqa: E731
     # slower than profiled: the plan keeps more capacity, or moves to a lighter variant
     assert cap(d.stages) > cap(uncorrected.stages) or d.stages != uncorrected.stages

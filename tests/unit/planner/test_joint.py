@@ -162,3 +162,23 @@ def test_rejects_what_it_cannot_join():
         optimize_joint([a[0]], [a[1]], [a[2]], policy="static")
     with pytest.raises(ValueError):
         optimize_joint([a[0], a[0]], [a[1]] * 2, [a[2]])
+
+
+
+def test_one_ipa_energy_pipeline_against_ipas_plan_is_optimize():
+    """The default weights (an elasticity and an accuracy budget, set against IPA's plan): the
+    joint plan of one pipeline plans it as optimize does."""
+    from planner.terms import Weights
+
+    against = 0
+    for seed in range(10):
+        pipe, profiles, load, n_max, _ = _problem(seed, "one")
+        supply = _supply(cores=random.Random(seed).choice((1, 2, 4, 8)))
+        for sup in (supply, None):
+            alone = optimize(pipe, profiles, load, weights=Weights(), batch_sizes=BATCHES, max_replicas=n_max,
+                             supply=sup, serving_cpu_s=0.01)
+            [joint] = optimize_joint([pipe], [profiles], [load], weights=Weights(), batch_sizes=BATCHES,
+                                     max_replicas=n_max, supply=sup, serving_cpu_s=0.01)
+            assert _same(joint, alone), seed
+            against += "gamma_per_w" in joint.objective and "accuracy_floor" in joint.objective
+    assert against >= 3

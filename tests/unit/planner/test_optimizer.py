@@ -58,9 +58,15 @@ def random_problem(seed: int):
     pipe = PipelineSpec(name="rnd", stages=tuple(stages), sla_ms=rng.uniform(150, 900))
     load = rng.uniform(1, 40)
     n_max = rng.randint(1, 4)
-    weights = rng.choice((Weights(), Weights(alpha=2, beta=0.05, gamma=0.02, delta=0.001),
-                          Weights(alpha=1, beta=0.0, gamma=0.1, delta=0.0)))
+    weights = rng.choice((per_watt(), per_watt(alpha=2, beta=0.05, gamma=0.02, delta=0.001),
+                          per_watt(alpha=1, beta=0.0, gamma=0.1, delta=0.0)))
     return pipe, profiles, load, n_max, weights
+
+
+def per_watt(**kw) -> Weights:
+    """Weights with γ per watt as given: no elasticity, no accuracy budget (the program alone,
+    which brute force evaluates)."""
+    return Weights(gamma_relative=None, accuracy_budget=None, **kw)
 
 
 def stage_options(pipe, profiles, allowed=None):
@@ -71,8 +77,9 @@ def stage_options(pipe, profiles, allowed=None):
     return out
 
 
-def brute_force(pipe, profiles, lam, sla, n_max, w: Weights, *, allowed=None, fixed=None):
-    """(best objective or None, max served throughput) by enumerating every plan."""
+def brute_force(pipe, profiles, lam, sla, n_max, w: Weights, *, allowed=None, fixed=None, min_log_acc=None):
+    """(best objective or None, max served throughput) by enumerating every plan (with a log
+    pipeline accuracy of at least `min_log_acc`, if given)."""
     per_stage = []
     for i, opts in enumerate(stage_options(pipe, profiles, allowed)):
         ns = range(1, n_max + 1) if fixed is None else (fixed[i],)
@@ -88,6 +95,8 @@ def brute_force(pipe, profiles, lam, sla, n_max, w: Weights, *, allowed=None, fi
         if lat > sla or cap < lam:
             continue
         log_acc = sum(math.log(v.accuracy.value) for v, b, p, n in combo)
+        if min_log_acc is not None and log_acc < min_log_acc:
+            continue
         cost = sum((v.resources.num_cpus + v.resources.num_gpus) * n for v, b, p, n in combo)
         power = sum(lam * p.energy_per_request_j + p.idle_power_w * n for v, b, p, n in combo)
         obj = w.alpha * log_acc - w.beta * cost - w.gamma * power - w.delta * sum(b for v, b, p, n in combo)
@@ -113,6 +122,25 @@ def test_matches_brute_force_on_random_problems():
         if feasible >= 25 and infeasible >= 5:
             break
     assert feasible >= 20 and infeasible >= 1, (feasible, infeasible)
+
+
+def test_matches_brute_force_under_an_accuracy_floor():
+    """ipa-energy with an accuracy budget: the best plan within the floor it sets against IPA's,
+    on random pipelines of one to three stages (the floor prunes candidates per stage)."""
+    bound = 0
+    for seed in range(60):
+        pipe, profiles, load, n_max, w = random_problem(seed)
+        w = w.model_copy(update={"gamma": max(w.gamma, 0.05), "accuracy_budget": 0.02})
+        plan = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, policy="ipa-energy")
+        if not is_feasible(plan) or "accuracy_floor" not in plan.objective:
+            continue
+        floor = plan.objective["accuracy_floor"]
+        best, _ = brute_force(pipe, profiles, load, pipe.sla_ms, n_max, w, min_log_acc=math.log(floor))
+        assert plan.objective["objective"] == pytest.approx(best, abs=1e-6), seed
+        assert pipe.accuracy(plan) >= floor - 1e-9, seed
+        free, _ = brute_force(pipe, profiles, load, pipe.sla_ms, n_max, w)
+        bound += free > best + 1e-6  # the floor decided
+    assert bound >= 3, bound
 
 
 def test_infeasible_load_gives_flagged_max_throughput_plan():
@@ -214,19 +242,12 @@ def test_cbc_and_highs_agree():
 
 
 def test_an_accuracy_budget_bounds_what_ipa_energy_gives_up_against_ipa():
-    from ipa_energy.cluster import ClusterSupply, NodeSupply
-    from planner.constants import SERVING_CPU_S
-    from workloads import catalog
-    from workloads.profile_store import PROFILES_DIR, ProfileStore
-
-    pipeline = catalog.pipeline("classify")
-    profiles = profiles_from_store(ProfileStore(PROFILES_DIR), "cpu-amd-epyc-2c", pipeline)
-    supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2, memory_mb=20_000),), source="test")
-    kw = dict(max_replicas=4, supply=supply, serving_cpu_s=SERVING_CPU_S)
+    pipeline, profiles, kw = _classify_on_two_cores()
     for load in (3.0, 7.0, 11.0):
         ipa = _optimize(pipeline, profiles, load, policy="ipa", **kw)
-        free = _optimize(pipeline, profiles, load, policy="ipa-energy", **kw)
-        bounded = _optimize(pipeline, profiles, load, policy="ipa-energy", weights=Weights(accuracy_budget=0.01), **kw)
+        free = _optimize(pipeline, profiles, load, policy="ipa-energy", weights=per_watt(), **kw)
+        bounded = _optimize(pipeline, profiles, load, policy="ipa-energy",
+                            weights=Weights(gamma_relative=None, accuracy_budget=0.01), **kw)
         assert is_feasible(bounded) and is_feasible(ipa)
         assert pipeline.accuracy(bounded) >= pipeline.accuracy(ipa) - 0.01 - 1e-12
         assert bounded.objective["accuracy_floor"] == pytest.approx(pipeline.accuracy(ipa) - 0.01)
@@ -236,3 +257,67 @@ def test_an_accuracy_budget_bounds_what_ipa_energy_gives_up_against_ipa():
         assert "accuracy_floor" not in free.objective
     # at 11 req/s on 2 cores energy alone picks a variant more than a point below IPA's
     assert pipeline.accuracy(free) < pipeline.accuracy(ipa) - 0.01
+
+
+def _classify_on_two_cores():
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+    from planner.constants import SERVING_CPU_S
+    from workloads import catalog
+    from workloads.profile_store import PROFILES_DIR, ProfileStore
+
+    pipeline = catalog.pipeline("classify")
+    profiles = profiles_from_store(ProfileStore(PROFILES_DIR), "cpu-amd-epyc-2c", pipeline)
+    supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2, memory_mb=20_000),), source="test")
+    return pipeline, profiles, dict(max_replicas=4, supply=supply, serving_cpu_s=SERVING_CPU_S)
+
+
+def _stages(plan):
+    return {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in plan.stages.items()}
+
+
+def test_gamma_relative_is_a_weight_per_watt_set_against_ipas_plan_at_the_same_load():
+    pipeline, profiles, kw = _classify_on_two_cores()
+    for load in (2.0, 7.0, 11.0):
+        ipa = _optimize(pipeline, profiles, load, policy="ipa", **kw)
+        relative = _optimize(pipeline, profiles, load, policy="ipa-energy",
+                             weights=Weights(gamma_relative=0.1, accuracy_budget=None), **kw)
+        gamma = 0.1 / ipa.predicted_power_w
+        assert relative.objective["gamma_per_w"] == pytest.approx(gamma)
+        per_w = _optimize(pipeline, profiles, load, policy="ipa-energy", weights=per_watt(gamma=gamma), **kw)
+        assert _stages(relative) == _stages(per_w)
+        assert relative.objective["objective"] == pytest.approx(per_w.objective["objective"])
+
+
+def test_gamma_relative_trades_accuracy_for_the_same_share_of_power_at_any_power_scale():
+    """Profiles whose watts are all 10× (another machine, a bigger model family) make the same
+    plans under an elasticity; a weight per watt then buys a tenth of the accuracy it did."""
+    pipeline, profiles, kw = _classify_on_two_cores()
+    hot = {k: p.model_copy(update={"energy_per_request_j": 10 * p.energy_per_request_j,
+                                   "idle_power_w": 10 * p.idle_power_w}) for k, p in profiles.items()}
+    differs = False
+    for load in (2.0, 3.0, 5.0, 7.0, 9.0):
+        for w in (Weights(), Weights(accuracy_budget=None)):
+            a = _optimize(pipeline, profiles, load, policy="ipa-energy", weights=w, **kw)
+            b = _optimize(pipeline, hot, load, policy="ipa-energy", weights=w, **kw)
+            assert _stages(a) == _stages(b), (load, w)
+        a = _optimize(pipeline, profiles, load, policy="ipa-energy", weights=per_watt(), **kw)
+        b = _optimize(pipeline, hot, load, policy="ipa-energy", weights=per_watt(), **kw)
+        differs |= _stages(a) != _stages(b)
+    assert differs
+
+
+def test_the_default_ipa_energy_stays_within_a_point_of_ipa_and_saves_at_low_load():
+    """The default weights: an elasticity of 0.1 and a one-point budget. At 2 req/s a weight per
+    watt (0.01) keeps IPA's plan; the elasticity trades under a point for a fifth of the power."""
+    pipeline, profiles, kw = _classify_on_two_cores()
+    for load in (1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 11.0, 14.0):
+        ipa = _optimize(pipeline, profiles, load, policy="ipa", **kw)
+        energy = _optimize(pipeline, profiles, load, policy="ipa-energy", **kw)
+        assert is_feasible(energy)
+        assert pipeline.accuracy(energy) >= pipeline.accuracy(ipa) - 0.01 - 1e-12, load
+        assert energy.predicted_power_w <= ipa.predicted_power_w + 1e-9, load
+    ipa = _optimize(pipeline, profiles, 2.0, policy="ipa", **kw)
+    energy = _optimize(pipeline, profiles, 2.0, policy="ipa-energy", **kw)
+    per_w = _optimize(pipeline, profiles, 2.0, policy="ipa-energy", weights=per_watt(), **kw)
+    assert _stages(per_w) == _stages(ipa)
+    assert energy.predicted_power_w < 0.85 * ipa.predicted_power_w
