@@ -134,6 +134,11 @@ class Decision(_Row):
                                                                             "before a change that starts replicas (the "
                                                                             "load outgrew them during its cold start; "
                                                                             "planner.loop); empty: none.")
+    reference_accuracy: float | None = Field(None, description="ipa-energy: the accuracy of IPA's plan at the same "
+                                             "load and capacity, which the plan was made against (null: none).")
+    accuracy_allowance: float | None = Field(None, description="ipa-energy: the pipeline accuracy (a fraction) this "
+                                             "plan could give up against IPA's: the budget plus what earlier "
+                                             "intervals banked, per request expected (planner.loop).")
     trigger: Literal["interval", "surge"] = Field("interval", description="What started the step: the interval, or "
                                                      "arrivals surging past the running plan's load in between.")
     changed: bool = False

@@ -122,10 +122,11 @@ def optimize_joint(
         wk, allowed, fixed = restrictions(p, pol, w, None)
         n_max = min(REPLICA_LIMIT, int(max(n_cap, max((f for f in fixed if f is not None), default=1))))
         stages = [cur.stages.get(st.name) for st in p.stages] if cur is not None and cur.pipeline == p.name else None
-        floor = None
-        if references[len(demands)] is not None:
-            wk, floor = against_reference(p, references[len(demands)], wk)
-        floors.append(floor)
+        floor, reference = None, references[len(demands)]
+        if reference is not None:
+            wk, floor = against_reference(p, reference, wk)
+        floors.append((floor, p.accuracy(reference) if reference is not None and reference.objective.get("feasible")
+                       else None))
         demands.append(Demand(stage_options(p, prof, sizes, lam, allowed), lam, sla, n_max, fixed, wk,
                               LatencyModel(queueing=queueing), stages, min_log_acc=None if floor is None else math.log(floor)))
     total = sum(lams)
@@ -152,8 +153,8 @@ def optimize_joint(
             if any(d.current is not None for d in at):  # the fewest-changes second solve
                 choices, _ = solve_joint(at, solver, cap)
             plans = [with_reference_terms(plan_from_choice(p, ch, d.lam, d.weights, pol, True, margin, t0, d.model),
-                                          pol, d.weights, floor)
-                     for p, ch, d, pol, floor in zip(pipelines, choices, at, pols, floors)]
+                                          pol, d.weights, *against)
+                     for p, ch, d, pol, against in zip(pipelines, choices, at, pols, floors)]
             plans = _shared(plans, cap, supply, lams, serving_cpu_s)
     except Exception:  # never raise from the planner
         logger.exception("joint planner failed for %d pipelines", k)

@@ -36,6 +36,9 @@ __all__ = ["PlannerLoop", "during_cold_start", "stage_replicas", "trend_rps"]
 _STARTING_STEPS = ("grow", "make", "apply")
 #: grows whose measured cold start the horizon keeps (the longest counts; an old outlier ages out)
 _COLD_STARTS_KEPT = 3
+#: the most accuracy one interval of ipa-energy may give up against IPA's plan, in budgets
+#: (Weights.accuracy_budget), however much earlier intervals banked
+ALLOWANCE_MAX = 3.0
 #: decisions a loop keeps (about 28 hours at a 10 s interval): a planner serving for weeks does
 #: not grow without bound; the oldest are dropped (from the journal too)
 DECISIONS_KEPT = 10_000
@@ -134,6 +137,13 @@ class PlannerLoop:
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
         self._outside: deque[tuple[float, float]] = deque()  # (time, cores busy outside the stages) read each step
+        # ipa-energy's accuracy budget over the requests served (Weights.accuracy_window_s): the
+        # accuracy (a fraction) × requests the budget left unspent so far, and (IPA's plan's
+        # accuracy, the running plan's) for the requests since the step at `_accounted_at`
+        self.accuracy_bank = 0.0
+        self._serving: tuple[float, float] | None = None
+        self._accounted_at: float | None = None
+        self._weights = weights  # this step's: the budget with what the bank adds
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
         self.record = record
@@ -150,6 +160,9 @@ class PlannerLoop:
             "factors": dict(self.corrections.factors),
             "host_factor": self.corrections.host,
             "deferred": [[s, [list(r) for r in routes]] for s, routes in self._deferred] if self._deferred else None,
+            "accuracy_bank": self.accuracy_bank,
+            "serving": list(self._serving) if self._serving else None,
+            "accounted_at": self._accounted_at,
         }
 
     def restore(self, state: Mapping | None, decisions: list[Decision], first_index: int = 0) -> None:
@@ -163,6 +176,10 @@ class PlannerLoop:
         self._recommended.extend((float(t), {k: int(n) for k, n in r.items()}) for t, r in state.get("recommended", ()))
         self.corrections.factors.update({v: float(f) for v, f in state.get("factors", {}).items()})
         self.corrections.host = float(state.get("host_factor", 1.0))
+        self.accuracy_bank = float(state.get("accuracy_bank", 0.0))
+        serving, accounted = state.get("serving"), state.get("accounted_at")
+        self._serving = (float(serving[0]), float(serving[1])) if serving else None
+        self._accounted_at = float(accounted) if accounted is not None else None
         deferred = state.get("deferred")
         self._deferred = tuple((s, tuple((v, float(w)) for v, w in routes)) for s, routes in deferred) if deferred else None
 
@@ -274,7 +291,7 @@ class PlannerLoop:
         supply = during_cold_start(supply, starting)
         if self.serves(self.current, load, profiles, supply, fill):
             return None  # the running plan copes until the new replicas answer
-        bridge = (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
+        bridge = (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self._weights, margin=self.margin,
                           max_replicas=self.max_replicas, current=self.current, queueing=self.queueing, supply=supply,
                           serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=stage_replicas(self.current))
         if not is_feasible(bridge) or not diff_plans(self.current, bridge):
@@ -336,6 +353,48 @@ class PlannerLoop:
             return ()
         return moved
 
+    def _banks_accuracy(self) -> bool:
+        w = self.weights
+        return self.policy == "ipa-energy" and w.accuracy_budget is not None and w.accuracy_window_s is not None
+
+    def _account(self, history: np.ndarray) -> None:
+        """Bank what the requests since the last step left of the accuracy budget.
+
+        They were served by the running plan, `_serving[1]` accurate where IPA's plan at the
+        load was `_serving[0]`: each banks the budget less what it gave up (more when the plan
+        gave up nothing: a ramp, a bridge, a load only IPA's own plan serves; less, or a debt,
+        when it gave up more). The bank holds at most the budget over the last
+        ``accuracy_window_s`` of requests: a quiet week does not pay for a degraded day."""
+        if not self._banks_accuracy():
+            return
+        now = self.clock()
+        if self._serving is not None and self._accounted_at is not None and len(history):
+            seconds = min(len(history), int(round(now - self._accounted_at)))
+            served = float(history[-seconds:].sum()) if seconds > 0 else 0.0
+            reference, accuracy = self._serving
+            budget = self.weights.accuracy_budget
+            window = float(history[-int(self.weights.accuracy_window_s):].sum())
+            self.accuracy_bank = min(self.accuracy_bank + served * (budget - (reference - accuracy)), budget * window)
+        self._accounted_at = now
+
+    def _step_weights(self, load: float) -> Weights:
+        """The weights of this step: ipa-energy's budget for the next interval.
+
+        A bank is spent over the requests the interval expects (at the planned load), so a
+        saving the budget left is used where the elasticity finds one; a debt (an interval
+        gave up more than was banked: the load outgrew the prediction) is repaid over the
+        window, so it trims the budget a little for a while rather than forcing IPA's own plan
+        for an interval and a switch back (at 5 req/s, resnet50 → resnet152 × 2 → resnet50).
+        No interval gives up more than ALLOWANCE_MAX budgets: the bank of a quiet hour pays for
+        a lighter variant, not for the lightest."""
+        if not self._banks_accuracy():
+            return self.weights
+        budget, bank = self.weights.accuracy_budget, self.accuracy_bank
+        spread = self.interval_s if bank > 0 else self.weights.accuracy_window_s
+        allowance = budget + bank / max(1.0, load * spread)
+        allowance = min(1.0, ALLOWANCE_MAX * budget, max(0.0, allowance))
+        return self.weights.model_copy(update={"accuracy_budget": allowance})
+
     def surging(self, history_rps: np.ndarray) -> bool:
         """Whether arrivals since the last step outgrow the load the running plan was made for.
 
@@ -380,13 +439,16 @@ class PlannerLoop:
         # (Ray's daemons, a co-located load generator) is not the plan's to use
         supply = self._background(observed)
         load, fill = max(planned, MIN_LOAD_RPS), max(observed, MIN_LOAD_RPS)
+        self._account(history)
+        self._weights = self._step_weights(load)
 
         def solve(replicas: dict[str, int] | None = None) -> Plan:
-            return (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self.weights, margin=self.margin,
+            return (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self._weights, margin=self.margin,
                             max_replicas=self.max_replicas, current=self.current, queueing=self.queueing,
                             supply=supply, serving_cpu_s=self.serving_cpu_s, fill_rps=fill, replicas=replicas)
 
         plan = solve()
+        reference = plan.objective.get("reference_accuracy")
         # A variant switch rebuilds models in the running replicas, on the cores that serve (2-3 s
         # on a busy 2-core host): one the running plan does not need must be chosen twice in a
         # row, so a load estimate that wavers between two variants does not switch back and forth.
@@ -423,7 +485,8 @@ class PlannerLoop:
             predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
             observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors, deferred=deferred,
-            trigger=trigger,
+            trigger=trigger, reference_accuracy=reference,
+            accuracy_allowance=self._weights.accuracy_budget if self._banks_accuracy() else None,
         )
         self.decisions.append(decision)  # visible while the change is being applied
         if len(self.decisions) > DECISIONS_KEPT:
@@ -451,4 +514,9 @@ class PlannerLoop:
                 logger.warning("planner: plan not applied: %s", e)
             decision.apply_s = self.clock() - start
             self._record(decision)
+        # what the requests until the next step are served with (a change not applied: the running plan)
+        if self.current is not None and reference is not None:
+            self._serving = (float(reference), self.pipeline.accuracy(self.current))
+        else:
+            self._serving = None
         return decision

@@ -11,16 +11,26 @@ power. ``Plan.predicted_load_rps`` is λ̂.
 
 Default weights (:class:`Weights`) and why
 ------------------------------------------
-``α = 1`` per unit of log-accuracy, ``γ = 0.01`` per W, ``β = 0.01`` per resource unit,
-``δ = 1e-4`` per unit of batch size. With the mini video profiles (cpu-amd-epyc-2c):
-switching the detector from ssdlite (0.213) to fcos (0.392) is worth 0.61 log-accuracy, and
-the classifier from resnet18 to resnet152 0.115, while the power difference at 10 req/s is
-≈2–4 W per stage (0.02–0.04 objective): accuracy comes first. Near-equal variants
-(resnet101 vs resnet152, Δlog a = 0.012, ≈0.8 W at 10 req/s) are where energy decides: one
-watt is worth 1 % of relative pipeline accuracy. Cost (0.005 per 0.5-CPU replica) is below a
-replica's idle power charge (0.6 W·γ = 0.006), and the batch penalty (8·δ = 0.0008 at b=8)
-only breaks ties between otherwise equal batch sizes, as IPA's small batch weight does. The
-``ipa`` policy is the same program with γ = 0.
+``α = 1`` per unit of log-accuracy, ``β = 0.01`` per resource unit, ``δ = 1e-4`` per unit of
+batch size; ``γ`` per W is 0 for ``ipa`` and, for ``ipa-energy``, set each solve against
+IPA's plan at the same load and capacity: γ = ``gamma_relative`` / that plan's watts, with
+``gamma_relative = 0.1`` (1 % of relative accuracy, Δlog a = 0.01, is worth 10 % of IPA's
+power). Why an elasticity rather than a weight per watt: the power a plan draws grows with
+the load and with the hardware, the accuracy it gives up does not. A fixed 0.01 per W
+(the default until December 2026) traded resnet152 for resnet101 (Δlog a = 0.012) at 4–7
+req/s on 2 cores (≈1.2 W saved) but never at 2–3 req/s, where it saves the same fifth of
+the power per request (0.4 W): the run's low-load stretches kept their dearest plan, and on
+hardware drawing ten times the watts the same weight would pick the lightest variants
+everywhere. Per unit of IPA's power the trade is the same at every load and on any machine.
+Capped by ``accuracy_budget = 0.01``: ipa-energy gives up at most one point of pipeline
+accuracy against IPA's plan (at 8–9 req/s on 2 cores resnet50 saves 60 % but is 2.2
+points below). Where no IPA plan meets the load, ``gamma = 0.01`` per W stands.
+
+With the mini video profiles (cpu-amd-epyc-2c), accuracy comes first between distant
+variants: switching the detector from ssdlite (0.213) to fcos (0.392) is worth 0.61
+log-accuracy, the classifier from resnet18 to resnet152 0.115. Cost (0.005 per 0.5-CPU
+replica) is about a replica's idle power charge, and the batch penalty (8·δ = 0.0008 at b=8)
+only breaks ties between otherwise equal batch sizes, as IPA's small batch weight does.
 
 Policies (:mod:`planner.policies`) are this program under restrictions: ``ipa`` sets γ = 0,
 ``fa2-*`` fix the variant, ``rim`` the replicas; ``static*`` evaluate a given plan
@@ -135,7 +145,7 @@ def optimize(
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
     fill = fill_factor(fill_rps, lam)
     tried = capacities(supply, lam, queueing, serving_cpu_s, fill)
-    w, floor = _against_ipa(pipeline, profiles, load, policy, w, weights, sla=sla, sizes=sizes, max_replicas=max_replicas,
+    w, floor, reference = _against_ipa(pipeline, profiles, load, policy, w, weights, sla=sla, sizes=sizes, max_replicas=max_replicas,
                             margin=margin, solver=solver, queueing=queueing, supply=supply,
                             serving_cpu_s=serving_cpu_s, fill_rps=fill_rps, replicas=replicas)
     min_log_acc = math.log(floor) if floor is not None else None
@@ -156,7 +166,7 @@ def optimize(
                                           min_log_acc=min_log_acc)
             plan = _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
-            return with_reference_terms(plan, policy, w, floor)
+            return with_reference_terms(plan, policy, w, floor, reference)
         cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill))
         choice = solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
@@ -173,15 +183,16 @@ def optimize(
 
 
 def _against_ipa(pipeline: PipelineSpec, profiles: ProfileLookup, load: float, policy: str, w: Weights,
-                 weights: Weights, **kw: Any) -> tuple[Weights, float | None]:
-    """ipa-energy's weights and accuracy floor, both set against IPA's plan at the same load,
-    capacity and fixed replicas (`kw`: optimize's arguments; see :func:`against_reference`).
-    Other policies: `w` as given, no floor."""
+                 weights: Weights, **kw: Any) -> tuple[Weights, float | None, float | None]:
+    """ipa-energy's weights, accuracy floor and reference accuracy, set against IPA's plan at
+    the same load, capacity and fixed replicas (`kw`: optimize's arguments; see
+    :func:`against_reference`). Other policies, or no feasible IPA plan: no floor, no reference."""
     if not uses_reference(policy, w):
-        return w, None
+        return w, None, None
     sla, sizes = kw.pop("sla"), kw.pop("sizes")
     reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes, policy="ipa", **kw)
-    return against_reference(pipeline, reference, w)
+    w, floor = against_reference(pipeline, reference, w)
+    return w, floor, pipeline.accuracy(reference) if reference.objective.get("feasible") else None
 
 
 def uses_reference(policy: str, w: Weights) -> bool:
@@ -208,10 +219,14 @@ def against_reference(pipeline: PipelineSpec, reference: Plan, w: Weights) -> tu
     return w, floor
 
 
-def with_reference_terms(plan: Plan, policy: str, w: Weights, floor: float | None) -> Plan:
-    """`plan` with what it was made against IPA's plan with in its objective terms: the accuracy
-    floor and the γ per watt the elasticity gave (nothing for a plan not made against one)."""
+def with_reference_terms(plan: Plan, policy: str, w: Weights, floor: float | None,
+                         reference_accuracy: float | None) -> Plan:
+    """`plan` with what it was made against IPA's plan with in its objective terms: IPA's
+    plan's accuracy, the accuracy floor and the γ per watt the elasticity gave (nothing for a
+    plan not made against one)."""
     extra = {} if floor is None else {"accuracy_floor": floor}
+    if reference_accuracy is not None:
+        extra["reference_accuracy"] = reference_accuracy
     if uses_reference(policy, w) and w.gamma_relative is not None:
         extra["gamma_per_w"] = w.gamma
     return plan.model_copy(update={"objective": {**plan.objective, **extra}}) if extra else plan

@@ -46,6 +46,11 @@ class Weights(BaseModel):
     accuracy_budget: float | None = Field(
         0.01, ge=0, le=1, description="ipa-energy only: the most pipeline accuracy (a fraction: 0.01 = one point) a "
         "plan may give up for energy against IPA's plan at the same load and capacity; None: γ alone decides.")
+    accuracy_window_s: float | None = Field(
+        600.0, gt=0, description="ipa-energy in the adaptation loop: the accuracy budget holds on average over the "
+        "requests served, not plan by plan; an interval that gives up less than the budget banks the rest for a "
+        "later one, and the bank holds at most the budget over this many seconds of requests (planner.loop). "
+        "None: every plan within the budget on its own.")
 
 
 @dataclass(frozen=True)
