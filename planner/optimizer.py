@@ -22,9 +22,11 @@ req/s on 2 cores (≈1.2 W saved) but never at 2–3 req/s, where it saves the s
 the power per request (0.4 W): the run's low-load stretches kept their dearest plan, and on
 hardware drawing ten times the watts the same weight would pick the lightest variants
 everywhere. Per unit of IPA's power the trade is the same at every load and on any machine.
-Capped by ``accuracy_budget = 0.01``: ipa-energy gives up at most one point of pipeline
-accuracy against IPA's plan (at 8–9 req/s on 2 cores resnet50 saves 60 % but is 2.2
-points below). Where no IPA plan meets the load, ``gamma = 0.01`` per W stands.
+Capped by ``accuracy_budget = 0.01``: a plan gives up at most one point of pipeline
+accuracy against IPA's plan (at 8–9 req/s on 2 cores resnet50 saves 60 % but is 2.2 points
+below); the adaptation loop (:mod:`planner.loop`) raises or trims that budget each interval
+so that it holds on average over the requests served. Where no IPA plan meets the load,
+``gamma = 0.01`` per W stands.
 
 With the mini video profiles (cpu-amd-epyc-2c), accuracy comes first between distant
 variants: switching the detector from ssdlite (0.213) to fcos (0.392) is worth 0.61
