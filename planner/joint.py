@@ -48,7 +48,7 @@ from typing import TypeVar
 from ipa_energy.cluster import ClusterSupply
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, MEMORY_FRACTION, OBJ_TOL
-from planner.optimizer import _planned, against_reference, optimize, uses_reference, with_reference_terms
+from planner.optimizer import _planned, against_reference, optimize, uses_reference
 from planner.policies import check_policy, is_static, restrictions
 from planner.program import REPLICA_LIMIT, Capacity, Demand, capacities, fill_factor, solve_joint
 from planner.solver import DEFAULT_SOLVER
@@ -114,7 +114,7 @@ def optimize_joint(
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
     references = _references(pipelines, profs, raw, slas, ws, pols, n_caps, margin, solver, queueing, supply,
                              serving_cpu_s, fill_rps, sizes)
-    demands, floors = [], []
+    demands, terms = [], []  # terms: what each pipeline was planned against (its plan's objective)
     for p, prof, lam, sla, w, pol, n_cap, cur in zip(pipelines, profs, lams, slas, ws, pols, n_caps, currents):
         if is_static(pol) or pol == "infadapter":
             raise ValueError(f"policy {pol!r} makes a plan of its own; a joint plan joins ipa, ipa-energy, fa2-*, rim")
@@ -122,11 +122,11 @@ def optimize_joint(
         wk, allowed, fixed = restrictions(p, pol, w, None)
         n_max = min(REPLICA_LIMIT, int(max(n_cap, max((f for f in fixed if f is not None), default=1))))
         stages = [cur.stages.get(st.name) for st in p.stages] if cur is not None and cur.pipeline == p.name else None
-        floor, reference = None, references[len(demands)]
-        if reference is not None:
-            wk, floor = against_reference(p, reference, wk)
-        floors.append((floor, p.accuracy(reference) if reference is not None and reference.objective.get("feasible")
-                       else None))
+        against = {}
+        if references[len(demands)] is not None:
+            wk, against = against_reference(p, references[len(demands)], wk)
+        terms.append(against)
+        floor = against.get("accuracy_floor")
         demands.append(Demand(stage_options(p, prof, sizes, lam, allowed), lam, sla, n_max, fixed, wk,
                               LatencyModel(queueing=queueing), stages, min_log_acc=None if floor is None else math.log(floor)))
     total = sum(lams)
@@ -152,9 +152,9 @@ def optimize_joint(
             at = _at(demands, cap, fills)
             if any(d.current is not None for d in at):  # the fewest-changes second solve
                 choices, _ = solve_joint(at, solver, cap)
-            plans = [with_reference_terms(plan_from_choice(p, ch, d.lam, d.weights, pol, True, margin, t0, d.model),
-                                          pol, d.weights, *against)
-                     for p, ch, d, pol, against in zip(pipelines, choices, at, pols, floors)]
+            plans = [plan_from_choice(p, ch, d.lam, d.weights, pol, True, margin, t0, d.model) for p, ch, d, pol
+                     in zip(pipelines, choices, at, pols)]
+            plans = [plan.model_copy(update={"objective": {**plan.objective, **t}}) for plan, t in zip(plans, terms)]
             plans = _shared(plans, cap, supply, lams, serving_cpu_s)
     except Exception:  # never raise from the planner
         logger.exception("joint planner failed for %d pipelines", k)

@@ -138,11 +138,8 @@ class PlannerLoop:
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
         self._outside: deque[tuple[float, float]] = deque()  # (time, cores busy outside the stages) read each step
         # ipa-energy's accuracy budget over the requests served (Weights.accuracy_window_s): the
-        # accuracy (a fraction) × requests the budget left unspent so far, and (IPA's plan's
-        # accuracy, the running plan's) for the requests since the step at `_accounted_at`
+        # accuracy (a fraction) × requests the budget left unspent so far
         self.accuracy_bank = 0.0
-        self._serving: tuple[float, float] | None = None
-        self._accounted_at: float | None = None
         self._weights = weights  # this step's: the budget with what the bank adds
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
@@ -161,8 +158,6 @@ class PlannerLoop:
             "host_factor": self.corrections.host,
             "deferred": [[s, [list(r) for r in routes]] for s, routes in self._deferred] if self._deferred else None,
             "accuracy_bank": self.accuracy_bank,
-            "serving": list(self._serving) if self._serving else None,
-            "accounted_at": self._accounted_at,
         }
 
     def restore(self, state: Mapping | None, decisions: list[Decision], first_index: int = 0) -> None:
@@ -177,9 +172,6 @@ class PlannerLoop:
         self.corrections.factors.update({v: float(f) for v, f in state.get("factors", {}).items()})
         self.corrections.host = float(state.get("host_factor", 1.0))
         self.accuracy_bank = float(state.get("accuracy_bank", 0.0))
-        serving, accounted = state.get("serving"), state.get("accounted_at")
-        self._serving = (float(serving[0]), float(serving[1])) if serving else None
-        self._accounted_at = float(accounted) if accounted is not None else None
         deferred = state.get("deferred")
         self._deferred = tuple((s, tuple((v, float(w)) for v, w in routes)) for s, routes in deferred) if deferred else None
 
@@ -360,22 +352,22 @@ class PlannerLoop:
     def _account(self, history: np.ndarray) -> None:
         """Bank what the requests since the last step left of the accuracy budget.
 
-        They were served by the running plan, `_serving[1]` accurate where IPA's plan at the
-        load was `_serving[0]`: each banks the budget less what it gave up (more when the plan
-        gave up nothing: a ramp, a bridge, a load only IPA's own plan serves; less, or a debt,
-        when it gave up more). The bank holds at most the budget over the last
+        They were served by the running plan, where IPA's plan at the load was as accurate as
+        the last decision's `reference_accuracy`: each banks the budget less what it gave up
+        (more when the plan gave up nothing: a ramp, a bridge, a load only IPA's own plan
+        serves; less, or a debt, when it gave up more). The bank holds at most the budget over the last
         ``accuracy_window_s`` of requests: a quiet week does not pay for a degraded day."""
-        if not self._banks_accuracy():
+        last = self.decisions[-1] if self.decisions else None
+        if not self._banks_accuracy() or last is None or last.reference_accuracy is None or self.current is None \
+                or not len(history):
             return
-        now = self.clock()
-        if self._serving is not None and self._accounted_at is not None and len(history):
-            seconds = min(len(history), int(round(now - self._accounted_at)))
-            served = float(history[-seconds:].sum()) if seconds > 0 else 0.0
-            reference, accuracy = self._serving
+        seconds = min(len(history), int(round(self.clock() - last.time_s)))
+        if seconds > 0:
+            served = float(history[-seconds:].sum())
+            given_up = last.reference_accuracy - self.pipeline.accuracy(self.current)
             budget = self.weights.accuracy_budget
             window = float(history[-int(self.weights.accuracy_window_s):].sum())
-            self.accuracy_bank = min(self.accuracy_bank + served * (budget - (reference - accuracy)), budget * window)
-        self._accounted_at = now
+            self.accuracy_bank = min(self.accuracy_bank + served * (budget - given_up), budget * window)
 
     def _step_weights(self, load: float) -> Weights:
         """The weights of this step: ipa-energy's budget for the next interval.
@@ -514,9 +506,4 @@ class PlannerLoop:
                 logger.warning("planner: plan not applied: %s", e)
             decision.apply_s = self.clock() - start
             self._record(decision)
-        # what the requests until the next step are served with (a change not applied: the running plan)
-        if self.current is not None and reference is not None:
-            self._serving = (float(reference), self.pipeline.accuracy(self.current))
-        else:
-            self._serving = None
         return decision

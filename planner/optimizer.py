@@ -78,7 +78,7 @@ from planner.program import REPLICA_LIMIT, Capacity, capacities, capacity_terms,
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 
-__all__ = ["against_reference", "compare_policies", "optimize", "uses_reference", "with_reference_terms"]
+__all__ = ["against_reference", "compare_policies", "optimize", "uses_reference"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +147,10 @@ def optimize(
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
     fill = fill_factor(fill_rps, lam)
     tried = capacities(supply, lam, queueing, serving_cpu_s, fill)
-    w, floor, reference = _against_ipa(pipeline, profiles, load, policy, w, weights, sla=sla, sizes=sizes, max_replicas=max_replicas,
+    w, against = _against_ipa(pipeline, profiles, load, policy, w, weights, sla=sla, sizes=sizes, max_replicas=max_replicas,
                             margin=margin, solver=solver, queueing=queueing, supply=supply,
                             serving_cpu_s=serving_cpu_s, fill_rps=fill_rps, replicas=replicas)
+    floor = against.get("accuracy_floor")
     min_log_acc = math.log(floor) if floor is not None else None
     try:
         # The best plan over the utilisation caps (ties: the lowest cap, the most headroom): a cap
@@ -168,7 +169,7 @@ def optimize(
                                           min_log_acc=min_log_acc)
             plan = _planned(plan_from_choice(pipeline, choice, lam, w, policy, True, margin, t0, cap.model), cap,
                             supply, lam, serving_cpu_s)
-            return with_reference_terms(plan, policy, w, floor, reference)
+            return plan.model_copy(update={"objective": {**plan.objective, **against}})
         cap = tried[-1] if tried else Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill))
         choice = solve_best_effort(options, lam, sla, n_max, fixed, w, solver, cap)
         if choice is not None:
@@ -185,16 +186,15 @@ def optimize(
 
 
 def _against_ipa(pipeline: PipelineSpec, profiles: ProfileLookup, load: float, policy: str, w: Weights,
-                 weights: Weights, **kw: Any) -> tuple[Weights, float | None, float | None]:
-    """ipa-energy's weights, accuracy floor and reference accuracy, set against IPA's plan at
-    the same load, capacity and fixed replicas (`kw`: optimize's arguments; see
-    :func:`against_reference`). Other policies, or no feasible IPA plan: no floor, no reference."""
+                 weights: Weights, **kw: Any) -> tuple[Weights, dict[str, float]]:
+    """ipa-energy's weights and terms set against IPA's plan at the same load, capacity and
+    fixed replicas (`kw`: optimize's arguments; see :func:`against_reference`). Other
+    policies: `w` as given, no terms."""
     if not uses_reference(policy, w):
-        return w, None, None
+        return w, {}
     sla, sizes = kw.pop("sla"), kw.pop("sizes")
     reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes, policy="ipa", **kw)
-    w, floor = against_reference(pipeline, reference, w)
-    return w, floor, pipeline.accuracy(reference) if reference.objective.get("feasible") else None
+    return against_reference(pipeline, reference, w)
 
 
 def uses_reference(policy: str, w: Weights) -> bool:
@@ -205,33 +205,23 @@ def uses_reference(policy: str, w: Weights) -> bool:
     return w.gamma_relative is not None or w.accuracy_budget is not None
 
 
-def against_reference(pipeline: PipelineSpec, reference: Plan, w: Weights) -> tuple[Weights, float | None]:
-    """(weights, accuracy floor) of an ipa-energy plan made against IPA's `reference` plan:
-    γ per watt = ``gamma_relative`` / the reference's predicted watts (an elasticity: the same
-    trade of accuracy for a share of the power at every load, where a weight per watt buys ever
-    more accuracy as the load falls), and the floor = the reference's accuracy − ``accuracy_budget``.
-    An infeasible reference (no plan meets the load): `w` as given (γ per watt), no floor."""
+def against_reference(pipeline: PipelineSpec, reference: Plan, w: Weights) -> tuple[Weights, dict[str, float]]:
+    """(weights, objective terms) of an ipa-energy plan made against IPA's `reference` plan:
+    γ per watt = ``gamma_relative`` / the reference's predicted watts (``gamma_per_w``; an
+    elasticity: the same trade of accuracy for a share of the power at every load, where a
+    weight per watt buys ever more accuracy as the load falls), the reference's accuracy
+    (``reference_accuracy``) and the floor = that − ``accuracy_budget`` (``accuracy_floor``).
+    An infeasible reference (no plan meets the load): `w` as given (γ per watt), no terms."""
     if not reference.objective.get("feasible"):
-        return w, None
+        return w, {}
+    accuracy = pipeline.accuracy(reference)
+    terms = {"reference_accuracy": accuracy}
     if w.gamma_relative is not None and (reference.predicted_power_w or 0.0) > 0:
         w = w.model_copy(update={"gamma": w.gamma_relative / reference.predicted_power_w})
-    floor = None
-    if w.accuracy_budget is not None and pipeline.accuracy(reference) > w.accuracy_budget:
-        floor = pipeline.accuracy(reference) - w.accuracy_budget
-    return w, floor
-
-
-def with_reference_terms(plan: Plan, policy: str, w: Weights, floor: float | None,
-                         reference_accuracy: float | None) -> Plan:
-    """`plan` with what it was made against IPA's plan with in its objective terms: IPA's
-    plan's accuracy, the accuracy floor and the γ per watt the elasticity gave (nothing for a
-    plan not made against one)."""
-    extra = {} if floor is None else {"accuracy_floor": floor}
-    if reference_accuracy is not None:
-        extra["reference_accuracy"] = reference_accuracy
-    if uses_reference(policy, w) and w.gamma_relative is not None:
-        extra["gamma_per_w"] = w.gamma
-    return plan.model_copy(update={"objective": {**plan.objective, **extra}}) if extra else plan
+        terms["gamma_per_w"] = w.gamma
+    if w.accuracy_budget is not None and accuracy > w.accuracy_budget:
+        terms["accuracy_floor"] = accuracy - w.accuracy_budget
+    return w, terms
 
 
 def _planned(plan: Plan, cap: Capacity, supply: ClusterSupply | None, lam: float, serving_cpu_s: float) -> Plan:

@@ -296,9 +296,9 @@ def _within_floor(cands: list[list[_Candidate]], min_log_acc: float) -> tuple[li
     candidates that miss it even with the most accurate of every other stage. One stage: every
     candidate left meets it, so the program needs no floor, and prunes as without one (a floor
     makes accuracy a dimension of dominance: ten pipelines' joint plan took 2.3 s, not 0.3)."""
-    best = [max(c.option.log_acc for c in cs) for cs in cands]
     if len(cands) == 1:
         return [[c for c in cands[0] if c.option.log_acc >= min_log_acc]], None
+    best = [max(c.option.log_acc for c in cs) for cs in cands]
     others = sum(best)
     # the slack keeps a candidate float rounding would drop; the program's floor still holds it
     return [[c for c in cs if c.option.log_acc + others - b >= min_log_acc - 1e-9] for cs, b in zip(cands, best)], \
