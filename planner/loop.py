@@ -21,6 +21,7 @@ from ipa_energy.diff import StageChange, diff_plans
 from ipa_energy.messages import ApplyReport
 from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
+from planner.accuracy_bank import AccuracyBank
 from planner.checks import check_plan, is_feasible, plan_model, stage_p99_ms
 from planner.constants import (HISTORY_S, MIN_LOAD_RPS, STARTING_REPLICA_CORES, SURGE_WINDOW_S, SURGE_Z, TREND_WINDOW_S,
                                WAIT_HYSTERESIS)
@@ -36,9 +37,6 @@ __all__ = ["PlannerLoop", "during_cold_start", "stage_replicas", "trend_rps"]
 _STARTING_STEPS = ("grow", "make", "apply")
 #: grows whose measured cold start the horizon keeps (the longest counts; an old outlier ages out)
 _COLD_STARTS_KEPT = 3
-#: the most accuracy one interval of ipa-energy may give up against IPA's plan, in budgets
-#: (Weights.accuracy_budget), however much earlier intervals banked
-ALLOWANCE_MAX = 3.0
 #: decisions a loop keeps (about 28 hours at a 10 s interval): a planner serving for weeks does
 #: not grow without bound; the oldest are dropped (from the journal too)
 DECISIONS_KEPT = 10_000
@@ -137,9 +135,8 @@ class PlannerLoop:
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
         self._outside: deque[tuple[float, float]] = deque()  # (time, cores busy outside the stages) read each step
-        # ipa-energy's accuracy budget over the requests served (Weights.accuracy_window_s): the
-        # accuracy (a fraction) × requests the budget left unspent so far
-        self.accuracy_bank = 0.0
+        # ipa-energy's accuracy budget over the requests served (Weights.accuracy_window_s)
+        self.bank = AccuracyBank(weights, policy, interval_s)
         self._weights = weights  # this step's: the budget with what the bank adds
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
@@ -171,7 +168,7 @@ class PlannerLoop:
         self._recommended.extend((float(t), {k: int(n) for k, n in r.items()}) for t, r in state.get("recommended", ()))
         self.corrections.factors.update({v: float(f) for v, f in state.get("factors", {}).items()})
         self.corrections.host = float(state.get("host_factor", 1.0))
-        self.accuracy_bank = float(state.get("accuracy_bank", 0.0))
+        self.bank.balance = float(state.get("accuracy_bank", 0.0))
         deferred = state.get("deferred")
         self._deferred = tuple((s, tuple((v, float(w)) for v, w in routes)) for s, routes in deferred) if deferred else None
 
@@ -345,47 +342,20 @@ class PlannerLoop:
             return ()
         return moved
 
-    def _banks_accuracy(self) -> bool:
-        w = self.weights
-        return self.policy == "ipa-energy" and w.accuracy_budget is not None and w.accuracy_window_s is not None
+    @property
+    def accuracy_bank(self) -> float:
+        """The accuracy × requests ipa-energy's budget has left unspent (planner.accuracy_bank)."""
+        return self.bank.balance
 
     def _account(self, history: np.ndarray) -> None:
-        """Bank what the requests since the last step left of the accuracy budget.
-
-        They were served by the running plan, where IPA's plan at the load was as accurate as
-        the last decision's `reference_accuracy`: each banks the budget less what it gave up
-        (more when the plan gave up nothing: a ramp, a bridge, a load only IPA's own plan
-        serves; less, or a debt, when it gave up more). The bank holds at most the budget over the last
-        ``accuracy_window_s`` of requests: a quiet week does not pay for a degraded day."""
+        """Bank what the requests since the last step left of the accuracy budget: they were
+        served by the running plan, where IPA's plan at the load was as accurate as the last
+        decision's `reference_accuracy`."""
         last = self.decisions[-1] if self.decisions else None
-        if not self._banks_accuracy() or last is None or last.reference_accuracy is None or self.current is None \
-                or not len(history):
+        if last is None or last.reference_accuracy is None or self.current is None:
             return
         seconds = min(len(history), int(round(self.clock() - last.time_s)))
-        if seconds > 0:
-            served = float(history[-seconds:].sum())
-            given_up = last.reference_accuracy - self.pipeline.accuracy(self.current)
-            budget = self.weights.accuracy_budget
-            window = float(history[-int(self.weights.accuracy_window_s):].sum())
-            self.accuracy_bank = min(self.accuracy_bank + served * (budget - given_up), budget * window)
-
-    def _step_weights(self, load: float) -> Weights:
-        """The weights of this step: ipa-energy's budget for the next interval.
-
-        A bank is spent over the requests the interval expects (at the planned load), so a
-        saving the budget left is used where the elasticity finds one; a debt (an interval
-        gave up more than was banked: the load outgrew the prediction) is repaid over the
-        window, so it trims the budget a little for a while rather than forcing IPA's own plan
-        for an interval and a switch back (at 5 req/s, resnet50 → resnet152 × 2 → resnet50).
-        No interval gives up more than ALLOWANCE_MAX budgets: the bank of a quiet hour pays for
-        a lighter variant, not for the lightest."""
-        if not self._banks_accuracy():
-            return self.weights
-        budget, bank = self.weights.accuracy_budget, self.accuracy_bank
-        spread = self.interval_s if bank > 0 else self.weights.accuracy_window_s
-        allowance = budget + bank / max(1.0, load * spread)
-        allowance = min(1.0, ALLOWANCE_MAX * budget, max(0.0, allowance))
-        return self.weights.model_copy(update={"accuracy_budget": allowance})
+        self.bank.account(history, seconds, last.reference_accuracy - self.pipeline.accuracy(self.current))
 
     def surging(self, history_rps: np.ndarray) -> bool:
         """Whether arrivals since the last step outgrow the load the running plan was made for.
@@ -432,7 +402,7 @@ class PlannerLoop:
         supply = self._background(observed)
         load, fill = max(planned, MIN_LOAD_RPS), max(observed, MIN_LOAD_RPS)
         self._account(history)
-        self._weights = self._step_weights(load)
+        self._weights = self.bank.weights_for(load)
 
         def solve(replicas: dict[str, int] | None = None) -> Plan:
             return (self.optimizer or optimize)(self.pipeline, profiles, load, policy=self.policy, weights=self._weights, margin=self.margin,
@@ -478,7 +448,7 @@ class PlannerLoop:
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
             observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors, deferred=deferred,
             trigger=trigger, reference_accuracy=reference,
-            accuracy_allowance=self._weights.accuracy_budget if self._banks_accuracy() else None,
+            accuracy_allowance=self._weights.accuracy_budget if self.bank.active else None,
         )
         self.decisions.append(decision)  # visible while the change is being applied
         if len(self.decisions) > DECISIONS_KEPT:
