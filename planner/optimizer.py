@@ -18,8 +18,8 @@ IPA's plan at the same load and capacity: γ = ``gamma_relative`` / that plan's 
 power). Why an elasticity rather than a weight per watt: the power a plan draws grows with
 the load and with the hardware, the accuracy it gives up does not. A fixed 0.01 per W
 (the default until December 2026) traded resnet152 for resnet101 (Δlog a = 0.012) at 4–7
-req/s on 2 cores (≈1.2 W saved) but never at 2–3 req/s, where it saves the same fifth of
-the power per request (0.4 W): the run's low-load stretches kept their dearest plan, and on
+req/s on 2 cores (≈1.2 W of predicted power saved, from tdp-estimate profiles) but never at
+2–3 req/s, where it saves the same fifth of the power per request (0.4 W): the run's low-load stretches kept their dearest plan, and on
 hardware drawing ten times the watts the same weight would pick the lightest variants
 everywhere. Per unit of IPA's power the trade is the same at every load and on any machine.
 Capped by ``accuracy_budget = 0.01``: a plan gives up at most one point of pipeline
