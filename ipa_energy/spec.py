@@ -260,6 +260,12 @@ class Autoscaling(_Model):
     target_ongoing_requests: float = Field(2.0, gt=0, description="Serve's target of in-flight requests per replica.")
     upscale_delay_s: float | None = Field(None, ge=0, description="None: Serve's default.")
     downscale_delay_s: float | None = Field(None, ge=0, description="None: Serve's default.")
+    look_back_period_s: float | None = Field(
+        None, gt=0, description="Seconds Serve averages the in-flight requests over before deciding; None: Serve's "
+        "default (30 s in Ray 2.60).")
+    metrics_interval_s: float | None = Field(
+        None, gt=0, description="Seconds between the handles' reports of in-flight requests to Serve's controller "
+        "(deprecated by Serve, still what it pushes at in Ray 2.60); None: Serve's default (10 s).")
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -276,7 +282,7 @@ class Autoscaling(_Model):
             "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
             "initial_replicas": self.clamp(initial_replicas), "target_ongoing_requests": self.target_ongoing_requests,
         }
-        for key in ("upscale_delay_s", "downscale_delay_s"):
+        for key in ("upscale_delay_s", "downscale_delay_s", "look_back_period_s", "metrics_interval_s"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out

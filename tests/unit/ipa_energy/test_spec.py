@@ -161,8 +161,12 @@ def test_autoscaling_bounds_and_serve_config():
     assert a.serve_config(1) == {"min_replicas": 2, "max_replicas": 4, "initial_replicas": 2,
                                  "target_ongoing_requests": 2.0, "upscale_delay_s": 3}
     assert a.serve_config(9)["initial_replicas"] == 4 and a.serve_config(3)["initial_replicas"] == 3
+    timed = a.model_copy(update={"look_back_period_s": 10.0, "metrics_interval_s": 1.0}).serve_config(1)
+    assert (timed["look_back_period_s"], timed["metrics_interval_s"]) == (10.0, 1.0)
+    from ray.serve.config import AutoscalingConfig
+    AutoscalingConfig(**timed)  # Serve takes what we pass it
     for bad in ({"min_replicas": 3, "max_replicas": 2}, {"min_replicas": 0, "max_replicas": 2},
-                {"max_replicas": 2, "target_ongoing_requests": 0}):
+                {"max_replicas": 2, "target_ongoing_requests": 0}, {"max_replicas": 2, "look_back_period_s": 0}):
         with pytest.raises(ValidationError):
             Autoscaling(**bad)
     sp = StagePlan(variant="a", autoscaling=a)

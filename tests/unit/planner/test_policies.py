@@ -40,5 +40,7 @@ def test_autoscaling_baseline_fixes_ipas_variants_and_lets_serve_scale(classify)
     sp = plan.stages["classifier"]
     assert sp.autoscaling is not None and (sp.autoscaling.min_replicas, sp.autoscaling.max_replicas) == (1, 3)
     assert sp.autoscaling.upscale_delay_s == 5.0
+    # it sees the load on the planner's time scale: averaged over an interval, reported every second
+    assert (sp.autoscaling.look_back_period_s, sp.autoscaling.metrics_interval_s) == (10.0, 1.0)
     ipa = initial_plan("ipa", pipeline, profiles, mean_rps=3, peak_rps=12, max_replicas=3)
     assert sp.variant == ipa.stages["classifier"].variant
