@@ -27,7 +27,7 @@ from planner.constants import (HISTORY_S, MIN_LOAD_RPS, STARTING_REPLICA_CORES, 
                                WAIT_HYSTERESIS)
 from planner.correction import Corrections
 from planner.optimizer import optimize
-from planner.policies import check_policy
+from planner.policies import check_policy, restrictions
 from planner.program import capacities, capacity_terms, fill_factor
 from planner.terms import Weights
 
@@ -205,26 +205,46 @@ class PlannerLoop:
         (make bench, ipa: 2 → 1 replicas after 20 s at 1.5 req/s, then a regrow's cold start
         in the ramp ten seconds later cost 7 % of the run's requests). The caller keeps the
         running plan while it serves the load, and otherwise plans with these stages' replicas
-        kept (a shrink the load outgrows within a horizon would cost a regrow)."""
+        kept (a shrink the load outgrows within a horizon would cost a regrow).
+
+        A stage with no variant to bridge a regrow with (`_bridgeable`: fa2-low and fa2-high, or
+        a stage of one variant) waits for every recommendation of the predictor's window
+        (`HISTORY_S`) instead: there the replicas left carry a regrow's cold start alone (make
+        bench, fa2-high: 2 → 1 replicas at 1.6 req/s ten seconds before a 2 → 7 req/s ramp; the
+        regrow took 13–16 s on the busy cores, and 12–14 % of the run's requests missed)."""
         if self.current is None:
             return []
         running, new = stage_replicas(self.current), stage_replicas(plan)
         shrinking = [s for s, n in new.items() if n < running.get(s, 0)]
         if not shrinking:
             return []
-        since = self.clock() - self.horizon_s
         held = []
         for stage in shrinking:
-            n = new[stage]
-            most = max((r.get(stage, 0) for t, r in self._recommended if t >= since), default=n)
+            n, window = new[stage], self.horizon_s if self._bridgeable(stage) else max(self.horizon_s, HISTORY_S)
+            most = max((r.get(stage, 0) for t, r in self._recommended if t >= self.clock() - window), default=n)
             if most > n:
-                held.append(f"{stage}: {running[stage]} → {n} replicas ({most} recommended within {self.horizon_s:.0f} s)")
+                held.append(f"{stage}: {running[stage]} → {n} replicas ({most} recommended within {window:.0f} s)")
         if not held and len(history):
             peak = float(np.max(history[-HISTORY_S:]))
             if peak > (plan.predicted_load_rps or 0.0) and not self.serves(plan, peak, profiles, supply, fill):
                 held = [f"{s}: {running[s]} → {new[s]} replicas (would not serve the busiest second of the last "
                         f"{HISTORY_S} s, {peak:.0f} req/s)" for s in shrinking]
         return held
+
+    def _bridgeable(self, stage: str) -> bool:
+        """Whether the policy lets `stage` switch the running replicas in place to another variant
+        (one of the running variant's resource shape: what `_bridge` may do while a regrow starts)."""
+        sp = self.current.stages.get(stage) if self.current is not None else None
+        if sp is None or sp.mix is not None:
+            return sp is not None  # a mix (InfAdapter) moves traffic between variants that run already
+        # InfAdapter's own program (planner.infadapter) restricts no variant
+        allowed = None if self.policy == "infadapter" else restrictions(self.pipeline, self.policy, self.weights, None)[1]
+        spec = next(st for st in self.pipeline.stages if st.name == stage)
+        if sp.variant not in {v.name for v in spec.variants}:
+            return True  # a plan from outside the catalog (a journal of an older one): the usual hold
+        shape = spec.variant(sp.variant).resources
+        return any(v.name != sp.variant and v.resources == shape and (allowed is None or v.name in allowed[stage])
+                   for v in spec.variants)
 
     def _background(self, observed: float) -> ClusterSupply | None:
         """The supply this step plans with: the cores busy outside the stages taken as the most
@@ -415,7 +435,7 @@ class PlannerLoop:
         # on a busy 2-core host): one the running plan does not need must be chosen twice in a
         # row, so a load estimate that wavers between two variants does not switch back and forth.
         self._recommended.append((self.clock(), stage_replicas(plan)))
-        while self._recommended and self._recommended[0][0] < self.clock() - 2 * self.horizon_s:
+        while self._recommended and self._recommended[0][0] < self.clock() - max(2 * self.horizon_s, HISTORY_S):
             self._recommended.popleft()
         optional = self._optional_switch(plan, load, profiles, supply, fill)
         deferred = []

@@ -245,7 +245,7 @@ def test_a_scale_in_waits_until_a_horizon_of_recommendations_agrees(setup, monke
     clock.t += planner.interval_s
     assert planner.step(np.full(60, 2.0)).changed
     # when the running plan no longer serves the load, the change is made, but with the replicas kept
-    slow = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-mini", replicas=3)},
+    slow = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-112-mini", replicas=3)},
                 policy="ipa")
     forced = PlannerLoop(pipeline, profiles, MaxPredictor(), applied.append, policy="ipa", interval_s=10,
                          max_replicas=4, current=slow, clock=clock)
@@ -445,3 +445,32 @@ def test_the_accuracy_budget_holds_over_the_requests_served_not_plan_by_plan(set
     assert planner.state()["accuracy_bank"] == planner.accuracy_bank
     given_up, below, _ = run(Weights(accuracy_window_s=None))
     assert below == 0 and given_up.max() <= 0.01 + 1e-9
+
+
+def test_a_stage_with_no_variant_to_bridge_a_regrow_holds_its_replicas_for_the_predictors_window(setup):
+    """After a busy spell, ipa shrinks once a horizon agrees (a regrow can be bridged with a
+    lighter variant); fa2-high, whose one variant cannot bridge, keeps its replicas until the
+    predictor's whole window (HISTORY_S) has stopped asking for them."""
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+    from planner.constants import HISTORY_S
+
+    supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2.0, memory_mb=16_000.0, outside_cores=0.27),),
+                           source="test")
+    busy, quiet = np.full(HISTORY_S, 6.0), np.full(HISTORY_S, 1.0)  # resnet152 × 2, then × 1 for both
+
+    def replicas_over_time(policy):
+        clock = _Clock()
+        planner = loop(setup, [], clock=clock, policy=policy, max_replicas=2, supply=supply, serving_cpu_s=0.02)
+        assert sum(r["replicas"] for r in planner.step(busy).stages.values()) == 2
+        out = []
+        for _ in range(int(HISTORY_S // 10) + 3):
+            clock.t += 10
+            out.append((clock.t - 1000, planner.step(quiet).stages["classifier"]["replicas"]))
+        return planner, out
+
+    ipa, ipa_counts = replicas_over_time("ipa")
+    fa2, fa2_counts = replicas_over_time("fa2-high")
+    assert ipa._bridgeable("classifier") and not fa2._bridgeable("classifier")
+    assert min(t for t, n in ipa_counts if n == 1) <= 2 * ipa.horizon_s + 10
+    shrunk = min(t for t, n in fa2_counts if n == 1)
+    assert HISTORY_S <= shrunk <= HISTORY_S + 20
