@@ -46,23 +46,20 @@ import math
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
 
 from ipa_energy.records import RequestRow
 from ipa_energy.spec import PipelineSpec, Plan, Profile
+from planner.capacity import P99_Z
 from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from sim.cluster import SimCluster, node_power
-from sim.engine import P99_Z, cold_start_s, profile_at, replica_memory_mb, slot_variants
+from sim.fluid_changes import Change, FluidChanges
+from sim.fluid_rows import AggregatedRows
+from sim.parts import cold_start_s, profile_at, replica_memory_mb, slot_variants
 
 __all__ = ["FluidEngine"]
 
-_NORMAL = NormalDist()
-#: latency bands of a second's requests, as quantile ranges of its distribution
-BANDS = ((0.0, 0.5), (0.5, 0.9), (0.9, 0.99), (0.99, 1.0))
-_BAND_Z = tuple(_NORMAL.inv_cdf(min(0.9995, (lo + hi) / 2)) for lo, hi in BANDS)
-SHED_MS = 2.0
 #: the highest utilisation the stochastic wait is taken at (above: the backlog holds the excess)
 U_STATIONARY = 0.95
 
@@ -97,15 +94,6 @@ class _Member:
 
 
 @dataclass
-class _Change:
-    plan: Plan
-    started: float
-    fits: bool
-    ready_at: float
-    starting: int = 0  # replicas it starts (0: it switches or shrinks only)
-
-
-@dataclass
 class NodeGroup:
     """The nodes of one type, as the results see them (one energy window each)."""
 
@@ -127,7 +115,7 @@ class NodeGroup:
     _needed: deque = field(default_factory=deque)  # (second, nodes needed) over the idle timeout
 
 
-class FluidEngine:
+class FluidEngine(FluidChanges, AggregatedRows):
     def __init__(self, pipeline: PipelineSpec, profiles: Mapping[tuple[str, int], Profile], cluster: SimCluster,
                  plan: Plan, counts: np.ndarray, *, aggregate_s: int = 1, shed: bool = True):
         self.pipeline, self.profiles, self.cluster, self.host = pipeline, profiles, cluster, cluster.host
@@ -153,7 +141,7 @@ class FluidEngine:
         self._autoscaled = any(sp.autoscaling is not None for sp in plan.stages.values())
         self.version = 1
         self.history: list[int] = []
-        self.change: _Change | None = None
+        self.change: Change | None = None
         self.cold_starts: dict[str, float] = {}
         self._starts = 0
         self.stages: dict[str, list[_Member]] = {}
@@ -389,144 +377,6 @@ class FluidEngine:
                            max(1.0, (d * (1 + j) + self.outside) / cores) for j in range(others + 1))
         return max(1.0, out)
 
-    # -- changes (make before break) -----------------------------------------------------------
-
-    def _ready(self, t: int) -> bool:
-        """Replicas whose start ended by second `t` serve; whether any did."""
-        changed = False
-        for members in self.stages.values():
-            for m in members:
-                if m.starting and any(at <= t for at, _ in m.starting):
-                    m.ready += sum(n for at, n in m.starting if at <= t)
-                    m.warm_at = max(m.warm_at, t + self._warm_s(m.variant))
-                    m.starting = [(at, n) for at, n in m.starting if at > t]
-                    changed = True
-                if m.switch is not None and m.switch[0] <= t and not m.starting:
-                    _, m.variant, m.batch, m.wait_s = m.switch
-                    m.switch = None
-                    changed = True
-        return changed
-
-    def begin(self, plan: Plan) -> _Change:
-        """Start taking the app to `plan`; :meth:`converged` says when routing may flip."""
-        add = Counter()
-        for st in self.pipeline.stages:
-            members = self.stages[st.name]
-            for i, pm in enumerate(plan.stages[st.name].members()):
-                if i < len(members):
-                    grow = pm.replicas - members[i].replicas()
-                    if grow > 0:
-                        add[members[i].variant] += grow
-                else:
-                    add[pm.variant] += pm.replicas
-        fits = self._fits(self._reserved(add))
-        speed = max((g.speed for g in self.groups), default=1.0)
-        start_s = (self.host.worker_start_core_s * speed) * self.stretch
-        change = _Change(plan, self.now, fits, self.now)
-        if not fits:
-            return change  # the replicas stay pending (as Ray's would); the change does not converge
-        ready_at = self.now
-        for st in self.pipeline.stages:
-            members = self.stages[st.name]
-            for i, pm in enumerate(plan.stages[st.name].members()):
-                if i >= len(members):
-                    members.append(self._member(st.name, i, pm, 0))
-                    members[i].share = 0.0  # routed once the change flips
-                m = members[i]
-                grow = pm.replicas - m.replicas()
-                at = self.now
-                if grow > 0:
-                    at = math.ceil(self.now + start_s + self._cold_start(m.variant) * speed * self.stretch)
-                    m.starting.append((at, grow))
-                    change.starting += grow
-                    self._starts += 1
-                    self.cold_starts[f"{m.name}#{self._starts}"] = at - self.now
-                if (m.variant, m.batch) != (pm.variant, pm.batch_size):
-                    if m.variant != pm.variant and (grow > 0 or not self.host.warm_variants or self.now < m.warm_at):
-                        at = math.ceil(at + self.host.switch_core_s * speed * self.stretch)
-                        m.warm_at = max(m.warm_at, at + self._warm_s(pm.variant))
-                    m.switch = (at, pm.variant, pm.batch_size, pm.batch_wait_timeout_ms / 1000)
-                m.wait_s = pm.batch_wait_timeout_ms / 1000 if m.switch is None else m.wait_s
-                ready_at = max(ready_at, at)
-        change.ready_at = ready_at
-        self._place()
-        return change
-
-    def converged(self, change: _Change) -> bool:
-        return change.fits and self.now >= change.ready_at
-
-    def finish(self, change: _Change) -> None:
-        """Routing flips to the new plan; what it no longer needs drains (at once: fluid)."""
-        self.routing = change.plan
-        self._autoscaled = any(sp.autoscaling is not None for sp in change.plan.stages.values())
-        self.version += 1
-        for st in self.pipeline.stages:
-            members = self.stages[st.name]
-            planned = change.plan.stages[st.name].members()
-            for i, m in enumerate(members):
-                if i < len(planned):
-                    pm = planned[i]
-                    m.switch = None  # the plan's settings below are the switch's
-                    m.variant, m.batch, m.wait_s, m.share = pm.variant, pm.batch_size, pm.batch_wait_timeout_ms / 1000, pm.share
-                    m.ready = min(m.ready + sum(n for _, n in m.starting), pm.replicas)
-                    m.starting = []
-                else:  # a member dropped: its backlog goes to the first
-                    members[0].backlog += m.backlog
-            del members[len(planned):]
-        self._place()
-
-    def abandon(self, change: _Change) -> None:
-        """Roll back: starts and switches under way stop; the running plan's settings stay."""
-        for st in self.pipeline.stages:
-            members = self.stages[st.name]
-            for m in members:
-                m.starting, m.switch = [], None
-            running = len(self.routing.stages[st.name].members())
-            for m in members[running:]:
-                members[0].backlog += m.backlog
-            del members[running:]
-        self._place()
-
-    # -- Serve autoscaling ---------------------------------------------------------------------
-
-    def _autoscale(self) -> bool:
-        """Serve's autoscaler, simplified as sim.engine's: ⌈in flight / target⌉ after the delay;
-        whether it changed the replicas."""
-        changed = False
-        if self.change is not None or not self._autoscaled:
-            return changed
-        for st in self.pipeline.stages:
-            a = self.routing.stages[st.name].autoscaling
-            if a is None:
-                continue
-            m = self.stages[st.name][0]
-            ongoing = m.backlog + m.served * m.batch_s / max(1.0, m.k)
-            want = min(a.max_replicas, max(a.min_replicas, math.ceil(ongoing / a.target_ongoing_requests)))
-            have = m.replicas()
-            state = m.scaling
-            if want == have:
-                m.scaling = None
-                continue
-            up = want > have
-            if state is None or state[0] != up:
-                m.scaling = (up, self.now)
-                continue
-            delay = (a.upscale_delay_s if a.upscale_delay_s is not None else 30.0) if up else \
-                (a.downscale_delay_s if a.downscale_delay_s is not None else 600.0)
-            if self.now - state[1] < delay:
-                continue
-            m.scaling = None
-            grow = self._room(m.variant, want - have) if up else 0
-            if grow > 0:  # as many as the cluster places (Ray leaves the rest pending)
-                speed = max((g.speed for g in self.groups), default=1.0)
-                at = math.ceil(self.now + (self.host.worker_start_core_s + self._cold_start(m.variant)) * speed * self.stretch)
-                m.starting.append((at, grow))
-                changed = True
-            elif not up:
-                m.ready = max(1, m.ready - (have - want))
-                changed = True
-        return changed
-
     # -- what the planner and the results read ---------------------------------------------------
 
     def observations(self, interval_s: float) -> list[tuple]:
@@ -567,106 +417,3 @@ class FluidEngine:
         g.idle_j = g.other_j = g.loadgen_j = 0.0
         g.consumers_j = Counter()
         return out
-
-    # -- aggregated request rows ------------------------------------------------------------------
-
-    def _record(self, t, arrivals, admitted, shed, deterministic, mean, var, dyn_j, answered) -> None:
-        # the stages' energy, per deployment, on the node types by their share of the cores
-        cores = sum(g.active * g.cores for g in self.groups) or 1.0
-        for ms in self.stages.values():
-            for m in ms:
-                if m.joules:
-                    for g in self.groups:
-                        if g.active:
-                            g.consumers_j[m.name] += m.joules * g.active * g.cores / cores
-        if t >= len(self.counts):
-            return
-        b = self._bucket
-        if b is None or t >= b["start"] + self.aggregate_s:
-            self._flush()
-            b = self._bucket = {"start": t, "sent": 0, "shed": 0.0, "bands": [[0.0, 0.0, 0.0] for _ in BANDS],
-                                "j": 0.0, "served": 0.0}
-        b["sent"] += arrivals
-        b["shed"] += min(shed, arrivals)
-        b["j"] += dyn_j
-        b["served"] += answered
-        ok = max(0.0, arrivals - min(shed, arrivals))
-        if ok <= 0:
-            return
-        if mean > 0:
-            s2 = math.log(1 + var / (mean * mean))
-            mu, sigma = math.log(mean) - s2 / 2, math.sqrt(s2)
-        else:
-            mu, sigma = -math.inf, 0.0
-        room = self.sla_s - deterministic
-        if room <= 0:
-            met = 0.0
-        elif sigma <= 0 or mu == -math.inf:
-            met = 1.0 if mean <= room else 0.0
-        else:
-            met = _NORMAL.cdf((math.log(room) - mu) / sigma)
-        for (lo, hi), z, band in zip(BANDS, _BAND_Z, b["bands"]):
-            n = ok * (hi - lo)
-            latency = deterministic + (math.exp(mu + sigma * z) if mu != -math.inf else 0.0)
-            band[0] += n
-            band[1] += n * latency
-            band[2] += n * min(1.0, max(0.0, (met - lo) / (hi - lo)))
-
-    def _flush(self, unanswered: float = 0.0) -> None:
-        """The bucket's rows: per band the requests that met the SLA and those that missed it."""
-        b, self._bucket = self._bucket, None
-        if b is None or not b["sent"]:
-            return
-        base = self.base + b["start"]
-        sent = base + self.aggregate_s / 2
-        parts: list[tuple[float, float, int, bool]] = [(b["shed"], SHED_MS, 503, True)]
-        sla_ms = self.sla_s * 1000
-        for n, lat_sum, met in b["bands"]:
-            if n <= 0:
-                continue
-            latency_ms = 1000 * lat_sum / n
-            parts.append((met, min(latency_ms, sla_ms), 200, False))
-            parts.append((n - met, max(latency_ms, sla_ms + 1.0), 200, False))
-        counts = _round_to(b["sent"], [p[0] for p in parts])
-        j = b["j"] / b["served"] if b["served"] > 0 else None
-        variants = {s: sp.variant for s, sp in self.routing.stages.items()}
-        for (_, latency_ms, status, shed), count in zip(parts, counts):
-            if count <= 0:
-                continue
-            ok = status == 200
-            self.rows.append(RequestRow(
-                scheduled_s=sent, sent_s=sent, finished_s=sent + latency_ms / 1000, latency_ms=latency_ms, status=status,
-                shed=shed, error="" if ok else "shed: the plan cannot serve the load within the SLA",
-                plan_version=self.version, variants=variants if ok else {}, energy_j=j if ok else None,
-                energy_method=self.method if ok and j is not None else None, count=count))
-
-    def close(self, drain_s: float) -> None:
-        """End of the run: the last bucket, and what no stage answered by the end of the drain."""
-        self._flush()
-        left = int(round(sum(m.backlog for ms in self.stages.values() for m in ms)))
-        for m in (m for ms in self.stages.values() for m in ms):
-            m.backlog = 0.0
-        while left > 0 and self.rows:  # the latest answered rows were those still queued
-            row = next((r for r in reversed(self.rows) if r.status == 200 and r.count > 0), None)
-            if row is None:
-                break
-            take = min(left, row.count)
-            row.count -= take
-            left -= take
-            end = self.base + self.now
-            self.rows.append(RequestRow(scheduled_s=row.sent_s, sent_s=row.sent_s, finished_s=end,
-                                        latency_ms=(end - row.sent_s) * 1000, status=0, count=take,
-                                        error=f"no answer within the {drain_s:.0f} s drain"))
-        self.rows = [r for r in self.rows if r.count > 0]
-
-
-def _round_to(total: int, parts: list[float]) -> list[int]:
-    """Integer counts proportional to `parts` that sum to `total` (largest remainders)."""
-    s = sum(parts)
-    if s <= 0:
-        return [0] * len(parts)
-    exact = [p * total / s for p in parts]
-    out = [int(math.floor(x)) for x in exact]
-    for i in sorted(range(len(parts)), key=lambda i: exact[i] - out[i], reverse=True)[: total - sum(out)]:
-        out[i] += 1
-    return out

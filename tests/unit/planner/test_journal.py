@@ -8,7 +8,7 @@ from ipa_energy.records import Decision
 from ipa_energy.state import MemoryStore
 from planner.journal import RESTARTED, PlannerJournal
 from planner.loop import PlannerLoop
-from planner.predictor import MaxPredictor, ReactivePredictor
+from planner.predictor import ReactivePredictor
 from planner.profiles import profiles_from_store
 from workloads import catalog
 from workloads.profile_store import PROFILES_DIR, ProfileStore
