@@ -16,7 +16,8 @@ from dataclasses import replace
 import pulp
 
 from planner.constants import LAT_TOL
-from planner.program import Capacity, _Candidate, _candidates, _first_n, _Group, _Program
+from planner.caps import Capacity
+from planner.program import _Candidate, _candidates, _first_n, _Group, _Program
 from planner.terms import LatencyModel, Option, choice_terms, stage_capacity_rps, stage_latency_ms
 
 __all__ = ["COMBINATIONS_LIMIT", "solve_best_effort"]

@@ -50,7 +50,8 @@ from ipa_energy.spec import PipelineSpec, Plan
 from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, MEMORY_FRACTION, OBJ_TOL
 from planner.optimizer import _planned, against_reference, optimize, uses_reference
 from planner.policies import check_policy, is_static, restrictions
-from planner.program import REPLICA_LIMIT, Capacity, Demand, capacities, fill_factor, solve_joint
+from planner.caps import Capacity, capacities, fill_factor
+from planner.program import REPLICA_LIMIT, Demand, solve_joint
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 

@@ -28,7 +28,7 @@ from planner.constants import (HISTORY_S, MIN_LOAD_RPS, STARTING_REPLICA_CORES, 
 from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy, restrictions
-from planner.program import capacities, capacity_terms, fill_factor
+from planner.caps import capacities, capacity_terms, fill_factor
 from planner.terms import Weights
 
 __all__ = ["PlannerLoop", "during_cold_start", "stage_replicas", "trend_rps"]

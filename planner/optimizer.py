@@ -74,7 +74,8 @@ from planner.constants import DEFAULT_BATCH_SIZES, DEFAULT_MAX_REPLICAS, DEFAULT
 from planner.infadapter import solve_infadapter
 from planner.policies import check_policy, is_static, restrictions
 from planner.best_effort import solve_best_effort
-from planner.program import REPLICA_LIMIT, Capacity, capacities, capacity_terms, fill_factor, solve_optimum
+from planner.caps import Capacity, capacities, capacity_terms, fill_factor
+from planner.program import REPLICA_LIMIT, solve_optimum
 from planner.solver import DEFAULT_SOLVER
 from planner.terms import LatencyModel, ProfileLookup, Weights, plan_from_choice, stage_options
 

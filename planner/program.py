@@ -28,8 +28,8 @@ with every plan; tests/unit/planner/test_presolve.py the scan with the one from 
 Several pipelines (:func:`solve_joint`, :mod:`planner.joint`) are one program of several
 groups of stages: each group its own latency constraint, all the capacity.
 
-:func:`capacities` gives the capacities to try (one per node utilisation cap ρ, each with its
-contention stretch); :func:`solve_optimum` solves at one of them, with the fewest-changes
+:func:`planner.caps.capacities` gives the capacities to try (one per node utilisation cap ρ,
+each with its contention stretch); :func:`solve_optimum` solves at one of them, with the fewest-changes
 second solve; :func:`planner.best_effort.solve_best_effort` maximises the load served when
 nothing is feasible, over the same candidates and constraints.
 The model is solved exactly by :mod:`planner.solver` (HiGHS in-process, or CBC).
@@ -45,42 +45,18 @@ from typing import NamedTuple
 import numpy as np
 import pulp
 
-from ipa_energy.cluster import ClusterSupply
 from ipa_energy.spec import StagePlan
-from planner.capacity import WaitSeries, stretch
-from planner.constants import LAT_TOL, MEMORY_FRACTION, OBJ_TOL, UTILISATION_GRID
+from planner.capacity import WaitSeries
+from planner.caps import Capacity
+from planner.constants import LAT_TOL, OBJ_TOL
 from planner.solver import solve_problem
-from planner.terms import (
-    IPA_LATENCY,
-    LatencyModel,
-    Option,
-    Weights,
-    choice_terms,
-    stage_capacity_rps,
-    stage_latency_ms,
-)
+from planner.terms import LatencyModel, Option, Weights, choice_terms, stage_capacity_rps, stage_latency_ms
 
-__all__ = ["REPLICA_LIMIT", "Capacity", "Demand", "capacities", "solve_joint", "solve_optimum"]
+__all__ = ["REPLICA_LIMIT", "Demand", "solve_joint", "solve_optimum"]
 
 
 #: the most replicas a StagePlan holds (its schema's bound): N never exceeds it
 REPLICA_LIMIT: int = next(int(m.le) for m in StagePlan.model_fields["replicas"].metadata if getattr(m, "le", None))
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What a plan may consume, and the latency model that goes with it.
-
-    `cpu_cores`: CPU core-seconds per second the stages' requests may use (ρ × physical cores
-    − the serving path's own share), None = not limited; `memory_mb`: resident memory the
-    replicas may hold, None = not limited; `utilisation`: ρ, the node utilisation cap the
-    latency model's contention stretch was computed at.
-    """
-
-    model: LatencyModel = IPA_LATENCY
-    cpu_cores: float | None = None
-    memory_mb: float | None = None
-    utilisation: float | None = None
 
 
 class _Candidate(NamedTuple):
@@ -407,35 +383,3 @@ def solve_joint(demands: Sequence[Demand], solver: str, capacity: Capacity, tie_
         if value(alt) >= best - OBJ_TOL:
             return alt, best
     return choices, best
-
-
-def fill_factor(fill_rps: float | None, lam: float) -> float:
-    """The share of λ̂ batches fill at now (the observed rate; 1 when not given)."""
-    return 1.0 if fill_rps is None or lam <= 0 else min(1.0, max(fill_rps, 1e-9) / lam)
-
-
-def capacity_terms(cap: Capacity, supply: ClusterSupply | None, serving_cpu_s: float) -> dict[str, float]:
-    """The objective terms that record the capacity a plan is held to (planner.checks.plan_model
-    and check_plan read them back)."""
-    terms = {"queueing": 1.0 if cap.model.queueing else 0.0, "stretch": cap.model.stretch,
-             "fill_factor": cap.model.fill_factor}
-    if supply is not None and cap.utilisation is not None:
-        terms |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
-                  "background_cores": supply.background_cores}
-    return terms
-
-
-def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving_cpu_s: float,
-               fill_factor: float = 1.0) -> list[Capacity]:
-    """The capacities to try: one per node utilisation cap ρ of UTILISATION_GRID, or unlimited."""
-    if supply is None:
-        return [Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))]
-    cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
-    out = []
-    for rho in UTILISATION_GRID:
-        # ρ caps the node's utilisation: background load (measured) takes its cores first
-        cpu = rho * supply.cores - lam * serving_cpu_s - supply.background_cores
-        if cpu > 0:
-            out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho), fill_factor=fill_factor),
-                                cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho))
-    return out

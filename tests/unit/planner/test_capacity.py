@@ -66,7 +66,7 @@ def test_this_host_reports_physical_cores_and_memory():
 
 def test_background_load_takes_its_cores_before_the_plan():
     from ipa_energy.cluster import ClusterSupply, NodeSupply
-    from planner.program import capacities
+    from planner.caps import capacities
 
     node = NodeSupply(node_id="n", cores=2, memory_mb=8000, outside_cores=0.7)
     supply = ClusterSupply(nodes=(node,), source="test")
