@@ -25,7 +25,7 @@ demo: install
 
 # Every policy (ipa, ipa-energy, fa2-low, fa2-high, rim, static-max-accuracy, static-min-energy,
 # serve-autoscaling) on the classify pipeline, the rising edge of IPA's bursty window, 3 times each,
-# interleaved (the report: mean and min–max); ~75 min. Complete runs are kept, so a rerun adds only what is missing.
+# interleaved (the report: mean and min–max); ~60 min on the 2-core host. Complete runs are kept, so a rerun adds only what is missing.
 bench: install
 	$(BIN)/ipa-energy experiment --pipeline classify --policies all --trace bursty --offset 340 --seconds 120 \
 		--rate-factor 0.3 --repeat 3 --name bench-classify-bursty --report

@@ -142,6 +142,7 @@ class RunSummary(_Row):
     carbon_g: float | None = Field(description="energy_j × g/kWh × PUE / 3.6e6 (g CO2e).")
     plan_changes: int
     p99_prediction_error: float | None = Field(None, description="Median over intervals and stages of |predicted − "
-                                                                 "observed| / observed stage p99 (planner decisions).")
+                                                                 "observed| / observed stage p99 (planner decisions; each "
+                                                                 "over its p99 window, with at least 100 calls).")
     p99_predictions: int = Field(0, description="Stage-intervals the p99 prediction error is taken over.")
     weights: str

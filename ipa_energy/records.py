@@ -116,11 +116,15 @@ class Decision(_Row):
     energy_method: MethodLabel = Field(description="Method of the profiles the predictions come from.")
     feasible: bool
     solve_time_s: float
-    observed_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 of its calls over the last "
-                                                                                "interval, as the ingress timed them (ms).")
+    observed_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 of its calls, as the ingress "
+                                              "timed them (ms), over `p99_window_s`: the time the running plan has run "
+                                              "unchanged (up to the predictor's window), else the last interval.")
+    p99_window_s: int | None = Field(None, description="Seconds `observed_p99_ms` pools the calls over (None: the last "
+                                                       "interval).")
     predicted_p99_ms: dict[str, float] = Field(default_factory=dict, description="stage → p99 the model predicts for the "
-                                                                                 "plan that ran, at the observed load (ms); a stage "
-                                                                                 "the model says cannot keep up (unbounded) is left out.")
+                                               "plan that ran, at the load observed over the same window (ms); only for a "
+                                               "plan that ran the whole window and a stage with at least MIN_P99_CALLS "
+                                               "calls in it; a stage the model says cannot keep up (unbounded) is left out.")
     corrections: dict[str, float] = Field(default_factory=dict, description="variant → factor on its profiled service "
                                                                             "time, learnt from what it achieved (1 = as profiled); "
                                                                             "'*': the host factor, which variants that have not run "

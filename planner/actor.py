@@ -140,9 +140,12 @@ class PlannerActor:
                 due = time.monotonic() + self.interval_s  # from this step's start, however long it takes
                 self._refresh_supply()
                 timed = ray.get(self._arrivals.stages.remote(self.pipeline, int(self.interval_s)), timeout=30)
+                window = self.loop.p99_window_s()  # the running plan's calls, pooled for its p99
+                pooled = ray.get(self._arrivals.stages.remote(self.pipeline, window), timeout=30) if window else None
                 self.loop.replica_cold_starts(ray.get(self._arrivals.cold_starts.remote(f"{self.pipeline}."), timeout=30))
                 stages = [StageObservation.model_validate(o) for o in timed]
-                self.loop.step(history, stages, trigger="surge" if between else "interval")
+                self.loop.step(history, stages, trigger="surge" if between else "interval",
+                               pooled=[StageObservation.model_validate(o) for o in pooled] if pooled is not None else None)
             except Exception as e:  # a failed step is logged and retried; serving is unaffected
                 if not stepping and between:  # a missed poll between intervals is retried in a second
                     logger.debug("planner: arrivals not read between intervals: %s", e)

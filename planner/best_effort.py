@@ -18,7 +18,7 @@ import pulp
 from planner.constants import LAT_TOL
 from planner.caps import Capacity
 from planner.program import _Candidate, _candidates, _first_n, _Group, _Program
-from planner.terms import LatencyModel, Option, choice_terms, stage_capacity_rps, stage_latency_ms
+from planner.terms import LatencyModel, Option, choice_terms, stage_base_ms, stage_capacity_rps
 
 __all__ = ["COMBINATIONS_LIMIT", "solve_best_effort"]
 
@@ -32,7 +32,7 @@ def solve_best_effort(options, lam, sla, n_max, fixed_n, weights, solver, capaci
     if any(not o for o in options):
         return None
     plain = replace(capacity.model, queueing=False)
-    min_lat = sum(min(stage_latency_ms(o, 1, lam, plain) for o in so) for so in options)
+    min_lat = sum(min(stage_base_ms(o, lam, capacity.model) for o in so) for so in options)
     keep_latency = min_lat <= sla + LAT_TOL
     found = _max_served(options, lam, sla, n_max, fixed_n, capacity, keep_latency)
     if found is None:  # too many combinations to enumerate: the MILP over every (option, n)
@@ -77,9 +77,8 @@ def _n_range(o: Option, lam: float, n_max: int, fixed: int | None, model: Latenc
 
 def _best_effort_rows(opts, lam, sla, n_max, fixed, model, keep_latency):
     """(option, base latency, lowest n, highest n) of each option a best-effort stage may run."""
-    plain = replace(model, queueing=False)
     for o in opts:
-        base = stage_latency_ms(o, 1, lam, plain)
+        base = stage_base_ms(o, lam, model)
         if not (keep_latency and base > sla + LAT_TOL):
             yield (o, base, *_n_range(o, lam, n_max, fixed, model))
 

@@ -56,8 +56,8 @@ def stage_p99_ms(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, lo
                 continue
             lam = m.share * load
             o = option(st, st.variant(m.variant), m.batch_size, prof, lam)
-            fill = fill_ms(m.batch_size, lam * model.fill_factor)
-            worst = max(worst, stage_latency_ms(o, m.replicas, lam, model) - fill + min(fill, m.batch_wait_timeout_ms))
+            fill = min(fill_ms(m.batch_size, lam * model.fill_factor), m.batch_wait_timeout_ms)
+            worst = max(worst, stage_latency_ms(o, m.replicas, lam, model, fill))
         out[st.name] = worst
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_REPLICAS", "DEFAULT_MAX_VARIANTS", "HISTORY_S", "LAT_TOL", "MAX_WAIT_MS", "MEMORY_FRACTION",
-    "MIN_LOAD_RPS", "OBJ_TOL", "SERVING_CPU_S", "STARTING_REPLICA_CORES", "SURGE_WINDOW_S", "SURGE_Z", "TREND_WINDOW_S", "UTILISATION_GRID",
+    "MIN_LOAD_RPS", "MIN_P99_CALLS", "OBJ_TOL", "SERVING_CPU_S", "STARTING_REPLICA_CORES", "SURGE_WINDOW_S", "SURGE_Z", "TREND_WINDOW_S", "UTILISATION_GRID",
     "WAIT_HYSTERESIS",
 ]
 
@@ -34,6 +34,11 @@ MEMORY_FRACTION = 0.8
 #: seconds of arrivals the load predictor reads (IPA's LSTM: 12 slices of 10 s); a scale-in must
 #: also serve the busiest second of them (planner.loop)
 HISTORY_S = 120
+#: fewest calls of a stage whose p99 the closed loop compares with the model's: the p99 of fewer
+#: is their largest or second largest (the 94th percentile of 15 calls, at 1.5 req/s over an
+#: interval), and reads as the model overpredicting; the loop pools the running plan's calls
+#: over up to HISTORY_S until there are this many (planner.loop.PlannerLoop.p99_window_s)
+MIN_P99_CALLS = 100
 #: seconds of arrivals the planner fits a line through to see a ramp ahead of its predictor
 TREND_WINDOW_S = 60
 #: seconds of arrivals the planner watches between intervals for a surge past its plan's load

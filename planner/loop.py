@@ -23,8 +23,8 @@ from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.accuracy_bank import AccuracyBank
 from planner.checks import check_plan, is_feasible, plan_model, stage_p99_ms
-from planner.constants import (HISTORY_S, MIN_LOAD_RPS, STARTING_REPLICA_CORES, SURGE_WINDOW_S, SURGE_Z, TREND_WINDOW_S,
-                               WAIT_HYSTERESIS)
+from planner.constants import (HISTORY_S, MIN_LOAD_RPS, MIN_P99_CALLS, STARTING_REPLICA_CORES, SURGE_WINDOW_S, SURGE_Z,
+                               TREND_WINDOW_S, WAIT_HYSTERESIS)
 from planner.correction import Corrections
 from planner.optimizer import optimize
 from planner.policies import check_policy, restrictions
@@ -325,29 +325,51 @@ class PlannerLoop:
         if seconds is not None and seconds > 0:
             self.cold_starts.append(seconds)
 
-    def _close_the_loop(self, stages: list[StageObservation], observed_rps: float) -> tuple[dict, dict, dict]:
-        """Compare the last interval with the running plan's model, and fold it into the corrections.
+    def p99_window_s(self) -> int:
+        """Seconds the running plan has run unchanged since its last change was applied, up to
+        HISTORY_S (what the arrivals book keeps); 0 before an interval has passed. The closed loop
+        compares the model's p99 with the stage calls pooled over this window: one interval
+        holds too few calls for a p99 at a few req/s (MIN_P99_CALLS)."""
+        if self.current is None:
+            return 0
+        since = None
+        for d in reversed(self.decisions):
+            if d.changed:
+                since = d.time_s + (d.apply_s if d.apply_s is not None else math.inf)
+                break
+        held = HISTORY_S if since is None else self.clock() - since
+        return int(min(HISTORY_S, held)) if held >= self.interval_s else 0
 
-        Returns (observed p99, predicted p99, factors): the prediction is made with the profiles
-        as the plan was made (corrected so far), at the observed load."""
+    def _close_the_loop(self, stages: list[StageObservation], pooled: list[StageObservation] | None,
+                        history: np.ndarray) -> tuple[dict, dict, dict, int | None]:
+        """Compare what the running plan achieved with its model, and fold the last interval into
+        the corrections.
+
+        Returns (observed p99, predicted p99, factors, window s). The p99s are compared over the
+        plan's window (:meth:`p99_window_s`; `pooled` holds the calls of that window, `stages`
+        those of the last interval), at the load observed over it, with the profiles as the
+        plan was made (corrected so far)."""
         if self.current is None or not stages:
-            return {}, {}, self.corrections.update([], self.profiles)
+            return {}, {}, self.corrections.update([], self.profiles), None
+        window = self.p99_window_s()
+        rows = pooled if pooled is not None and window > 0 else stages
         by_stage: dict[str, StageObservation] = {}
-        for o in stages:  # a mix: the member that served the most
+        for o in rows:  # a mix: the member that served the most
             if o.p99_ms is not None and (o.stage not in by_stage or o.requests > by_stage[o.stage].requests):
                 by_stage[o.stage] = o
         observed = {s: round(o.p99_ms, 3) for s, o in by_stage.items()}
-        last = self.decisions[-1] if self.decisions else None
-        if last is not None and last.changed and self.clock() - (last.time_s + (last.apply_s or 0.0)) < self.interval_s:
+        if window == 0:
             # the interval saw a change being made: replicas starting on the same cores, traffic
             # moving between variants; neither the old plan's model nor the new one's describes it
-            return observed, {}, self.corrections.logged()
+            return observed, {}, self.corrections.logged(), None
+        seconds = window if pooled is not None else int(self.interval_s)
+        load = float(np.mean(history[-seconds:])) if len(history) else 0.0
         # a stage the model says cannot keep up at this load has no finite p99 to compare: left out
         predicted = {s: round(v, 3) for s, v in stage_p99_ms(
-            self.pipeline, self.current, self.corrections.apply(self.profiles), observed_rps).items()
-            if s in observed and math.isfinite(v)}
+            self.pipeline, self.current, self.corrections.apply(self.profiles), load).items()
+            if s in observed and by_stage[s].requests >= MIN_P99_CALLS and math.isfinite(v)}
         factors = self.corrections.update(stages, self.profiles, stretch=plan_model(self.current).stretch)
-        return observed, predicted, factors
+        return observed, predicted, factors, seconds
 
     def _optional_switch(self, plan: Plan, load: float, profiles: Mapping, supply: ClusterSupply | None,
                          fill: float) -> tuple:
@@ -395,9 +417,11 @@ class PlannerLoop:
         return float(h[-SURGE_WINDOW_S:].sum()) > expected + SURGE_Z * math.sqrt(expected)
 
     def step(self, history_rps: np.ndarray, stages: list[StageObservation] | None = None, *,
-             trigger: str = "interval") -> Decision:
+             trigger: str = "interval", pooled: list[StageObservation] | None = None) -> Decision:
         """One interval: `history_rps` is per-second arrivals, most recent last; `stages` what
-        each stage variant achieved over the last interval (the closed loop; None: none known).
+        each stage variant achieved over the last interval (the closed loop; None: none known);
+        `pooled` the same over the last :meth:`p99_window_s` seconds, read just before (None:
+        p99s are compared over the last interval only).
         `trigger` "surge": a step ahead of the interval (see `surging`); its window overlaps the
         last step's, so it teaches the closed loop nothing."""
         history = np.asarray(history_rps, dtype=float)
@@ -413,9 +437,9 @@ class PlannerLoop:
             predicted = 0.0
         planned = max(predicted, floor, trend_rps(history, self.horizon_s))
         if trigger == "interval":
-            observed_p99, predicted_p99, factors = self._close_the_loop(stages or [], observed)
+            observed_p99, predicted_p99, factors, p99_window = self._close_the_loop(stages or [], pooled, history)
         else:
-            observed_p99, predicted_p99, factors = {}, {}, self.corrections.logged()
+            observed_p99, predicted_p99, factors, p99_window = {}, {}, self.corrections.logged(), None
         profiles = self.corrections.apply(self.profiles)
         # what the node spent outside the stages beyond the serving path the program models
         # (Ray's daemons, a co-located load generator) is not the plan's to use
@@ -466,7 +490,8 @@ class PlannerLoop:
             accuracy=self.pipeline.accuracy(plan), predicted_power_w=plan.predicted_power_w,
             predicted_j_per_request=plan.predicted_j_per_request, energy_method=self.energy_method,
             feasible=is_feasible(plan), solve_time_s=plan.solve_time_s or 0.0, changed=False,
-            observed_p99_ms=observed_p99, predicted_p99_ms=predicted_p99, corrections=factors, deferred=deferred,
+            observed_p99_ms=observed_p99, p99_window_s=p99_window, predicted_p99_ms=predicted_p99, corrections=factors,
+            deferred=deferred,
             trigger=trigger, reference_accuracy=reference,
             accuracy_allowance=self._weights.accuracy_budget if self.bank.active else None,
         )

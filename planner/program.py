@@ -2,8 +2,9 @@
 
 Per stage s the program enumerates *candidates* (m, b, n): a variant m, a batch size b with a
 profile, and a replica count n in 1..N (or the fixed n of ``rim``). Each candidate carries
-its p99 latency at λ̂ (planner.terms.stage_latency_ms: p99 × stretch + batch fill + the p99
-wait for a free replica) and its capacity n × throughput ÷ stretch. One binary z per
+its p99 latency at λ̂ (planner.terms.stage_latency_ms: the stretched service, the batch fill
+and the p99 wait for a free replica, combined as a p99 of their sum) and its capacity
+n × throughput ÷ stretch. One binary z per
 candidate:
 
 * ``Σ_k z[s,k] = 1`` per stage (one variant, batch size and replica count);
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -50,7 +51,8 @@ from planner.capacity import WaitSeries
 from planner.caps import Capacity
 from planner.constants import LAT_TOL, OBJ_TOL
 from planner.solver import solve_problem
-from planner.terms import LatencyModel, Option, Weights, choice_terms, stage_capacity_rps, stage_latency_ms
+from planner.terms import (LatencyModel, Option, Weights, choice_terms, latency_parts, stage_capacity_rps,
+                           stage_latency_ms, with_wait)
 
 __all__ = ["REPLICA_LIMIT", "Demand", "solve_joint", "solve_optimum"]
 
@@ -102,9 +104,9 @@ def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, f
     Erlang's recursion from one n to the next (:class:`planner.capacity.WaitSeries`): linear
     in the replicas scanned, with the same candidates, bit for bit, as trying every n from 1."""
     out = []
-    plain = replace(model, queueing=False)
     for o in opts:
-        base = stage_latency_ms(o, 1, lam, plain)  # stretched p99 + fill: the same for every n
+        head, tail2 = latency_parts(o, lam, model)
+        base = with_wait(head, tail2, 0.0)  # the latency with no wait: the same for every n
         if best_effort:
             if fixed is not None:
                 ns = (fixed,)
@@ -124,7 +126,7 @@ def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, f
         throughput, stretch, queueing, limit = o.throughput, model.stretch, model.queueing, sla_ms + LAT_TOL
         for n in ns:
             cap = throughput * n / stretch  # stage_capacity_rps, inline: this loop runs millions of times at scale
-            lat = base + next(waits) if queueing else base
+            lat = with_wait(head, tail2, next(waits)) if queueing else base
             if lat <= limit:
                 out.append(_Candidate(o, n, lat, cap))
             if lat <= base and fixed is None:  # no wait: n past this only costs more; keep the running n, if larger

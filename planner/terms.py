@@ -21,9 +21,9 @@ from planner.capacity import cs2_from_profile, wait_p99_ms
 from planner.constants import MAX_WAIT_MS
 
 __all__ = [
-    "IPA_LATENCY", "LatencyModel", "Option", "ProfileLookup", "Weights", "choice_terms", "fill_ms", "mix_terms",
-    "objective_value", "option", "plan_from_choice", "plan_members", "plan_with_terms", "resource_units",
-    "stage_capacity_rps", "stage_latency_ms", "stage_options",
+    "IPA_LATENCY", "LatencyModel", "Option", "ProfileLookup", "Weights", "choice_terms", "fill_ms", "latency_parts",
+    "mix_terms", "objective_value", "option", "plan_from_choice", "plan_members", "plan_with_terms", "resource_units",
+    "stage_base_ms", "stage_capacity_rps", "stage_latency_ms", "stage_options", "with_wait",
 ]
 
 ProfileLookup = Mapping[tuple[str, int], Profile]
@@ -77,7 +77,8 @@ class Option:
 class LatencyModel:
     """How a stage's latency is predicted beyond IPA's p99 + batch fill.
 
-    `queueing`: add the p99 wait for a free replica (planner.capacity.wait_p99_ms);
+    `queueing`: add the p99 wait for a free replica (planner.capacity.wait_p99_ms), and take
+    the p99 of the parts' sum rather than the sum of their p99s (:func:`latency_parts`);
     `stretch`: the factor CPU contention stretches service times by at the planned node
     utilisation (planner.capacity.stretch; 1 = an idle node, as the profiles measured);
     `fill_factor`: batches fill at this share of the planned load (≤ 1: the rate observed now,
@@ -92,12 +93,48 @@ class LatencyModel:
 IPA_LATENCY = LatencyModel(queueing=False)
 
 
-def stage_latency_ms(o: Option, n: int, lam: float, model: LatencyModel = IPA_LATENCY) -> float:
-    """p99 latency of a stage running `n` replicas of `o` at λ req/s (ms): stretched p99, fill, wait."""
-    latency = o.l99_ms * model.stretch + fill_ms(o.batch, lam * model.fill_factor)
-    if model.queueing:
-        latency += wait_p99_ms(n, lam, o.batch, o.service_ms * model.stretch, o.cs2)
-    return latency
+def latency_parts(o: Option, lam: float, model: LatencyModel = IPA_LATENCY, fill: float | None = None
+                  ) -> tuple[float, float]:
+    """(head, tail²) of a stage's p99 latency (ms, ms²): with a p99 wait for a replica of w ms,
+    the p99 is ``head + sqrt(tail² + w²)`` (:func:`with_wait`).
+
+    A request's time at a stage is its batch's fill, its wait for a free replica and its
+    batch's service. Under the queueing model, the p99 of that sum is the service's mean (its
+    p50, stretched) plus the root-sum-square of the three parts' p99 excesses: the service's
+    p99 − p50, the fill and the wait. The parts are not all at their p99 at once: a batch that
+    waits long to fill finds its replica idle, and the requests that waited for a replica
+    filled their batch meanwhile, so adding the three p99s overpredicted by 40–80 % at steady
+    load (docs/plan-format.md, "Latency"). IPA's model (no queueing) adds the p99 and the fill,
+    as the paper does: tail² is 0. `fill`: the fill time (ms) instead of the batch's at λ."""
+    fill = fill_ms(o.batch, lam * model.fill_factor) if fill is None else fill
+    if not model.queueing:
+        return o.l99_ms * model.stretch + fill, 0.0
+    service = o.service_ms * model.stretch
+    spread = max(o.l99_ms - o.service_ms, 0.0) * model.stretch
+    return service, spread * spread + fill * fill
+
+
+def with_wait(head: float, tail2: float, wait_ms: float) -> float:
+    """The p99 latency (ms) of a stage whose :func:`latency_parts` are (head, tail²), at a p99
+    wait of `wait_ms` for a free replica."""
+    if tail2 == 0.0:
+        return head + wait_ms
+    return head + math.sqrt(tail2 + wait_ms * wait_ms)
+
+
+def stage_latency_ms(o: Option, n: int, lam: float, model: LatencyModel = IPA_LATENCY,
+                     fill: float | None = None) -> float:
+    """p99 latency of a stage running `n` replicas of `o` at λ req/s (ms): the stretched service,
+    the batch fill (`fill` ms if given) and, under the queueing model, the wait for a replica."""
+    head, tail2 = latency_parts(o, lam, model, fill)
+    wait = wait_p99_ms(n, lam, o.batch, o.service_ms * model.stretch, o.cs2) if model.queueing else 0.0
+    return with_wait(head, tail2, wait)
+
+
+def stage_base_ms(o: Option, lam: float, model: LatencyModel = IPA_LATENCY) -> float:
+    """:func:`stage_latency_ms` without the wait for a replica: the same for every n, and the
+    least latency any n gives."""
+    return with_wait(*latency_parts(o, lam, model), 0.0)
 
 
 def stage_capacity_rps(o: Option, n: int, model: LatencyModel = IPA_LATENCY) -> float:

@@ -37,7 +37,7 @@ from ipa_energy.records import StageObservation
 from ipa_energy.spec import Plan
 from loadgen import traces
 from planner.baselines import initial_plan
-from planner.constants import SERVING_CPU_S
+from planner.constants import HISTORY_S, SERVING_CPU_S
 from planner.policies import policy_kind
 from planner.terms import Weights
 from sim.cluster import SimCluster, load_cluster, this_host
@@ -147,14 +147,19 @@ class _Sim:
 
     # -- observations -----------------------------------------------------------------------
 
-    def _observations(self) -> list[StageObservation]:
-        seconds = max(1, int(self.cfg.interval_s))
+    def _observations(self, seconds: int | None = None) -> list[StageObservation] | None:
+        """What each stage variant achieved over the last `seconds` (the interval if None), as the
+        ingress reports it live; None for a window the fluid engine does not keep."""
+        if seconds is None:
+            seconds = max(1, int(self.cfg.interval_s))
         if isinstance(self.engine, FluidEngine):
+            if seconds != max(1, int(self.cfg.interval_s)):
+                return None
             return [StageObservation(stage=s, variant=v, seconds=seconds, requests=n, s_per_request=sr, mean_batch=max(1.0, k),
                                      p99_ms=p99) for s, v, n, sr, k, p99 in self.engine.observations(self.cfg.interval_s)]
-        since = self.engine.now - self.cfg.interval_s
+        since = self.engine.now - seconds
         calls = self.engine.calls
-        while calls and calls[0][0] < self.engine.now - 4 * self.cfg.interval_s:
+        while calls and calls[0][0] < self.engine.now - max(HISTORY_S, 4 * self.cfg.interval_s):
             calls.popleft()
         groups: dict[tuple[str, str], list] = defaultdict(list)
         for t, stage, variant, call_ms, s_per_req, k in calls:
@@ -215,7 +220,9 @@ class _Sim:
             due = engine.now + interval
             loop.supply = self._supply()
             loop.replica_cold_starts(engine.cold_starts)
-            loop.step(history, self._observations(), trigger="surge" if between else "interval")
+            window = loop.p99_window_s()
+            loop.step(history, self._observations(), trigger="surge" if between else "interval",
+                      pooled=self._observations(window) if window else None)
         self._poll()
         if fluid:
             engine.close(self.cfg.drain_s)

@@ -40,8 +40,11 @@ def ways(pipe, profiles, lam, n_max, w, s):
                 if p is None or p.throughput_rps * n / s < lam:
                     continue
                 cs2 = cs2_from_profile(p.latency_p50_ms, p.latency_p99_ms)
-                latency = (p.latency_p99_ms * s + (1000 * (b - 1) / lam if b > 1 else 0.0)
-                           + wait_p99_ms(n, lam, b, p.latency_p50_ms * s, cs2))
+                # the p99 of the sum: the service's mean + the root-sum-square of the parts' p99 excesses
+                fill = 1000 * (b - 1) / lam if b > 1 else 0.0
+                wait = wait_p99_ms(n, lam, b, p.latency_p50_ms * s, cs2)
+                latency = p.latency_p50_ms * s + math.sqrt(((p.latency_p99_ms - p.latency_p50_ms) * s) ** 2
+                                                           + fill ** 2 + wait ** 2)
                 obj = (w.alpha * math.log(v.accuracy.value) - w.beta * (v.resources.num_cpus + v.resources.num_gpus) * n
                        - w.gamma * (lam * p.energy_per_request_j + p.idle_power_w * n) - w.delta * b)
                 out.append((obj, latency, lam * (p.cpu_s_per_request or 0.0), (p.memory_mb_per_replica or 0.0) * n))

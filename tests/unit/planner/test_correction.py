@@ -6,6 +6,7 @@ import pytest
 from ipa_energy.records import Decision, StageObservation
 from planner.checks import plan_model
 from planner.correction import DECAY, FACTOR_MAX, HOST, MIN_REQUESTS, WEIGHT, Corrections, expected_s_per_request
+from planner.constants import HISTORY_S
 from planner.loop import PlannerLoop
 from planner.predictor import MaxPredictor
 from planner.profiles import profiles_from_store
@@ -153,3 +154,27 @@ def test_a_stage_the_model_says_cannot_keep_up_has_no_prediction_and_the_decisio
     d = planner.step(np.full(60, 500.0), [flood])  # far past what the running plan serves: an unbounded wait
     assert d.observed_p99_ms == {"classifier": 9000.0} and d.predicted_p99_ms == {}
     assert Decision.model_validate_json(d.model_dump_json()) == d  # the decision log reads back (no null p99)
+
+
+def test_p99s_are_compared_over_the_running_plans_window_and_only_with_enough_calls(setup):
+    pipeline, profiles = setup
+    now = [1000.0]
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10, clock=lambda: now[0])
+    assert planner.p99_window_s() == 0  # nothing runs yet
+    planner.step(np.full(60, 4.0))  # the initial plan: a change
+    now[0] += 5
+    assert planner.p99_window_s() == 0  # less than an interval since it was applied
+    now[0] += 15
+    assert planner.p99_window_s() == 20
+    running = planner.current.stages["classifier"]
+    s = expected_s_per_request(profiles, running.variant, running.batch_size, plan_model(planner.current).stretch)
+    few = seen(running.variant, s, requests=40, batch=running.batch_size, p99=300.0)  # as modelled: no change
+    d = planner.step(np.full(60, 4.0), [few])  # 40 calls: their p99 is their largest, not a p99
+    assert d.observed_p99_ms == {"classifier": 300.0} and d.predicted_p99_ms == {} and d.p99_window_s == 10
+    now[0] += 10
+    pooled = seen(running.variant, s, requests=120, batch=running.batch_size, p99=250.0)
+    d = planner.step(np.full(60, 4.0), [few], pooled=[pooled])
+    assert not d.changed
+    assert d.observed_p99_ms == {"classifier": 250.0} and d.p99_window_s == 30 and d.predicted_p99_ms["classifier"] > 0
+    now[0] += 1000
+    assert planner.p99_window_s() == HISTORY_S  # what the arrivals book keeps

@@ -307,8 +307,9 @@ def test_gamma_relative_trades_accuracy_for_the_same_share_of_power_at_any_power
 
 
 def test_the_default_ipa_energy_stays_within_a_point_of_ipa_and_saves_at_low_load():
-    """The default weights: an elasticity of 0.1 and a one-point budget. At 2 req/s a weight per
-    watt (0.01) keeps IPA's plan; the elasticity trades under a point for a fifth of the power."""
+    """The default weights: an elasticity of 0.1 and a one-point budget. At 3 req/s a weight per
+    watt (0.01) keeps IPA's variants (it may batch more); the elasticity trades under a point of
+    accuracy for a fifth of the power."""
     pipeline, profiles, kw = _classify_on_two_cores()
     for load in (1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 11.0, 14.0):
         ipa = _optimize(pipeline, profiles, load, policy="ipa", **kw)
@@ -316,8 +317,9 @@ def test_the_default_ipa_energy_stays_within_a_point_of_ipa_and_saves_at_low_loa
         assert is_feasible(energy)
         assert pipeline.accuracy(energy) >= pipeline.accuracy(ipa) - 0.01 - 1e-12, load
         assert energy.predicted_power_w <= ipa.predicted_power_w + 1e-9, load
-    ipa = _optimize(pipeline, profiles, 2.0, policy="ipa", **kw)
-    energy = _optimize(pipeline, profiles, 2.0, policy="ipa-energy", **kw)
-    per_w = _optimize(pipeline, profiles, 2.0, policy="ipa-energy", weights=per_watt(), **kw)
-    assert _stages(per_w) == _stages(ipa)
+    ipa = _optimize(pipeline, profiles, 3.0, policy="ipa", **kw)
+    energy = _optimize(pipeline, profiles, 3.0, policy="ipa-energy", **kw)
+    per_w = _optimize(pipeline, profiles, 3.0, policy="ipa-energy", weights=per_watt(), **kw)
+    assert pipeline.accuracy(per_w) == pipeline.accuracy(ipa)
+    assert pipeline.accuracy(energy) < pipeline.accuracy(ipa)
     assert energy.predicted_power_w < 0.85 * ipa.predicted_power_w

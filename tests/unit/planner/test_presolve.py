@@ -4,14 +4,12 @@ the plain scan over every n from 1, kept here as the reference."""
 from __future__ import annotations
 
 import random
-from dataclasses import replace
-
 import pytest
 
 from planner.capacity import WaitSeries, stretch, wait_p99_ms
 from planner.constants import LAT_TOL
 from planner.program import _Candidate, _candidates
-from planner.terms import LatencyModel, Option, stage_capacity_rps, stage_latency_ms
+from planner.terms import LatencyModel, Option, stage_base_ms, stage_capacity_rps, stage_latency_ms
 
 
 def reference_candidates(opts, lam, sla_ms, n_max, fixed, model, keep=None, *, best_effort=False, latency=True):
@@ -21,7 +19,7 @@ def reference_candidates(opts, lam, sla_ms, n_max, fixed, model, keep=None, *, b
         for n in ((fixed,) if fixed is not None else range(1, n_max + 1)):
             cap = stage_capacity_rps(o, n, model)
             if best_effort:
-                lat = stage_latency_ms(o, n, lam, replace(model, queueing=False))
+                lat = stage_base_ms(o, lam, model)
                 if not latency or lat <= sla_ms + LAT_TOL:
                     out.append(_Candidate(o, n, lat, cap))
                 continue
@@ -30,7 +28,7 @@ def reference_candidates(opts, lam, sla_ms, n_max, fixed, model, keep=None, *, b
             lat = stage_latency_ms(o, n, lam, model)
             if lat <= sla_ms + LAT_TOL:
                 out.append(_Candidate(o, n, lat, cap))
-            no_wait = lat <= stage_latency_ms(o, n, lam, replace(model, queueing=False))
+            no_wait = lat <= stage_base_ms(o, lam, model)
             if no_wait and fixed is None:
                 if keep is not None and (o.variant, o.batch) == keep[:2] and keep[2] > n:
                     big = _Candidate(o, keep[2], stage_latency_ms(o, keep[2], lam, model),
