@@ -131,6 +131,7 @@ class PlannerLoop:
         # (time, stage → replicas) the program recommended: a scale-in waits for them to agree
         self._recommended: deque[tuple[float, dict[str, int]]] = deque()
         self.decisions: list[Decision] = []
+        self._started = clock()  # a plan given to start with has run since then, as far as this loop knows
         self.dropped = 0  # decisions dropped from the front of the log (DECISIONS_KEPT)
         self.corrections = Corrections()
         self._deferred: tuple | None = None  # an optional variant switch seen once, waiting for a second
@@ -326,8 +327,9 @@ class PlannerLoop:
             self.cold_starts.append(seconds)
 
     def p99_window_s(self) -> int:
-        """Seconds the running plan has run unchanged since its last change was applied, up to
-        HISTORY_S (what the arrivals book keeps); 0 before an interval has passed. The closed loop
+        """Seconds the running plan has run unchanged since its last change was applied (or since
+        this loop started, for the plan it was given), up to HISTORY_S (what the arrivals book
+        keeps); 0 before an interval has passed. The closed loop
         compares the model's p99 with the stage calls pooled over this window: one interval
         holds too few calls for a p99 at a few req/s (MIN_P99_CALLS)."""
         if self.current is None:
@@ -337,7 +339,7 @@ class PlannerLoop:
             if d.changed:
                 since = d.time_s + (d.apply_s if d.apply_s is not None else math.inf)
                 break
-        held = HISTORY_S if since is None else self.clock() - since
+        held = self.clock() - (self._started if since is None else since)
         return int(min(HISTORY_S, held)) if held >= self.interval_s else 0
 
     def _close_the_loop(self, stages: list[StageObservation], pooled: list[StageObservation] | None,

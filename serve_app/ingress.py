@@ -5,7 +5,6 @@ No `from __future__ import annotations`: FastAPI reads the route signatures at r
 
 
 import asyncio
-import collections
 import hmac
 import logging
 import math
@@ -27,13 +26,13 @@ from ipa_energy.energy import EnergyReport, NodeEnergyReport
 from ipa_energy.errors import PayloadError, SpecError
 from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInfo, PlanState, Shed, StageResult
 from ipa_energy.spec import PipelineSpec, Plan
+from serve_app.in_flight import InFlight, Place
 from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
 from serve_app.layout import targets
 from serve_app.request_energy import RequestEnergyBook, pipeline_energy
 from serve_app.requests import check_body_size, load_json, parse_body, request_model
-from serve_app.shedding import LoadShedder
 from serve_app.timings import StageTimings
 
 __all__ = ["Ingress", "api"]
@@ -72,19 +71,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _Place:
-    """One admitted request's place in `Ingress.admitted` until its first stage call starts."""
-
-    def __init__(self, admitted: collections.Counter, target: str):
-        self.admitted, self.target = admitted, target
-        admitted[target] += 1
-
-    def release(self) -> None:  # idempotent: the call releases it, or the request's end
-        if self.target is not None:
-            self.admitted[self.target] -= 1
-            self.target = None
-
-
 @serve.deployment(max_ongoing_requests=256, graceful_shutdown_timeout_s=60)
 @serve.ingress(api)
 class Ingress:
@@ -104,11 +90,7 @@ class Ingress:
         self._handles: dict[str, DeploymentHandle] = {}
         self.energy_book = RequestEnergyBook(self.spec.energy.carbon_g)  # what this replica answered
         self._energy_pushed: dict | None = None  # the book as the arrivals actor last got it
-        self.in_flight: collections.Counter = collections.Counter()  # stage deployment → calls awaiting an answer
-        # first stage deployment → requests admitted whose call has not started yet (body read and parse):
-        # the shedder counts them ahead of the next one, or a burst is admitted whole before any is in flight
-        self.admitted: collections.Counter = collections.Counter()
-        self.shedder = LoadShedder(self.spec.ingress_replicas)
+        self.in_flight = InFlight(self.spec.ingress_replicas)  # calls in flight, admitted requests, the shedder
         self.arrivals = ArrivalCounter(self.pipelines)
         self.timings = StageTimings(ARRIVALS_HISTORY_S)  # what each stage variant achieved, for the planner
         self._pusher = Pusher(self.arrivals, context.replica_id.unique_id, self.timings)
@@ -230,8 +212,9 @@ class Ingress:
             self._arrival_push = asyncio.get_running_loop().create_task(self._push_arrivals())
 
     def in_flight_to(self, deployments: list[str]) -> int:
-        """Calls this replica has sent to `deployments` and not yet got back."""
-        return sum(self.in_flight[d] for d in deployments)
+        """Calls this replica has sent to `deployments` and not yet got back (the plan controller
+        drains them before it removes a deployment)."""
+        return self.in_flight.in_flight_to(deployments)
 
     def current(self) -> dict:
         """For the plan controller: the converged plans and any pending change (a dumped PlanState)."""
@@ -277,23 +260,20 @@ class Ingress:
         self._count_arrival(name)  # offered load, shed or not: the planner plans for it
         # A variant mix: one member per stage, at random with probability = its share.
         draws = [self._rng.random() for _ in pipeline.stages]
-        verdict = self.shedder.judge(self._route(name, draws), pipeline.sla_ms / 1000)
+        verdict = self.in_flight.judge(pipeline, self.plans[name], self.targets[name], draws)
         if verdict.shed:  # before reading the body: a refusal costs next to nothing
             return self._refuse(pipeline, verdict.stage, verdict.retry_after_s,
                                 f"the plan cannot serve this request within the SLA ({pipeline.sla_ms:g} ms): about "
                                 f"{verdict.expected_s * 1000:.0f} ms of work is queued ahead of it")
-        place = _Place(self.admitted, self._route_target(name, 0, draws[0]))
+        first = pipeline.stages[0].name
+        place = self.in_flight.admit(self.targets[name][first][self.plans[name].stages[first].route(draws[0])])
         try:
             return await self._serve(pipeline, request, draws, arrived, place)
         finally:
             place.release()
 
-    def _route_target(self, name: str, index: int, u: float) -> str:
-        stage = self.pipelines[name].stages[index].name
-        return self.targets[name][stage][self.plans[name].stages[stage].route(u)]
-
     async def _serve(self, pipeline: PipelineSpec, request: Request, draws: list[float], arrived: float,
-                     place: _Place) -> Response:
+                     place: Place) -> Response:
         """An admitted request: read and check its body, then call the stages in turn. Until its
         first call starts it holds its `place` among the admitted, which that call releases."""
         name = pipeline.name
@@ -314,30 +294,24 @@ class Ingress:
             variant = self.plans[name].stages[stage.name].route(u)
             t0 = time.perf_counter()
             target = self.targets[name][stage.name][variant]
-            ahead = self.in_flight[target]
-            self.in_flight[target] += 1  # the plan controller drains these before it removes `target`
-            place.release()  # now counted in flight (wherever the plan sent it meanwhile)
-            try:
-                reply = await self._call(pipeline, stage.name, target, {k: payload[k] for k in stage.consumes}, deadline)
-            except BackPressureError as e:  # the stage's bounded queue is full
-                return self._refuse(pipeline, stage.name, max(1, math.ceil(e.retry_after_s or 1)),
-                                    f"stage {stage.name!r} ({variant}) has a full queue ({e.num_queued_requests} queued)")
-            except Exception as e:
-                cause = getattr(e, "cause", None)  # what the replica raised, unwrapped
-                if isinstance(cause, PayloadError):  # e.g. pixels that do not decode
-                    return JSONResponse(cause.to_json(), status_code=cause.status_code)
-                logger.exception("stage %s of %s failed", stage.name, name)
-                self._count_slo(pipeline, {**{s: r.variant for s, r in results.items()}, stage.name: variant}, met=False)
-                return _error(503, f"stage {stage.name!r} ({variant}) failed: {type(e).__name__}: {cause or e}")
-            finally:
-                self.in_flight[target] -= 1
+            # in flight from here on (wherever the plan sent it meanwhile), no longer only admitted
+            with self.in_flight.calling(target, place) as ahead:
+                try:
+                    reply = await self._call(pipeline, stage.name, target, {k: payload[k] for k in stage.consumes}, deadline)
+                except BackPressureError as e:  # the stage's bounded queue is full
+                    return self._refuse(pipeline, stage.name, max(1, math.ceil(e.retry_after_s or 1)),
+                                        f"stage {stage.name!r} ({variant}) has a full queue ({e.num_queued_requests} queued)")
+                except Exception as e:
+                    cause = getattr(e, "cause", None)  # what the replica raised, unwrapped
+                    if isinstance(cause, PayloadError):  # e.g. pixels that do not decode
+                        return JSONResponse(cause.to_json(), status_code=cause.status_code)
+                    logger.exception("stage %s of %s failed", stage.name, name)
+                    self._count_slo(pipeline, {**{s: r.variant for s, r in results.items()}, stage.name: variant}, met=False)
+                    return _error(503, f"stage {stage.name!r} ({variant}) failed: {type(e).__name__}: {cause or e}")
             result = results[stage.name] = StageResult.model_validate(reply)
             latency[stage.name] = round((time.perf_counter() - t0) * 1000, 3)
-            timed = f"{target}/{result.variant}"
-            replicas = self._planned_replicas(name, stage.name, variant)
-            if replicas is not None and result.variant == variant:  # (the variant a slot switched from: no lesson)
-                self.shedder.observe_call(timed, ahead, replicas, result.batch_size, latency[stage.name] / 1000)
-            self.shedder.observe(timed, result.compute_ms, result.batch_size)
+            self.in_flight.learn(self.plans[name].stages[stage.name], variant, target, ahead, result,
+                                 latency[stage.name] / 1000)
             # by the variant that served it: a slot switching in place may still answer with the old one
             self.timings.record(name, stage.name, result.variant, time.time(), result.compute_ms, result.batch_size,
                                 latency[stage.name])
@@ -373,32 +347,6 @@ class Ingress:
                            type(e).__name__)
             self._retries.inc(tags={"pipeline": pipeline.name, "stage": stage})
             return await handle.remote(payload)
-
-    def _route(self, name: str, draws: list[float]) -> list[tuple[str, str, int, int]]:
-        """(stage, deployment/variant, calls in flight from here, planned replicas) a request would take."""
-        route, plan = [], self.plans[name]
-        for spec, u in zip(self.pipelines[name].stages, draws):
-            stage = spec.name
-            sp = plan.stages[stage]
-            variant = sp.route(u)
-            target = self.targets[name][stage][variant]
-            # an autoscaled stage may grow to its maximum: never refuse below what it can reach
-            # timed per variant: a slot that switched in place is judged by its new variant's timings only
-            ahead = self.in_flight[target] + self.admitted[target]  # admitted ones go to their first stage
-            route.append((stage, f"{target}/{variant}", ahead, sp.most_replicas(variant)))
-        return route
-
-    def _planned_replicas(self, name: str, stage: str, variant: str) -> int | None:
-        """The replicas `variant` runs in `stage`; None where the count is not the plan's to say:
-        an autoscaled stage is judged at its maximum (what it can grow to), which its calls, made at
-        the count Serve runs now, must not correct down; or a plan that no longer runs `variant`."""
-        sp = self.plans[name].stages[stage]
-        if sp.autoscaling is not None:
-            return None
-        try:
-            return sp.most_replicas(variant)
-        except StopIteration:
-            return None
 
     def _refuse(self, pipeline: PipelineSpec, stage: str, retry_after_s: int, why: str) -> Response:
         """A fast 503 with Retry-After (ipa_energy.messages.Shed); an SLO miss, counted apart."""

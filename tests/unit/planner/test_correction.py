@@ -178,3 +178,9 @@ def test_p99s_are_compared_over_the_running_plans_window_and_only_with_enough_ca
     assert d.observed_p99_ms == {"classifier": 250.0} and d.p99_window_s == 30 and d.predicted_p99_ms["classifier"] > 0
     now[0] += 1000
     assert planner.p99_window_s() == HISTORY_S  # what the arrivals book keeps
+    # a loop given the running plan: it has run since the loop started, as far as the loop knows
+    given = PlannerLoop(pipeline, profiles, MaxPredictor(), lambda p: None, interval_s=10, clock=lambda: now[0],
+                        current=planner.current)
+    assert given.p99_window_s() == 0
+    now[0] += 12
+    assert given.p99_window_s() == 12
