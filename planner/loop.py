@@ -353,18 +353,18 @@ class PlannerLoop:
         plan was made (corrected so far)."""
         if self.current is None or not stages:
             return {}, {}, self.corrections.update([], self.profiles), None
-        window = self.p99_window_s()
-        rows = pooled if pooled is not None and window > 0 else stages
+        settled = self.p99_window_s() > 0
+        rows = pooled if pooled is not None and settled else stages
         by_stage: dict[str, StageObservation] = {}
         for o in rows:  # a mix: the member that served the most
             if o.p99_ms is not None and (o.stage not in by_stage or o.requests > by_stage[o.stage].requests):
                 by_stage[o.stage] = o
         observed = {s: round(o.p99_ms, 3) for s, o in by_stage.items()}
-        if window == 0:
+        if not settled:
             # the interval saw a change being made: replicas starting on the same cores, traffic
             # moving between variants; neither the old plan's model nor the new one's describes it
             return observed, {}, self.corrections.logged(), None
-        seconds = window if pooled is not None else int(self.interval_s)
+        seconds = max((o.seconds for o in rows), default=int(self.interval_s))  # the window the rows cover
         load = float(np.mean(history[-seconds:])) if len(history) else 0.0
         # a stage the model says cannot keep up at this load has no finite p99 to compare: left out
         predicted = {s: round(v, 3) for s, v in stage_p99_ms(

@@ -103,8 +103,8 @@ def latency_parts(o: Option, lam: float, model: LatencyModel = IPA_LATENCY, fill
     p50, stretched) plus the root-sum-square of the three parts' p99 excesses: the service's
     p99 − p50, the fill and the wait. The parts are not all at their p99 at once: a batch that
     waits long to fill finds its replica idle, and the requests that waited for a replica
-    filled their batch meanwhile, so adding the three p99s overpredicted by 40–80 % at steady
-    load (docs/plan-format.md, "Latency"). IPA's model (no queueing) adds the p99 and the fill,
+    filled their batch meanwhile, so adding the three p99s overpredicted by 19–60 % at steady
+    load (docs/plan-format.md, "Latency and capacity"). IPA's model (no queueing) adds the p99 and the fill,
     as the paper does: tail² is 0. `fill`: the fill time (ms) instead of the batch's at λ."""
     fill = fill_ms(o.batch, lam * model.fill_factor) if fill is None else fill
     if not model.queueing:
@@ -117,9 +117,7 @@ def latency_parts(o: Option, lam: float, model: LatencyModel = IPA_LATENCY, fill
 def with_wait(head: float, tail2: float, wait_ms: float) -> float:
     """The p99 latency (ms) of a stage whose :func:`latency_parts` are (head, tail²), at a p99
     wait of `wait_ms` for a free replica."""
-    if tail2 == 0.0:
-        return head + wait_ms
-    return head + math.sqrt(tail2 + wait_ms * wait_ms)
+    return head + math.sqrt(tail2 + wait_ms * wait_ms)  # IPA's (tail² = 0): head + wait
 
 
 def stage_latency_ms(o: Option, n: int, lam: float, model: LatencyModel = IPA_LATENCY,

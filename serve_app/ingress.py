@@ -26,10 +26,10 @@ from ipa_energy.energy import EnergyReport, NodeEnergyReport
 from ipa_energy.errors import PayloadError, SpecError
 from ipa_energy.messages import ApplyReport, Health, PipelineAnswer, PipelineInfo, PlanState, Shed, StageResult
 from ipa_energy.spec import PipelineSpec, Plan
-from serve_app.in_flight import InFlight, Place
 from serve_app.arrivals import ArrivalCounter, Pusher, arrivals_actor
 from serve_app.config import AppSpec
 from serve_app.constants import ARRIVAL_PUSH_S, ARRIVALS_HISTORY_S, INLINE_PARSE_BYTES, LATENCY_BUCKETS_MS, NODE_WATCH_S
+from serve_app.in_flight import InFlight, Place
 from serve_app.layout import targets
 from serve_app.request_energy import RequestEnergyBook, pipeline_energy
 from serve_app.requests import check_body_size, load_json, parse_body, request_model

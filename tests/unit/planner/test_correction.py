@@ -23,8 +23,9 @@ def setup():
     return pipeline, profiles_from_store(ProfileStore(PROFILES_DIR), HARDWARE, pipeline)
 
 
-def seen(variant: str, s: float, requests: int = 100, batch: float = 1.0, p99: float | None = 100.0) -> StageObservation:
-    return StageObservation(stage="classifier", variant=variant, seconds=10, requests=requests, s_per_request=s,
+def seen(variant: str, s: float, requests: int = 100, batch: float = 1.0, p99: float | None = 100.0,
+         seconds: int = 10) -> StageObservation:
+    return StageObservation(stage="classifier", variant=variant, seconds=seconds, requests=requests, s_per_request=s,
                             mean_batch=batch, p99_ms=p99)
 
 
@@ -172,7 +173,8 @@ def test_p99s_are_compared_over_the_running_plans_window_and_only_with_enough_ca
     d = planner.step(np.full(60, 4.0), [few])  # 40 calls: their p99 is their largest, not a p99
     assert d.observed_p99_ms == {"classifier": 300.0} and d.predicted_p99_ms == {} and d.p99_window_s == 10
     now[0] += 10
-    pooled = seen(running.variant, s, requests=120, batch=running.batch_size, p99=250.0)
+    assert planner.p99_window_s() == 30  # what the actor reads the pooled calls over
+    pooled = seen(running.variant, s, requests=120, batch=running.batch_size, p99=250.0, seconds=30)
     d = planner.step(np.full(60, 4.0), [few], pooled=[pooled])
     assert not d.changed
     assert d.observed_p99_ms == {"classifier": 250.0} and d.p99_window_s == 30 and d.predicted_p99_ms["classifier"] > 0
