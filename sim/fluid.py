@@ -43,7 +43,7 @@ latency is its middle quantile).
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,6 +55,7 @@ from planner.capacity import P99_Z
 from serve_app.layout import QUEUED_BATCHES_PER_REPLICA
 from sim.cluster import SimCluster, node_power
 from sim.fluid_changes import Change, FluidChanges
+from sim.fluid_nodes import NodeGroup, NodePlacement
 from sim.fluid_rows import AggregatedRows
 from sim.parts import cold_start_s, profile_at, replica_memory_mb, slot_variants
 
@@ -93,29 +94,7 @@ class _Member:
         return self.ready + sum(n for _, n in self.starting)
 
 
-@dataclass
-class NodeGroup:
-    """The nodes of one type, as the results see them (one energy window each)."""
-
-    id: str
-    cores: float
-    memory_mb: float
-    gpus: int
-    count: int
-    kept: int
-    speed: float
-    idle_w: float
-    active_j: float
-    active: int = 0
-    started_ever: bool = False
-    idle_j: float = 0.0
-    other_j: float = 0.0
-    loadgen_j: float = 0.0
-    consumers_j: Counter = field(default_factory=Counter)
-    _needed: deque = field(default_factory=deque)  # (second, nodes needed) over the idle timeout
-
-
-class FluidEngine(FluidChanges, AggregatedRows):
+class FluidEngine(FluidChanges, AggregatedRows, NodePlacement):
     def __init__(self, pipeline: PipelineSpec, profiles: Mapping[tuple[str, int], Profile], cluster: SimCluster,
                  plan: Plan, counts: np.ndarray, *, aggregate_s: int = 1, shed: bool = True):
         self.pipeline, self.profiles, self.cluster, self.host = pipeline, profiles, cluster, cluster.host
@@ -185,68 +164,6 @@ class FluidEngine(FluidChanges, AggregatedRows):
 
     def _cold_start(self, variant: str) -> float:
         return cold_start_s(self.profiles, variant)
-
-    def _reserved(self, extra: Mapping[str, int] | None = None) -> tuple[float, float, float]:
-        """(CPUs, memory MiB, GPUs) the replicas reserve (and `extra` variant → replicas)."""
-        cpus = memory = gpus = 0.0
-        need = Counter(extra or {})
-        for members in self.stages.values():
-            for m in members:
-                need[m.variant] += m.replicas()  # an in-place switch keeps the replica's shape
-        for variant, n in need.items():
-            res = self._variants[variant].resources
-            cpus += n * res.num_cpus
-            memory += n * self._memory(variant)
-            gpus += n * res.num_gpus
-        return cpus, memory, gpus
-
-    def _nodes_for(self, reserved: tuple[float, float, float]) -> list[int] | None:
-        """Nodes per type that hold `reserved`, types filled in file order (None: it does not fit)."""
-        cpus, memory, gpus = reserved
-        out = []
-        for g in self.groups:
-            per = [cpus / g.cores if g.cores else math.inf, memory / g.memory_mb if g.memory_mb else math.inf,
-                   gpus / g.gpus if g.gpus else (0.0 if gpus <= 0 else math.inf)]
-            need = math.ceil(max(per) - 1e-9) if max(per) > 0 else 0
-            take = min(need, g.count)
-            out.append(take)
-            if take == need:
-                return out + [0] * (len(self.groups) - len(out))
-            share = take / need
-            cpus, memory, gpus = cpus * (1 - share), memory * (1 - share), gpus * (1 - share)
-        return None
-
-    def _room(self, variant: str, wanted: int) -> int:
-        """How many of `wanted` more replicas of `variant` the cluster holds (bisection)."""
-        lo, hi = 0, wanted
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._fits(self._reserved({variant: mid})):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-    def _fits(self, reserved) -> bool:
-        return self._nodes_for(reserved) is not None
-
-    def _place(self, changed: bool = True) -> None:
-        """Nodes in use follow the replicas; an emptied node is released after the idle timeout.
-        `changed`: the replicas changed since the last call (else only releases are due)."""
-        if changed or self._need is None:
-            self._need = self._nodes_for(self._reserved()) or [g.count for g in self.groups]
-        t = int(self.now)
-        for g, n in zip(self.groups, self._need):
-            q = g._needed
-            if not changed and len(q) == 1 and q[0][1] == n:
-                continue  # nothing to release
-            while q and q[-1][1] <= n:
-                q.pop()
-            q.append((t, n))
-            while q[0][0] < t - self.cluster.idle_timeout_s:
-                q.popleft()
-            g.active = max(g.kept, q[0][1], n)
-            g.started_ever = g.started_ever or g.active > 0
 
     # -- the clock ------------------------------------------------------------------------------
 
@@ -402,18 +319,4 @@ class FluidEngine(FluidChanges, AggregatedRows):
             for m in ms:
                 res = self._variants[m.variant].resources
                 out += m.ready * (res.num_cpus + res.num_gpus)
-        return out
-
-    def active_nodes(self) -> int:
-        return sum(g.active for g in self.groups)
-
-    def outside_cores(self) -> float:
-        """Cores busy outside the replicas per active node, as a node's energy actor reads them."""
-        return max(0.0, self.outside - self.host.hidden_cores)
-
-    def energy_since(self, g: NodeGroup) -> tuple[float, float, float, dict[str, float]]:
-        """(idle J, other J, load generator J, deployment → J) accrued by `g`'s nodes, reset."""
-        out = (g.idle_j, g.other_j, g.loadgen_j, dict(g.consumers_j))
-        g.idle_j = g.other_j = g.loadgen_j = 0.0
-        g.consumers_j = Counter()
         return out

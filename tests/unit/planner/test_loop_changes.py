@@ -179,8 +179,8 @@ def test_the_bridge_judges_the_running_replicas_on_the_cores_the_cold_starts_lea
     cold start: so the bridge switches it in place to a lighter variant first."""
     from ipa_energy.cluster import ClusterSupply, NodeSupply
     from ipa_energy.spec import Plan, StagePlan
-    from planner import loop as loop_module
-    from planner.loop import during_cold_start
+    from planner import changes as changes_module
+    from planner.changes import during_cold_start
 
     pipeline, profiles = setup
     supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2.0, memory_mb=16_000.0, outside_cores=0.27),),
@@ -200,7 +200,7 @@ def test_the_bridge_judges_the_running_replicas_on_the_cores_the_cold_starts_lea
         slow = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-112-mini", replicas=1)},
                     policy="ipa")
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(loop_module, "STARTING_REPLICA_CORES", starting_cores)
+            m.setattr(changes_module, "STARTING_REPLICA_CORES", starting_cores)
             planner = PlannerLoop(pipeline, profiles, Forecast(), lambda p: applied.append(p) or {}, policy="ipa",
                                   interval_s=10, current=slow, supply=supply, serving_cpu_s=0.02)
             return planner.step(history), applied

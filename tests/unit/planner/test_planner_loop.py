@@ -4,7 +4,8 @@ test_loop_changes.py; ipa-energy's accuracy budget: test_accuracy_bank.py)."""
 import numpy as np
 import pytest
 
-from planner.loop import PlannerLoop, trend_rps
+from planner.loop import PlannerLoop
+from planner.trend import trend_rps
 from planner.predictor import MaxPredictor
 from tests.unit.planner.loop_helpers import Biased, Clock, loop, settled
 
@@ -49,14 +50,14 @@ def test_small_batch_wait_moves_are_not_plan_changes():
     """(b-1)/λ moves with every load estimate; reconfiguring for a few ms each interval is churn."""
     from ipa_energy.spec import Plan, StagePlan
     from ipa_energy.diff import diff_plans
-    from planner.loop import _worth_applying
+    from planner.changes import worth_applying
 
     def plan(wait, batch=4):
         return Plan(pipeline="p", stages={"s": StagePlan(variant="v", batch_size=batch, batch_wait_timeout_ms=wait)})
 
-    assert not [c for c in diff_plans(plan(300), plan(400)) if _worth_applying(c)]
-    assert [c for c in diff_plans(plan(300), plan(700)) if _worth_applying(c)]
-    assert [c for c in diff_plans(plan(300), plan(400, batch=8)) if _worth_applying(c)]  # the batch size itself counts
+    assert not [c for c in diff_plans(plan(300), plan(400)) if worth_applying(c)]
+    assert [c for c in diff_plans(plan(300), plan(700)) if worth_applying(c)]
+    assert [c for c in diff_plans(plan(300), plan(400, batch=8)) if worth_applying(c)]  # the batch size itself counts
 
 def test_flat_zero_load_is_followed_within_one_interval(setup):
     pipeline, profiles = setup
