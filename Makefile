@@ -12,8 +12,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[test]"
 	# amdsmi (a zeus dependency) raises KeyError at import without ROCm, which kills
 	# `import ray` in every Ray process; zeus itself works without it.
 	$(BIN)/python -m pip uninstall --quiet --yes amdsmi

@@ -138,6 +138,10 @@ class Decision(_Row):
                                                                             "before a change that starts replicas (the "
                                                                             "load outgrew them during its cold start; "
                                                                             "planner.loop); empty: none.")
+    bridge_accuracy: float | None = Field(None, description="The bridge's pipeline accuracy (null: no bridge).")
+    bridge_reference_accuracy: float | None = Field(None, description="ipa-energy: the accuracy of IPA's plan for the "
+                                                    "bridge's replicas at its load, which the bridge was made against "
+                                                    "(null: none).")
     reference_accuracy: float | None = Field(None, description="ipa-energy: the accuracy of IPA's plan at the same "
                                              "load and capacity, which the plan was made against (null: none).")
     accuracy_allowance: float | None = Field(None, description="ipa-energy: the pipeline accuracy (a fraction) this "

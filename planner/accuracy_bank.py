@@ -28,20 +28,27 @@ class AccuracyBank:
             and weights.accuracy_window_s is not None
         self.balance = 0.0
 
-    def account(self, history: np.ndarray, seconds: int, given_up: float) -> None:
+    def account(self, history: np.ndarray, seconds: int, given_up: float,
+                bridge: tuple[int, float] | None = None) -> None:
         """Bank what the last `seconds` of `history` (per-second arrivals) left of the budget.
 
         They were served by a plan that gave up `given_up` against IPA's plan at the load: each
-        banks the budget less that (more when the plan gave up nothing: a ramp, a bridge, a
-        load only IPA's own plan serves; less, or a debt, when it gave up more). The bank holds
-        at most the budget over the last ``accuracy_window_s`` of requests: a quiet week does
-        not pay for a degraded day."""
+        banks the budget less that (more when the plan gave up nothing: a ramp, a load only
+        IPA's own plan serves; less, or a debt, when it gave up more). `bridge` (seconds,
+        given up): the first of those seconds were served by a bridge, which gave up that
+        much against IPA's bridge (the replicas switched in place while a change starts more).
+        The bank holds at most the budget over the last ``accuracy_window_s`` of requests: a
+        quiet week does not pay for a degraded day."""
         if not self.active or seconds <= 0 or not len(history):
             return
-        served = float(history[-seconds:].sum())
+        served = np.asarray(history[-seconds:], dtype=float)
+        split = min(max(int(round(bridge[0])), 0), len(served)) if bridge is not None else 0
         budget = self.weights.accuracy_budget
+        banked = float(served[split:].sum()) * (budget - given_up)
+        if split:
+            banked += float(served[:split].sum()) * (budget - bridge[1])
         window = float(history[-int(self.weights.accuracy_window_s):].sum())
-        self.balance = min(self.balance + served * (budget - given_up), budget * window)
+        self.balance = min(self.balance + banked, budget * window)
 
     def weights_for(self, load: float) -> Weights:
         """The weights of the next interval: ipa-energy's budget for it.

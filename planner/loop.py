@@ -233,12 +233,18 @@ class PlannerLoop(SafeChanges):
     def _account(self, history: np.ndarray) -> None:
         """Bank what the requests since the last step left of the accuracy budget: they were
         served by the running plan, where IPA's plan at the load was as accurate as the last
-        decision's `reference_accuracy`."""
+        decision's `reference_accuracy`; and, while a change it made started replicas, by its
+        bridge, against IPA's bridge (`bridge_reference_accuracy`; none: IPA's program had no
+        plan for those replicas either, and the bridge gave up nothing for energy)."""
         last = self.decisions[-1] if self.decisions else None
         if last is None or last.reference_accuracy is None or self.current is None:
             return
         seconds = min(len(history), int(round(self.clock() - last.time_s)))
-        self.bank.account(history, seconds, last.reference_accuracy - self.pipeline.accuracy(self.current))
+        bridge = None
+        if last.bridge_accuracy is not None and last.apply_s is not None:
+            against = last.bridge_reference_accuracy
+            bridge = (last.apply_s, 0.0 if against is None else against - last.bridge_accuracy)
+        self.bank.account(history, seconds, last.reference_accuracy - self.pipeline.accuracy(self.current), bridge)
 
     def surging(self, history_rps: np.ndarray) -> bool:
         """Whether arrivals since the last step outgrow the load the running plan was made for.
@@ -345,6 +351,8 @@ class PlannerLoop(SafeChanges):
                 if bridge is not None:
                     decision.bridge = {s: sp.model_dump(mode="json", include={"variant", "batch_size", "replicas"})
                                        for s, sp in bridge.stages.items()}
+                    decision.bridge_accuracy = self.pipeline.accuracy(bridge)
+                    decision.bridge_reference_accuracy = bridge.objective.get("reference_accuracy")
                     self.apply(bridge)
                     self.current = bridge
                 report = self.apply(plan)

@@ -1,6 +1,7 @@
 """ipa-energy's accuracy budget over the requests served (planner.accuracy_bank, through the loop)."""
 
 import numpy as np
+import pytest
 
 from tests.unit.planner.loop_helpers import Clock, loop
 
@@ -34,3 +35,60 @@ def test_the_accuracy_budget_holds_over_the_requests_served_not_plan_by_plan(set
     assert planner.state()["accuracy_bank"] == planner.accuracy_bank
     given_up, below, _ = run(Weights(accuracy_window_s=None))
     assert below == 0 and given_up.max() <= 0.01 + 1e-9
+
+
+def test_the_bank_counts_the_seconds_a_bridge_served_against_ipas_bridge():
+    """The requests a bridge serves while a change's replicas start bank the budget less what the
+    bridge gave up against IPA's bridge, not against IPA's plan for the change (make demo: a
+    4-point lighter bridge served 74 of ipa-energy's 604 requests, and the bank saw none of it)."""
+    from planner.accuracy_bank import AccuracyBank
+    from planner.terms import Weights
+
+    history = np.concatenate([np.full(100, 1.0), np.full(20, 2.0)])  # the last 20 s: 10 bridged, 10 not
+
+    def banked(bridge):
+        bank = AccuracyBank(Weights(), "ipa-energy", 10.0)
+        bank.account(history, 20, 0.005, bridge)
+        return bank.balance
+
+    assert banked(None) == pytest.approx(40 * (0.01 - 0.005))
+    assert banked((10.0, 0.04)) == pytest.approx(20 * (0.01 - 0.04) + 20 * (0.01 - 0.005))  # a debt
+    assert banked((10.0, 0.0)) == pytest.approx(20 * 0.01 + 20 * (0.01 - 0.005))
+    assert banked((60.0, 0.0)) == pytest.approx(40 * 0.01)  # a bridge longer than the interval: all of it
+    assert AccuracyBank(Weights(), "ipa", 10.0).active is False
+
+
+def test_the_loop_logs_the_bridge_and_banks_its_seconds(setup):
+    """ipa-energy on resnet152 × 1 when a ramp comes: the change bridges, the decision logs the
+    bridge's accuracy and IPA's bridge's, and the next step banks the bridge's seconds against
+    IPA's bridge and the rest against IPA's plan."""
+    from ipa_energy.spec import Plan, StagePlan
+
+    pipeline, profiles = setup
+    slow = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet152-112-mini", replicas=1)},
+                policy="ipa-energy")
+    clock, applied = Clock(), []
+
+    def apply(plan):  # the cold start of the change's replicas takes 12 s
+        applied.append(plan)
+        clock.t += 12.0 if len(applied) % 2 == 0 else 1.0
+        return {}
+
+    from planner.loop import PlannerLoop
+    from planner.predictor import MaxPredictor
+    planner = PlannerLoop(pipeline, profiles, MaxPredictor(), apply, policy="ipa-energy", interval_s=10, max_replicas=4,
+                          current=slow, clock=clock)
+    ramp = np.concatenate([np.full(60, 2.0), np.linspace(2.0, 14.0, 30)])
+    d = planner.step(ramp)
+    assert d.bridge and len(applied) == 2, d
+    assert d.bridge_accuracy == pytest.approx(pipeline.accuracy(applied[0]))
+    assert d.bridge_reference_accuracy is not None and d.bridge_reference_accuracy >= d.bridge_accuracy - 1e-9
+    before = planner.accuracy_bank
+    clock.t = d.time_s + 20
+    history = np.concatenate([ramp, np.full(20, 14.0)])
+    planner.step(history)
+    budget = planner.weights.accuracy_budget
+    plan_given_up = d.reference_accuracy - pipeline.accuracy(applied[1])
+    expected = before + 13 * 14.0 * (budget - (d.bridge_reference_accuracy - d.bridge_accuracy)) \
+        + 7 * 14.0 * (budget - plan_given_up)
+    assert planner.accuracy_bank == pytest.approx(min(expected, budget * history[-600:].sum()))
