@@ -52,7 +52,7 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
     Policy("static-max-accuracy", "static", "the most accurate variant per stage, provisioned for the trace's peak"),
     Policy("static-min-energy", "static", "the least J/request variant per stage, provisioned for the trace's peak"),
     Policy("serve-autoscaling", "serve-autoscaling",
-           "Ray Serve's autoscaler on the variants ipa picks for the opening load"),
+           "Ray Serve's autoscaler on the variants ipa picks for the trace's peak"),
 )}
 PLANNER_POLICIES: tuple[str, ...] = tuple(n for n, p in POLICIES.items() if p.kind == "planner")
 #: what `--policies all` compares (infadapter plans single-stage pipelines only; static needs a plan)

@@ -42,5 +42,15 @@ def test_autoscaling_baseline_fixes_ipas_variants_and_lets_serve_scale(classify)
     assert sp.autoscaling.upscale_delay_s == 5.0
     # it sees the load on the planner's time scale: averaged over an interval, reported every second
     assert (sp.autoscaling.look_back_period_s, sp.autoscaling.metrics_interval_s) == (10.0, 1.0)
-    ipa = initial_plan("ipa", pipeline, profiles, mean_rps=3, peak_rps=12, max_replicas=3)
-    assert sp.variant == ipa.stages["classifier"].variant
+    # the variant and batch IPA picks for the peak, which the replica cap carries; not the
+    # opening load's, which it may not (resnet152 at 1.8 req/s, but at 10 req/s on 2 replicas?)
+    ipa = initial_plan("ipa", pipeline, profiles, mean_rps=12, peak_rps=12, max_replicas=3)
+    assert (sp.variant, sp.batch_size) == (ipa.stages["classifier"].variant, ipa.stages["classifier"].batch_size)
+    assert sp.autoscaling.max_replicas * profiles[(sp.variant, sp.batch_size)].throughput_rps >= 12
+    # Serve starts at the replicas the opening load needs, then scales
+    busy = initial_plan("serve-autoscaling", pipeline, profiles, mean_rps=11, peak_rps=12, max_replicas=3)
+    assert sp.replicas == 1 and busy.stages["classifier"].replicas > 1
+    # a peak nothing serves: the opening load's variants
+    opening = initial_plan("ipa", pipeline, profiles, mean_rps=3, peak_rps=3, max_replicas=3)
+    swamped = initial_plan("serve-autoscaling", pipeline, profiles, mean_rps=3, peak_rps=10_000, max_replicas=3)
+    assert swamped.stages["classifier"].variant == opening.stages["classifier"].variant
