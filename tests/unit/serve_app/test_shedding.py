@@ -35,6 +35,16 @@ def test_sheds_only_past_the_budget_and_names_the_stage_with_most_work():
     assert shedder.judge([("det", "a", 14, 1)], budget_s=1.4).retry_after_s == 1  # never 0
 
 
+def test_a_request_with_nothing_ahead_is_never_shed():
+    """Its expectation is its own service time, not a queue (a cold first batch inflates it)."""
+    shedder = LoadShedder()
+    shedder.observe("a", 1_250, 1)  # a fresh variant's cold first batch
+    assert not shedder.judge([("det", "a", 0, 1)], budget_s=1.0).shed
+    assert shedder.judge([("det", "a", 1, 1)], budget_s=1.0).shed  # one ahead: a queue of 2.5 s
+    shedder.observe("b", 100, 1)
+    assert shedder.judge([("det", "a", 0, 1), ("cls", "b", 20, 1)], budget_s=1.0).shed
+
+
 def test_timings_follow_a_moving_average():
     shedder = LoadShedder()
     shedder.observe("d", 100, 1)
