@@ -141,7 +141,7 @@ class Decision(_Row):
     bridge_accuracy: float | None = Field(None, description="The bridge's pipeline accuracy (null: no bridge).")
     bridge_reference_accuracy: float | None = Field(None, description="ipa-energy: the accuracy of IPA's plan for the "
                                                     "bridge's replicas at its load, which the bridge was made against "
-                                                    "(null: none).")
+                                                    "(null: none; the bank counts the bridge against the plan's).")
     reference_accuracy: float | None = Field(None, description="ipa-energy: the accuracy of IPA's plan at the same "
                                              "load and capacity, which the plan was made against (null: none).")
     accuracy_allowance: float | None = Field(None, description="ipa-energy: the pipeline accuracy (a fraction) this "

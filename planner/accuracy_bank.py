@@ -36,7 +36,7 @@ class AccuracyBank:
         banks the budget less that (more when the plan gave up nothing: a ramp, a load only
         IPA's own plan serves; less, or a debt, when it gave up more). `bridge` (seconds,
         given up): the first of those seconds were served by a bridge, which gave up that
-        much against IPA's bridge (the replicas switched in place while a change starts more).
+        much (the replicas switched in place while a change starts more).
         The bank holds at most the budget over the last ``accuracy_window_s`` of requests: a
         quiet week does not pay for a degraded day."""
         if not self.active or seconds <= 0 or not len(history):

@@ -234,16 +234,16 @@ class PlannerLoop(SafeChanges):
         """Bank what the requests since the last step left of the accuracy budget: they were
         served by the running plan, where IPA's plan at the load was as accurate as the last
         decision's `reference_accuracy`; and, while a change it made started replicas, by its
-        bridge, against IPA's bridge (`bridge_reference_accuracy`; none: IPA's program had no
-        plan for those replicas either, and the bridge gave up nothing for energy)."""
+        bridge, counted against the same reference: a bridge is what the users saw, and a lean
+        plan's is deeper (make demo: resnet101 × 1 bridged a grow with resnet18, 7.6 points
+        below, for 109 requests; IPA's own run, on 2 replicas already, with resnet50)."""
         last = self.decisions[-1] if self.decisions else None
         if last is None or last.reference_accuracy is None or self.current is None:
             return
         seconds = min(len(history), int(round(self.clock() - last.time_s)))
         bridge = None
         if last.bridge_accuracy is not None and last.apply_s is not None:
-            against = last.bridge_reference_accuracy
-            bridge = (last.apply_s, 0.0 if against is None else against - last.bridge_accuracy)
+            bridge = (last.apply_s, last.reference_accuracy - last.bridge_accuracy)
         self.bank.account(history, seconds, last.reference_accuracy - self.pipeline.accuracy(self.current), bridge)
 
     def surging(self, history_rps: np.ndarray) -> bool:

@@ -39,8 +39,8 @@ def test_the_accuracy_budget_holds_over_the_requests_served_not_plan_by_plan(set
 
 def test_the_bank_counts_the_seconds_a_bridge_served_against_ipas_bridge():
     """The requests a bridge serves while a change's replicas start bank the budget less what the
-    bridge gave up against IPA's bridge, not against IPA's plan for the change (make demo: a
-    4-point lighter bridge served 74 of ipa-energy's 604 requests, and the bank saw none of it)."""
+    bridge gave up, not what the change's plan gives up (make demo: a 4-point lighter bridge
+    served 74 of ipa-energy's 604 requests, and the bank saw none of it)."""
     from planner.accuracy_bank import AccuracyBank
     from planner.terms import Weights
 
@@ -60,8 +60,8 @@ def test_the_bank_counts_the_seconds_a_bridge_served_against_ipas_bridge():
 
 def test_the_loop_logs_the_bridge_and_banks_its_seconds(setup):
     """ipa-energy on resnet152 × 1 when a ramp comes: the change bridges, the decision logs the
-    bridge's accuracy and IPA's bridge's, and the next step banks the bridge's seconds against
-    IPA's bridge and the rest against IPA's plan."""
+    bridge's accuracy and IPA's bridge's, and the next step banks the bridge's seconds and the
+    rest against IPA's plan."""
     from ipa_energy.spec import Plan, StagePlan
 
     pipeline, profiles = setup
@@ -89,6 +89,6 @@ def test_the_loop_logs_the_bridge_and_banks_its_seconds(setup):
     planner.step(history)
     budget = planner.weights.accuracy_budget
     plan_given_up = d.reference_accuracy - pipeline.accuracy(applied[1])
-    expected = before + 13 * 14.0 * (budget - (d.bridge_reference_accuracy - d.bridge_accuracy)) \
+    expected = before + 13 * 14.0 * (budget - (d.reference_accuracy - d.bridge_accuracy)) \
         + 7 * 14.0 * (budget - plan_given_up)
     assert planner.accuracy_bank == pytest.approx(min(expected, budget * history[-600:].sum()))
