@@ -29,7 +29,7 @@ class AccuracyBank:
         self.balance = 0.0
 
     def account(self, history: np.ndarray, seconds: int, given_up: float,
-                bridge: tuple[int, float] | None = None) -> None:
+                bridge: tuple[float, float] | None = None) -> None:
         """Bank what the last `seconds` of `history` (per-second arrivals) left of the budget.
 
         They were served by a plan that gave up `given_up` against IPA's plan at the load: each

@@ -53,16 +53,17 @@ def _autoscaled(pipeline: PipelineSpec, profiles: Mapping, policy: str, mean_rps
     # Serve scales replicas, never the variant: an operator picks one that the replica cap can
     # carry at the trace's peak (make bench: ipa's variant for the opening load, resnet152,
     # could not serve the peak with 2 replicas, so no autoscaler setting held the SLA)
-    peak = optimize(pipeline, profiles, max(peak_rps, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas,
-                    margin=margin, **capacity)
+    def ipa(pipe: PipelineSpec, load: float, **kw) -> Plan:
+        return optimize(pipe, profiles, max(load, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas,
+                        margin=margin, **capacity, **kw)
+
+    peak = ipa(pipeline, peak_rps)
     if not peak.objective.get("feasible"):  # nothing serves the peak: the opening load's variants
-        peak = optimize(pipeline, profiles, max(mean_rps, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas,
-                        margin=margin, **capacity)
+        peak = ipa(pipeline, mean_rps)
     chosen = peak.stages
     # the replicas those variants need at the opening load (Serve starts there, then scales)
-    opening = optimize(_only(pipeline, lambda s: s.variant(chosen[s.name].variant)), profiles,
-                       max(mean_rps, MIN_LOAD_RPS), policy="ipa", max_replicas=max_replicas, margin=margin,
-                       batch_sizes=sorted({sp.batch_size for sp in chosen.values()}), **capacity)
+    opening = ipa(_only(pipeline, lambda s: s.variant(chosen[s.name].variant)), mean_rps,
+                  batch_sizes=sorted({sp.batch_size for sp in chosen.values()}))
     start = {s: sp.replicas for s, sp in opening.stages.items()} if opening.objective.get("feasible") else {}
     stages = {
         name: StagePlan(variant=sp.variant, batch_size=sp.batch_size, replicas=start.get(name, 1),

@@ -103,9 +103,9 @@ class LoadShedder:
         Shed when the expected time through all stages exceeds `budget_s` (the SLA): such a
         request would miss anyway, and refusing it keeps the queue short for those that can make it.
         A request with nothing ahead of it at any stage is never shed: there is no queue to keep
-        short, and its expectation is its own service time, which a cold first batch inflates
-        (make demo: the first answer of a fresh variant timed it at 1.25 s per request, and a
-        request that arrived at an idle app at 1.8 req/s was refused).
+        short, and its expectation is only its own service time as timed so far (make demo: a
+        request reaching an idle app at 1.8 req/s, just after a fresh variant's first answers,
+        was refused as 1.25 s of work, most likely a cold first batch's timing).
         """
         if all(in_flight <= 0 for _, _, in_flight, _ in route):
             return Verdict(False)
