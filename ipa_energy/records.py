@@ -132,7 +132,10 @@ class Decision(_Row):
     deferred: list[str] = Field(default_factory=list, description="Changes held back while the running plan still fits: "
                                                                   "a variant switch chosen for the first time (held one "
                                                                   "interval), or a scale-in the program's recommendations "
-                                                                  "within the last horizon do not all agree with.")
+                                                                  "within the last horizon do not all agree with, or "
+                                                                  "(ipa-energy) a grow whose bridge would cost more "
+                                                                  "accuracy than the running replicas give up "
+                                                                  "meanwhile (planner.changes).")
     bridge: dict[str, dict[str, Any]] = Field(default_factory=dict, description="stage → variant, batch_size, replicas "
                                                                             "the running replicas switched to in place "
                                                                             "before a change that starts replicas (the "

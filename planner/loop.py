@@ -85,6 +85,7 @@ class PlannerLoop(SafeChanges):
         # ipa-energy's accuracy budget over the requests served (Weights.accuracy_window_s)
         self.bank = AccuracyBank(weights, policy, interval_s)
         self._weights = weights  # this step's: the budget with what the bank adds
+        self._rent = 0.0  # accuracy × seconds given up so far by not making a grow (SafeChanges._rent_before_grow)
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
         self.record = record
@@ -102,6 +103,7 @@ class PlannerLoop(SafeChanges):
             "host_factor": self.corrections.host,
             "deferred": [[s, [list(r) for r in routes]] for s, routes in self._deferred] if self._deferred else None,
             "accuracy_bank": self.accuracy_bank,
+            "rent": self._rent,
         }
 
     def restore(self, state: Mapping | None, decisions: list[Decision], first_index: int = 0) -> None:
@@ -116,6 +118,7 @@ class PlannerLoop(SafeChanges):
         self.corrections.factors.update({v: float(f) for v, f in state.get("factors", {}).items()})
         self.corrections.host = float(state.get("host_factor", 1.0))
         self.bank.balance = float(state.get("accuracy_bank", 0.0))
+        self._rent = float(state.get("rent", 0.0))
         deferred = state.get("deferred")
         self._deferred = tuple((s, tuple((v, float(w)) for v, w in routes)) for s, routes in deferred) if deferred else None
 
@@ -302,6 +305,7 @@ class PlannerLoop(SafeChanges):
         self._recommended.append((self.clock(), stage_replicas(plan)))
         while self._recommended and self._recommended[0][0] < self.clock() - max(2 * self.horizon_s, HISTORY_S):
             self._recommended.popleft()
+        plan, rented = self._rent_before_grow(plan, load, history, observed, profiles, supply, fill)
         optional = self._optional_switch(plan, load, profiles, supply, fill)
         deferred = []
         if optional and optional != self._deferred:
@@ -320,6 +324,7 @@ class PlannerLoop(SafeChanges):
                     deferred = []
         # a switch seen now counts as seen once, whichever hold kept it back
         self._deferred = optional if deferred else None
+        deferred = rented + deferred
         changes = [str(c) for c in diff_plans(self.current, plan) if worth_applying(c)] if self.current else ["initial plan"]
         decision = Decision(
             time_s=self.clock(), observed_rps=observed, predicted_rps=predicted, planned_rps=planned,

@@ -238,3 +238,54 @@ def test_a_stage_with_no_variant_to_bridge_a_regrow_holds_its_replicas_for_the_p
     assert min(t for t, n in ipa_counts if n == 1) <= 2 * ipa.horizon_s + 10
     shrunk = min(t for t, n in fa2_counts if n == 1)
     assert HISTORY_S <= shrunk <= HISTORY_S + 20
+
+
+def _at_a_ramp(setup, policy, rent=0.0):
+    """A loop on resnet101 b4 × 1 (ipa-energy's lean plan in make demo) that has seen the load
+    rise from 2 to 10 req/s over 30 s, on a 2-core node; `rent`: accuracy × s paid already."""
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+    from ipa_energy.spec import Plan, StagePlan
+
+    supply = ClusterSupply(nodes=(NodeSupply(node_id="n", cores=2.0, memory_mb=16_000.0, outside_cores=0.27),),
+                           source="test")
+    lean = Plan(pipeline="classify", stages={"classifier": StagePlan(variant="resnet101-112-mini", batch_size=4,
+                                                                     replicas=1)}, policy=policy)
+    applied = []
+    planner = loop(setup, applied, clock=Clock(), policy=policy, supply=supply, serving_cpu_s=0.02, max_replicas=2,
+                   current=lean)
+    planner._rent = rent
+    return planner, applied, np.concatenate([np.full(60, 2.0), np.linspace(2.0, 10.0, 30)])
+
+
+def test_ipa_energy_rents_the_running_replicas_while_a_grows_bridge_would_cost_more(setup):
+    """At 10 req/s the program wants resnet101 × 2; growing from 1 replica bridges the cold start
+    with a variant far lighter than resnet50, which the running replica serves the load with.
+    ipa-energy holds the grow, switches in place and pays the difference as rent; the decision
+    says so, and the rent is kept across a restart. IPA's own loop grows at once."""
+    from planner.changes import stage_replicas
+
+    planner, applied, history = _at_a_ramp(setup, "ipa-energy")
+    d = planner.step(history)
+    assert d.stages["classifier"]["replicas"] == 1 and not d.bridge, d
+    assert all(stage_replicas(p)["classifier"] == 1 for p in applied)
+    assert d.deferred and d.deferred[0].startswith("classifier: grow to") and "held" in d.deferred[0]
+    assert planner._rent > 0 and planner.state()["rent"] == planner._rent
+    planner._rent = 0.0
+    planner.restore(planner.state() | {"rent": 0.5}, planner.decisions)
+    assert planner._rent == 0.5
+
+    ipa, applied, history = _at_a_ramp(setup, "ipa")
+    d = ipa.step(history)
+    assert d.stages["classifier"]["replicas"] == 2 and not any("held" in x for x in d.deferred), d
+
+
+def test_ipa_energy_grows_once_the_rent_paid_passes_the_bridges_price(setup):
+    """The same ramp, with the rent paid since the grow was first wanted past what its bridge
+    would cost: the grow goes ahead, bridged, and the rent is cleared once it has."""
+    planner, applied, history = _at_a_ramp(setup, "ipa-energy", rent=10.0)
+    d = planner.step(history)
+    assert d.changed and d.stages["classifier"]["replicas"] == 2 and d.bridge, d
+    assert not any("held" in x for x in d.deferred)
+    planner.clock.t += 10
+    planner.step(np.concatenate([history, np.full(10, 10.0)]))
+    assert planner._rent == 0.0
