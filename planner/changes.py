@@ -14,6 +14,7 @@ arithmetic they share with the loop.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from planner.constants import HISTORY_S, MIN_LOAD_RPS, STARTING_REPLICA_CORES, W
 from planner.policies import restrictions
 from planner.trend import trend_rps
 
-__all__ = ["SafeChanges", "during_cold_start", "stage_replicas", "starting_replicas", "starting_seconds",
+__all__ = ["Rent", "SafeChanges", "during_cold_start", "stage_replicas", "starting_replicas", "starting_seconds",
            "worth_applying"]
 
 #: apply steps that start replicas (serve_app.rollout): how long they took is a cold start under load
@@ -67,6 +68,25 @@ def worth_applying(change: StageChange) -> bool:
     if change.field != "batch_wait_timeout_ms" or not change.old or not change.new:
         return True
     return max(change.old, change.new) / min(change.old, change.new) > WAIT_HYSTERESIS
+
+
+@dataclass
+class Rent:
+    """What ipa-energy has paid, in accuracy × seconds against the program's plan, by holding a
+    grow (SafeChanges._rent_before_grow): `paid` so far, at `rate` a second since `since`
+    (rate 0: no grow held now)."""
+
+    paid: float = 0.0
+    rate: float = 0.0
+    since: float = 0.0
+
+    def charge(self, now: float) -> None:
+        """Add the seconds held since the last charge (a surge step between intervals pays only those)."""
+        self.paid += self.rate * max(0.0, now - self.since)
+        self.since = now
+
+    def clear(self) -> None:
+        self.paid = self.rate = 0.0
 
 
 class SafeChanges:
@@ -175,10 +195,10 @@ class SafeChanges:
         return bridge
 
     def _rent_before_grow(self, plan: Plan, load: float, history: np.ndarray, observed: float, profiles: Mapping,
-                          supply: ClusterSupply | None, fill: float) -> tuple[Plan, list[str]]:
+                          supply: ClusterSupply | None, fill: float) -> tuple[Plan, list[str], bool]:
         """ipa-energy: `plan`, or, while a grow it makes would cost more accuracy in its bridge than
-        the running replicas give up by serving the load without it, their own plan for the load
-        (and what was held back).
+        the running replicas give up by serving the load without it, their own plan for the load;
+        with what was held back, and whether a grow rented for goes ahead now (bought).
 
         A grow's bridge is paid at once: for the cold start, the running replicas serve the
         load on the cores the starting ones leave, with the variant they can (make demo:
@@ -186,35 +206,39 @@ class SafeChanges:
         16 s and 109 requests, more than the run's whole budget). Not growing is paid as it
         goes: the running replicas switch in place to the plan the program makes with their
         counts fixed, less accurate than `plan` by a little every second (resnet50 × 1, 1.24
-        points below resnet101 × 2). That is rent or buy, and the loop rents while the rent
-        paid since the grow was first wanted, with this interval's, stays within the price:
-        (accuracy of the replicas' own plan − the bridge's) × the cold start, against
-        Σ (accuracy of `plan` − theirs) × seconds held — in accuracy × seconds, so the load,
-        which scales both, drops out. Renting first costs at most twice what the better
-        choice in hindsight would have (the ski-rental bound), and a load that falls back
-        meanwhile never pays for the grow. A grow with no bridge (the running plan copes, or
-        none can be made), or whose replicas' own plan would start replicas, goes ahead."""
+        points below resnet101 × 2). That is rent or buy, both priced against `plan` in
+        accuracy × seconds (the load scales both, so it drops out): buying costs (accuracy of
+        `plan` − the bridge's) × the cold start, renting (accuracy of `plan` − the replicas'
+        own) × each second held. The loop rents while the rent paid since the grow was first
+        wanted, with the coming interval's, stays within the price of buying, then buys: the
+        ski-rental rule, which at a steady rate costs at most twice what the better choice in
+        hindsight would have, and never pays for a grow whose load falls back meanwhile.
+        A grow with no bridge (the running plan copes, or nothing can bridge it), or whose
+        replicas' own plan is infeasible or needs a new slot, goes ahead, and the rent is
+        cleared; so it is once a grow is applied (planner.loop)."""
+        rent = self.rent
+        rent.charge(self.clock())
         if self.policy != "ipa-energy" or self.current is None or not starting_replicas(self.current, plan):
-            self._rent = 0.0
-            return plan, []
+            rent.clear()
+            return plan, [], False
         bridge = self._bridge(plan, history, observed, profiles, supply, fill)
         own = self._solve(profiles, load, supply, fill, stage_replicas(self.current))
-        if bridge is None or not is_feasible(own) or starting_replicas(self.current, own) or any(
+        if bridge is None or not is_feasible(own) or any(
                 st.variant(self.current.stages[st.name].variant).resources != st.variant(own.stages[st.name].variant).resources
                 for st in self.pipeline.stages):
-            self._rent = 0.0
-            return plan, []
+            rent.clear()
+            return plan, [], False
         accuracy = self.pipeline.accuracy
-        price = (accuracy(own) - accuracy(bridge)) * self.cold_start_s
+        price = (accuracy(plan) - accuracy(bridge)) * self.cold_start_s
         rate = max(accuracy(plan) - accuracy(own), 0.0)
-        if self._rent + rate * self.interval_s > price:
-            return plan, []  # buy: the grow goes ahead, bridged (the rent stays paid until it has)
-        held = [f"{s}: grow to {sp.variant} × {stage_replicas(plan)[s]} held (its bridge would give up "
-                f"{price:.3f} accuracy·s; the running replicas' own plan {rate:.4f} a second, "
-                f"{self._rent:.3f} paid so far)" for s, sp in plan.stages.items()
-                if stage_replicas(plan)[s] > stage_replicas(self.current).get(s, 0)]
-        self._rent += rate * self.interval_s
-        return own, held
+        if rent.paid + rate * self.interval_s > price:
+            rent.rate = 0.0  # buy: the grow goes ahead, bridged; the rent is cleared once it is applied
+            return plan, [], rent.paid > 0
+        held = [f"{s}: grow to {sp.variant} × {n} held (its bridge would give up {price:.3f} accuracy·s; the running "
+                f"replicas' own plan {rate:.4f} a second, {rent.paid:.3f} paid so far)"
+                for s, sp in plan.stages.items() if (n := stage_replicas(plan)[s]) > stage_replicas(self.current).get(s, 0)]
+        rent.rate = rate
+        return own, held, False
 
     def _optional_switch(self, plan: Plan, load: float, profiles: Mapping, supply: ClusterSupply | None,
                          fill: float) -> tuple:

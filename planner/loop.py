@@ -13,6 +13,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from ipa_energy.diff import diff_plans
 from ipa_energy.records import Decision, StageObservation
 from ipa_energy.spec import PipelineSpec, Plan
 from planner.accuracy_bank import AccuracyBank
-from planner.changes import SafeChanges, stage_replicas, starting_replicas, starting_seconds, worth_applying
+from planner.changes import Rent, SafeChanges, stage_replicas, starting_replicas, starting_seconds, worth_applying
 from planner.checks import is_feasible, plan_model, stage_p99_ms
 from planner.constants import HISTORY_S, MIN_LOAD_RPS, MIN_P99_CALLS, SURGE_WINDOW_S, SURGE_Z
 from planner.correction import Corrections
@@ -85,7 +86,7 @@ class PlannerLoop(SafeChanges):
         # ipa-energy's accuracy budget over the requests served (Weights.accuracy_window_s)
         self.bank = AccuracyBank(weights, policy, interval_s)
         self._weights = weights  # this step's: the budget with what the bank adds
-        self._rent = 0.0  # accuracy × seconds given up so far by not making a grow (SafeChanges._rent_before_grow)
+        self.rent = Rent(since=clock())  # what holding a grow has cost (SafeChanges._rent_before_grow)
         # called with (index in the log, decision) when a decision is logged and when its apply
         # ends: planner.journal keeps the log and what the loop learnt across a restart
         self.record = record
@@ -103,7 +104,7 @@ class PlannerLoop(SafeChanges):
             "host_factor": self.corrections.host,
             "deferred": [[s, [list(r) for r in routes]] for s, routes in self._deferred] if self._deferred else None,
             "accuracy_bank": self.accuracy_bank,
-            "rent": self._rent,
+            "rent": asdict(self.rent),
         }
 
     def restore(self, state: Mapping | None, decisions: list[Decision], first_index: int = 0) -> None:
@@ -118,7 +119,7 @@ class PlannerLoop(SafeChanges):
         self.corrections.factors.update({v: float(f) for v, f in state.get("factors", {}).items()})
         self.corrections.host = float(state.get("host_factor", 1.0))
         self.bank.balance = float(state.get("accuracy_bank", 0.0))
-        self._rent = float(state.get("rent", 0.0))
+        self.rent = Rent(**state["rent"]) if isinstance(state.get("rent"), Mapping) else Rent(since=self.clock())
         deferred = state.get("deferred")
         self._deferred = tuple((s, tuple((v, float(w)) for v, w in routes)) for s, routes in deferred) if deferred else None
 
@@ -305,8 +306,9 @@ class PlannerLoop(SafeChanges):
         self._recommended.append((self.clock(), stage_replicas(plan)))
         while self._recommended and self._recommended[0][0] < self.clock() - max(2 * self.horizon_s, HISTORY_S):
             self._recommended.popleft()
-        plan, rented = self._rent_before_grow(plan, load, history, observed, profiles, supply, fill)
-        optional = self._optional_switch(plan, load, profiles, supply, fill)
+        plan, rented, bought = self._rent_before_grow(plan, load, history, observed, profiles, supply, fill)
+        # a grow bought after renting was deliberated over intervals already: no optional-switch hold
+        optional = () if bought else self._optional_switch(plan, load, profiles, supply, fill)
         deferred = []
         if optional and optional != self._deferred:
             deferred = [f"{s}: {dict(routes)}" for s, routes in optional]
@@ -362,6 +364,8 @@ class PlannerLoop(SafeChanges):
                     self.current = bridge
                 report = self.apply(plan)
                 self._measured(report, self.current, plan)
+                if self.current is not None and starting_replicas(self.current, plan):
+                    self.rent.clear()  # the grow is made: a later one rents afresh
                 self.current = plan
             except Exception as e:  # serving goes on with the last plan; try again next interval
                 decision.changed = False

@@ -240,9 +240,9 @@ def test_a_stage_with_no_variant_to_bridge_a_regrow_holds_its_replicas_for_the_p
     assert HISTORY_S <= shrunk <= HISTORY_S + 20
 
 
-def _at_a_ramp(setup, policy, rent=0.0):
+def _at_a_ramp(setup, policy, paid=0.0):
     """A loop on resnet101 b4 × 1 (ipa-energy's lean plan in make demo) that has seen the load
-    rise from 2 to 10 req/s over 30 s, on a 2-core node; `rent`: accuracy × s paid already."""
+    rise from 2 to 10 req/s over 30 s, on a 2-core node; `paid`: rent paid already (accuracy × s)."""
     from ipa_energy.cluster import ClusterSupply, NodeSupply
     from ipa_energy.spec import Plan, StagePlan
 
@@ -253,26 +253,33 @@ def _at_a_ramp(setup, policy, rent=0.0):
     applied = []
     planner = loop(setup, applied, clock=Clock(), policy=policy, supply=supply, serving_cpu_s=0.02, max_replicas=2,
                    current=lean)
-    planner._rent = rent
+    planner.rent.paid = paid
     return planner, applied, np.concatenate([np.full(60, 2.0), np.linspace(2.0, 10.0, 30)])
 
 
 def test_ipa_energy_rents_the_running_replicas_while_a_grows_bridge_would_cost_more(setup):
     """At 10 req/s the program wants resnet101 × 2; growing from 1 replica bridges the cold start
     with a variant far lighter than resnet50, which the running replica serves the load with.
-    ipa-energy holds the grow, switches in place and pays the difference as rent; the decision
-    says so, and the rent is kept across a restart. IPA's own loop grows at once."""
-    from planner.changes import stage_replicas
+    ipa-energy holds the grow, switches in place and pays the difference as rent, by the
+    second held; the decision says so, and the rent is kept across a restart. IPA's own loop
+    grows at once."""
+    from planner.changes import Rent, stage_replicas
 
     planner, applied, history = _at_a_ramp(setup, "ipa-energy")
     d = planner.step(history)
     assert d.stages["classifier"]["replicas"] == 1 and not d.bridge, d
-    assert all(stage_replicas(p)["classifier"] == 1 for p in applied)
+    assert applied and all(stage_replicas(p)["classifier"] == 1 for p in applied)
+    assert applied[-1].stages["classifier"].variant == "resnet50-112-mini"
     assert d.deferred and d.deferred[0].startswith("classifier: grow to") and "held" in d.deferred[0]
-    assert planner._rent > 0 and planner.state()["rent"] == planner._rent
-    planner._rent = 0.0
-    planner.restore(planner.state() | {"rent": 0.5}, planner.decisions)
-    assert planner._rent == 0.5
+    rate = planner.rent.rate
+    assert rate > 0 and planner.rent.paid == 0.0
+    planner.clock.t += 4  # a surge step 4 s later pays 4 s, not an interval
+    planner.step(np.concatenate([history, np.full(4, 10.0)]), trigger="surge")
+    assert planner.rent.paid == pytest.approx(4 * rate)
+    saved = planner.state()
+    planner.rent = Rent()
+    planner.restore(saved, planner.decisions)
+    assert planner.rent.paid == pytest.approx(4 * rate) and planner.rent.rate == rate
 
     ipa, applied, history = _at_a_ramp(setup, "ipa")
     d = ipa.step(history)
@@ -280,12 +287,32 @@ def test_ipa_energy_rents_the_running_replicas_while_a_grows_bridge_would_cost_m
 
 
 def test_ipa_energy_grows_once_the_rent_paid_passes_the_bridges_price(setup):
-    """The same ramp, with the rent paid since the grow was first wanted past what its bridge
-    would cost: the grow goes ahead, bridged, and the rent is cleared once it has."""
-    planner, applied, history = _at_a_ramp(setup, "ipa-energy", rent=10.0)
-    d = planner.step(history)
-    assert d.changed and d.stages["classifier"]["replicas"] == 2 and d.bridge, d
-    assert not any("held" in x for x in d.deferred)
+    """The same ramp held until the rent paid, with an interval's more, passes what the grow's
+    bridge costs: the grow then goes ahead at once, bridged (no optional-switch hold after
+    renting), and the rent is cleared once it is made."""
+    planner, applied, history = _at_a_ramp(setup, "ipa-energy")
+    held = 0
+    while (d := planner.step(history)).stages["classifier"]["replicas"] == 1:
+        assert any("held" in x for x in d.deferred), d  # held for the grow, no other reason
+        held += 1
+        assert held < 20
+        planner.clock.t += 10
+        history = np.concatenate([history, np.full(10, 10.0)])
+    assert held >= 1 and d.changed and d.bridge, d
+    assert planner.rent.paid == 0.0 and planner.rent.rate == 0.0
+
+
+def test_a_rent_is_cleared_when_the_load_falls_back(setup):
+    """A grow held at a ramp that then falls back is never bought, and its rent does not count
+    towards the next grow."""
+    class Recent:  # the mean of the last 10 s: a ramp that fell back is forgotten at once
+        def predict(self, history):
+            return float(np.mean(history[-10:]))
+
+    planner, applied, history = _at_a_ramp(setup, "ipa-energy")
+    planner.predictor = Recent()
+    assert any("held" in x for x in planner.step(history).deferred)
     planner.clock.t += 10
-    planner.step(np.concatenate([history, np.full(10, 10.0)]))
-    assert planner._rent == 0.0
+    d = planner.step(np.concatenate([history, np.full(60, 2.0)]))
+    assert d.stages["classifier"]["replicas"] == 1 and not any("held" in x for x in d.deferred), d
+    assert planner.rent.paid == 0.0 and planner.rent.rate == 0.0
