@@ -186,17 +186,19 @@ class SafeChanges:
         if self.serves(self.current, load, profiles, supply, fill):
             return None  # the running plan copes until the new replicas answer
         bridge = self._solve(profiles, load, supply, fill, stage_replicas(self.current))
-        if not is_feasible(bridge) or not diff_plans(self.current, bridge):
-            return None
-        for st in self.pipeline.stages:
-            old, new = self.current.stages[st.name].variant, bridge.stages[st.name].variant
-            if st.variant(old).resources != st.variant(new).resources:
-                return None  # a new slot: replicas to start, no quicker than the change itself
+        if not is_feasible(bridge) or not diff_plans(self.current, bridge) or not self._in_place(bridge):
+            return None  # (a new slot: replicas to start, no quicker than the change itself)
         return bridge
 
-    def _rent_before_grow(self, plan: Plan, load: float, history: np.ndarray, observed: float, profiles: Mapping,
+    def _in_place(self, plan: Plan) -> bool:
+        """Whether the running replicas can switch to `plan` in place: every stage's variant keeps
+        the running one's resource shape (serve_app.layout: one slot, the same replicas)."""
+        return all(st.variant(self.current.stages[st.name].variant).resources
+                   == st.variant(plan.stages[st.name].variant).resources for st in self.pipeline.stages)
+
+    def _rent_before_grow(self, plan: Plan, bridge: Plan | None, load: float, profiles: Mapping,
                           supply: ClusterSupply | None, fill: float) -> tuple[Plan, list[str], bool]:
-        """ipa-energy: `plan`, or, while a grow it makes would cost more accuracy in its bridge than
+        """ipa-energy: `plan` (whose grow `bridge` would carry, :meth:`_bridge`), or, while a grow it makes would cost more accuracy in its bridge than
         the running replicas give up by serving the load without it, their own plan for the load;
         with what was held back, and whether a grow rented for goes ahead now (bought).
 
@@ -221,11 +223,11 @@ class SafeChanges:
         if self.policy != "ipa-energy" or self.current is None or not starting_replicas(self.current, plan):
             rent.clear()
             return plan, [], False
-        bridge = self._bridge(plan, history, observed, profiles, supply, fill)
+        if bridge is None:
+            rent.clear()
+            return plan, [], False
         own = self._solve(profiles, load, supply, fill, stage_replicas(self.current))
-        if bridge is None or not is_feasible(own) or any(
-                st.variant(self.current.stages[st.name].variant).resources != st.variant(own.stages[st.name].variant).resources
-                for st in self.pipeline.stages):
+        if not is_feasible(own) or not self._in_place(own):
             rent.clear()
             return plan, [], False
         accuracy = self.pipeline.accuracy
@@ -234,9 +236,10 @@ class SafeChanges:
         if rent.paid + rate * self.interval_s > price:
             rent.rate = 0.0  # buy: the grow goes ahead, bridged; the rent is cleared once it is applied
             return plan, [], rent.paid > 0
-        held = [f"{s}: grow to {sp.variant} × {n} held (its bridge would give up {price:.3f} accuracy·s; the running "
-                f"replicas' own plan {rate:.4f} a second, {rent.paid:.3f} paid so far)"
-                for s, sp in plan.stages.items() if (n := stage_replicas(plan)[s]) > stage_replicas(self.current).get(s, 0)]
+        running, grown = stage_replicas(self.current), stage_replicas(plan)
+        held = [f"{s}: grow to {plan.stages[s].variant} × {n} held (its bridge would give up {price:.3f} accuracy·s; "
+                f"the running replicas' own plan {rate:.4f} a second, {rent.paid:.3f} paid so far)"
+                for s, n in grown.items() if n > running.get(s, 0)]
         rent.rate = rate
         return own, held, False
 

@@ -306,7 +306,9 @@ class PlannerLoop(SafeChanges):
         self._recommended.append((self.clock(), stage_replicas(plan)))
         while self._recommended and self._recommended[0][0] < self.clock() - max(2 * self.horizon_s, HISTORY_S):
             self._recommended.popleft()
-        plan, rented, bought = self._rent_before_grow(plan, load, history, observed, profiles, supply, fill)
+        # what the running replicas would carry a grow with: solved once, for the rent and the apply
+        wanted, bridge = plan, self._bridge(plan, history, observed, profiles, supply, fill)
+        plan, rented, bought = self._rent_before_grow(plan, bridge, load, profiles, supply, fill)
         # a grow bought after renting was deliberated over intervals already: no optional-switch hold
         optional = () if bought else self._optional_switch(plan, load, profiles, supply, fill)
         deferred = []
@@ -354,7 +356,8 @@ class PlannerLoop(SafeChanges):
         if decision.changed:
             start = self.clock()
             try:
-                bridge = self._bridge(plan, history, observed, profiles, supply, fill)
+                if plan is not wanted:  # a hold changed it
+                    bridge = self._bridge(plan, history, observed, profiles, supply, fill)
                 if bridge is not None:
                     decision.bridge = {s: sp.model_dump(mode="json", include={"variant", "batch_size", "replicas"})
                                        for s, sp in bridge.stages.items()}
