@@ -290,9 +290,11 @@ def run_policy(session: Session, policy: str, run_dir: Path, repeat: int | None 
     meta = _start_run(session, policy, run_dir, repeat)
     planner = None
     if meta.policy_kind == "planner":
+        meta.planner_history_from_s = time.time()
         planner = start_planner(cfg.app_name, cfg.pipeline, tier=cfg.tier, policy=policy, interval_s=cfg.interval_s,
                                 predictor=cfg.predictor, hardware=session.hardware, max_replicas=cfg.max_replicas,
-                                margin=cfg.margin, history_from_s=time.time(), weights=cfg.weights.model_dump())
+                                margin=cfg.margin, history_from_s=meta.planner_history_from_s,
+                                weights=cfg.weights.model_dump())
     record = run_dir / "requests.jsonl"
     cmd = _locust_command(session, record)
     energy = EnergyPoller(session.energy_actors, time.time())

@@ -102,6 +102,10 @@ class RunMeta(_Row):
     warm_variants: bool | None = Field(None, description="Whether stage replicas kept their slot's other variants "
                                        "built (serve_app.warm; a switch a swap); null: not recorded (runs before "
                                        "2026-12-03, which kept none).")
+    planner_history_from_s: float | None = Field(None, description="Unix time from which the planner read arrivals "
+                                                 "(planner policies; it starts before the load generator, so the "
+                                                 "seconds up to load_start_s are zeros in its history); null: not "
+                                                 "recorded (runs before 2026-12-04) or no planner.")
     status: Literal["running", "complete", "failed"] = "running"
     error: str | None = None
     notes: list[str] = Field(default_factory=list)

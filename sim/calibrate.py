@@ -13,6 +13,9 @@ replica was charged with) beside `idle_j`; so, over every window of the given ru
 * ``hidden_cores``: of that background, what the live node's energy actor did not read as outside
   the replicas (it counts the replica processes' own CPU as theirs), from the planner decisions'
   ``background_cores``: the simulator then hands its planner the reading the live one had;
+* ``planner_start_s`` and ``planner_lead_s``: when the live planner's first interval started after
+  second 0 of the trace (its first decision, an interval earlier), and the whole seconds its
+  arrival history ran before second 0 (zeros: the runner starts the planner, then Locust), medians;
 * ``speed``: the service-time factor the live planner learnt for the host (the median of its
   decisions' ``*`` correction after the first), over the factor the simulator's own run of the
   same window learns with speed 1 (contention is modelled apart, so only the rest is left).
@@ -34,7 +37,7 @@ import yaml
 
 from experiments.summary import load_run
 
-__all__ = ["fit_host", "hidden_cores", "main"]
+__all__ = ["fit_host", "hidden_cores", "main", "planner_timing"]
 
 
 def _runs(paths: list[Path]) -> list:
@@ -84,6 +87,18 @@ def hidden_cores(runs: list, fit: dict, planner_serving_cpu_s: float) -> float:
     return min(fit["background_cores"], max(0.0, statistics.median(gaps))) if gaps else 0.0
 
 
+def planner_timing(runs: list, default_lead_s: int) -> tuple[float, int]:
+    """(planner_start_s, planner_lead_s): the median over the runs of when the live planner's first
+    interval started after second 0, and of the whole seconds its history ran before it (recorded
+    since 2026-12-04; `default_lead_s` where no run recorded it)."""
+    from sim.fidelity import planner_lead, planner_start
+
+    starts = [s for r in runs if (s := planner_start(r)) is not None]
+    leads = [x for r in runs if (x := planner_lead(r)) is not None]
+    return (round(statistics.median(starts), 1) if starts else 0.0,
+            round(statistics.median(leads)) if leads else default_lead_s)
+
+
 def host_factor(runs: list) -> float | None:
     """The median over planner decisions (after each run's first) of the learnt host factor."""
     factors = [d.corrections.get("*") for run in runs for d in run.decisions[1:] if d.corrections.get("*")]
@@ -103,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-factor", type=float, default=None,
                         help="the host factor the simulator learns on the same window at speed 1 (see above); "
                              "without it speed stays 1")
+    parser.add_argument("--planner-lead-s", type=int, default=3,
+                        help="whole seconds the planner's history runs before second 0 where no run recorded it "
+                             "(this host: Locust's import, ~1 s, and its 2 s lead; loadgen.locustfile.LEAD_S)")
     args = parser.parse_args(argv)
     runs = _runs(args.runs)
     pipeline = catalog.pipeline(runs[0].meta.pipeline, runs[0].meta.tier)
@@ -115,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     fit = fit_host(runs, active)
     hidden = hidden_cores(runs, fit, SERVING_CPU_S)
     live = host_factor(runs)
+    start_s, lead_s = planner_timing(runs, args.planner_lead_s)
     speed = round(live / args.sim_factor, 3) if live and args.sim_factor else 1.0
     doc = {
         "hardware": hardware,
         "idle_timeout_minutes": 10,
         "host": {"background_cores": round(fit["background_cores"], 3), "hidden_cores": round(hidden, 3),
-                 "serving_cpu_s": round(fit["serving_cpu_s"], 4)},
+                 "serving_cpu_s": round(fit["serving_cpu_s"], 4), "planner_start_s": start_s,
+                 "planner_lead_s": lead_s},
         "available_node_types": {"local": {
             "count": 1, "min_workers": 1,
             "resources": {"CPU": node.cores, "memory": f"{node.memory_mb:.0f}MiB"},

@@ -102,6 +102,14 @@ class HostCosts(_Model):
                                 "leaves idle; a switch to a warm variant is a swap. False: every switch builds.")
     apply_timeout_s: float = Field(300.0, gt=0, description="A change that has not converged by then rolls back "
                                    "(serve_app.control.apply_plan's timeout).")
+    planner_start_s: float = Field(0.0, ge=0, description="Seconds after second 0 of the trace at which the planner's "
+                                   "first interval starts: its first decision comes an interval later. Live, the "
+                                   "planner actor's start and Locust's put it 1.6-3.5 s late on this host "
+                                   "(fitted from live decisions: sim.calibrate).")
+    planner_lead_s: int = Field(0, ge=0, description="Whole seconds the planner's arrival history starts before "
+                                "second 0 of the trace, with no arrivals in them: live, the experiment runner starts "
+                                "the planner, then Locust (its import, then its 2 s lead before second 0), so the "
+                                "first decisions see a ramp from 0 (its trend plans above the load).")
 
     @model_validator(mode="after")
     def _hidden_within_background(self) -> "HostCosts":

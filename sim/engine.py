@@ -78,7 +78,11 @@ class Engine(Replicas):
         self.version = 1
         self.shedder = LoadShedder(1) if shed else None
         self.in_flight: Counter = Counter()
-        self.history: list[int] = []
+        self.history: list[int] = []  # arrivals per whole second of the clock (see `phase`)
+        #: the clock's whole seconds fall `phase` s before each whole second of the trace (the
+        #: fraction of the run's Unix start): the ingress counts arrivals per Unix second, so
+        #: its per-second peaks mix two seconds of the trace unless the phase is 0
+        self.phase = 0.0
         self.finished: list[Finished] = []
         self.calls: deque = deque()  # (time, stage, variant, call ms, wall s per request, batch size)
         self.cold_starts: dict[str, float] = {}  # replica → seconds from its start to ready
@@ -166,8 +170,12 @@ class Engine(Replicas):
                     r.warm.add(self._to_warm(r)[0])
                     r.warming = 0.0
 
+    def complete_seconds(self) -> int:
+        """Whole seconds of `history` complete now."""
+        return int(self.now + self.phase + 1e-9)
+
     def _on_arrival(self, _a, _b) -> None:
-        second = int(self.now)
+        second = int(self.now + self.phase)
         while len(self.history) <= second:
             self.history.append(0)
         self.history[second] += 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from experiments.summary import Run, load_run, summarize_run
 from experiments.schema import RunSummary
 
-__all__ = ["BOUNDS", "Comparison", "compare", "plan_agreement", "simulate_like"]
+__all__ = ["BOUNDS", "Comparison", "compare", "plan_agreement", "planner_lead", "planner_start", "simulate_like"]
 
 #: (SLO points, p99 relative, J/request relative, plan agreement share) of issue 13
 BOUNDS = (0.05, 0.30, 0.10, 0.80)
@@ -98,6 +98,22 @@ def plan_agreement(live: Run, sim: Run) -> float | None:
     return sum(x == y for x, y in zip(a, b)) / len(a) if a else None
 
 
+def planner_start(run: Run) -> float | None:
+    """When the live planner's first interval started, in seconds after second 0 of the trace (its
+    first interval decision, an interval earlier); None: no planner or no such decision."""
+    first = next((d for d in run.decisions if d.trigger == "interval"), None)
+    if first is None or not run.meta.interval_s:
+        return None
+    return max(0.0, first.time_s - run.meta.load_start_s - run.meta.interval_s)
+
+
+def planner_lead(run: Run) -> int | None:
+    """Whole seconds the live planner's history ran before second 0 of the trace (None: not recorded)."""
+    if run.meta.planner_history_from_s is None:
+        return None
+    return max(0, round(run.meta.load_start_s - run.meta.planner_history_from_s))
+
+
 def simulate_like(live: Run, cluster: Path, out: Path) -> Run:
     """Simulate `live`'s policy, trace and seed on `cluster` into `out`; the simulated run."""
     from sim.run import SimConfig, simulate_run
@@ -105,7 +121,8 @@ def simulate_like(live: Run, cluster: Path, out: Path) -> Run:
     meta = live.meta
     cfg = SimConfig(name="fidelity", pipeline=meta.pipeline, policies=[meta.policy], trace=meta.trace, tier=meta.tier,
                     cluster=cluster, interval_s=meta.interval_s or 10.0, predictor=meta.predictor or "lstm",
-                    warm_variants=bool(meta.warm_variants))  # as the live app ran (unrecorded: none kept)
+                    warm_variants=bool(meta.warm_variants),  # as the live app ran (unrecorded: none kept)
+                    load_start_s=meta.load_start_s, planner_start_s=planner_start(live), planner_lead_s=planner_lead(live))
     run_dir = out / meta.policy / str(meta.repeat or 1)
     simulate_run(cfg, meta.policy, run_dir)  # the live run's own seed: the same send times
     return load_run(run_dir)

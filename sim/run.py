@@ -76,6 +76,14 @@ class SimConfig(BaseModel):
     loadgen_cpu_s: float | None = Field(None, ge=0, description="Override the cluster's load-generator CPU per request.")
     warm_variants: bool | None = Field(None, description="Whether replicas keep their slot's other variants built "
                                        "(serve_app.warm); None: the cluster file's host setting.")
+    load_start_s: float | None = Field(None, description="Unix time of second 0 of the trace. The ingress counts "
+                                       "arrivals per whole second of this clock, so its fraction decides how the "
+                                       "planner's per-second peaks fall; None: a whole second with a fraction drawn "
+                                       "from the seed (a live run's is uniform), so a run repeats.")
+    planner_start_s: float | None = Field(None, ge=0, description="Seconds after second 0 of the trace at which the "
+                                          "planner's first interval starts; None: the cluster file's host setting.")
+    planner_lead_s: int | None = Field(None, ge=0, description="Whole seconds of no arrivals the planner's history "
+                                       "starts with before second 0; None: the cluster file's host setting.")
     aggregate_s: int | None = Field(None, ge=1, description="Scale mode (sim.fluid): per-second flows instead of "
                                     "requests, written as rows per this many seconds; None: request by request.")
 
@@ -87,7 +95,9 @@ class _Sim:
         self.cfg, self.cluster, self.pipeline, self.profiles, self.policy = cfg, cluster, pipeline, profiles, policy
         self.trace = cfg.trace.model_copy(update={"seed": seed})
         self.kind = policy_kind(policy)
-        self.base = time.time()  # Unix time of second 0 of the trace
+        # Unix time of second 0 of the trace
+        self.base = cfg.load_start_s if cfg.load_start_s is not None else \
+            math.floor(time.time()) + float(np.random.default_rng(seed).random())
         self.supply = cluster.supply()
         offered = traces.rates(self.trace)
         self.plan = initial_plan(policy, pipeline, profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
@@ -102,8 +112,14 @@ class _Sim:
             self.engine.base, self.engine.method = self.base, self.method
         else:
             self.engine = Engine(pipeline, profiles, cluster, self.plan, seed=seed)
+            self.engine.phase = self.base % 1.0
             self.counts, self.times = traces.schedule(self.trace)
             self.engine.schedule(self.times, self.end_s)
+        # the live planner's timing (sim.calibrate): its first interval starts `planner_start` s after
+        # second 0, and its history `lead` whole seconds before it (no arrivals in them; scale mode: none)
+        host = cluster.host
+        self.planner_start = cfg.planner_start_s if cfg.planner_start_s is not None else host.planner_start_s
+        self.lead = 0 if cfg.aggregate_s else cfg.planner_lead_s if cfg.planner_lead_s is not None else host.planner_lead_s
         self.loop = None
         # scale mode solves the program on a grid of its inputs, each solve kept (sim.plancache)
         self.grid = GridOptimizer(profiles) if cfg.aggregate_s else None
@@ -192,15 +208,18 @@ class _Sim:
 
     def run(self) -> None:
         engine, loop, interval = self.engine, self.loop, self.cfg.interval_s
-        due, next_poll, total = interval, self.cfg.poll_s, len(self.times) if self.times is not None else 0
+        due, next_poll, total = self.planner_start + interval, self.cfg.poll_s, len(self.times) if self.times is not None else 0
         fluid = isinstance(engine, FluidEngine)
         # per-second arrivals of the seconds complete so far, copied once each: the loop is handed
         # a view (rebuilding an hour's array every second cost minutes over 21 days)
-        arrivals, copied = np.zeros(int(math.ceil(self.end_s)) + 2), 0
+        lead = self.lead
+        arrivals, copied = np.zeros(lead + int(math.ceil(self.end_s)) + 2), 0
         while engine.now < self.end_s:
             if engine.now >= self.trace.seconds and (engine.idle() if fluid else len(engine.finished) >= total):
                 break  # every request answered: the drain ends (as Locust's does)
             target = min(math.floor(engine.now + 1e-9) + 1.0, self.end_s)
+            if loop is not None and engine.now < due - 1e-9:
+                target = min(target, due)  # an interval falls due between whole seconds (planner_start_s)
             engine.run_until(target)
             if engine.now >= next_poll - 1e-9:
                 self._poll()
@@ -208,12 +227,12 @@ class _Sim:
             if loop is None:
                 continue
             # the planner reads the last hour at most (its predictor 120 s, its trend 60 s)
-            now_s = int(engine.now + 1e-9)
+            now_s = int(engine.now + 1e-9) if fluid else engine.complete_seconds()
             complete = min(len(engine.history), now_s)
             if complete > copied:
-                arrivals[copied:complete] = engine.history[copied:complete]
+                arrivals[lead + copied:lead + complete] = engine.history[copied:complete]
                 copied = complete
-            history = arrivals[max(0, now_s - HISTORY_KEPT_S): now_s]
+            history = arrivals[max(0, lead + now_s - HISTORY_KEPT_S): lead + now_s]
             between = engine.now < due - 1e-9
             if between and not loop.surging(history):
                 continue
@@ -290,6 +309,7 @@ def simulate_run(cfg: SimConfig, policy: str, run_dir: Path, repeat: int | None 
         variants=variant_infos(pipeline), initial_plan=sim.plan.model_dump(mode="json"),
         carbon_g_per_kwh=energy.carbon_g_per_kwh, pue=energy.pue, status="running",
         warm_variants=cluster.host.warm_variants,
+        planner_history_from_s=sim.base - sim.lead if sim.kind == "planner" else None,
         notes=[f"simulated (ipa-energy simulate, sim.engine) on {cluster.nodes} node(s) from {cluster.source}; "
                f"profiles: {cluster.hardware}", f"load margin: {cfg.margin}",
                f"objective weights: {cfg.weights.model_dump(exclude_defaults=True) or 'defaults'}"],

@@ -65,3 +65,23 @@ def test_the_hidden_background_is_what_the_live_planner_did_not_read_as_outside(
     assert hidden_cores([SimpleNamespace(decisions=[])], fit, 0.02) == 0.0
     read_more = SimpleNamespace(decisions=[decision(1.0, 2.0)])  # more than the fit: nothing is hidden
     assert hidden_cores([read_more], fit, 0.02) == 0.0
+
+
+def test_the_planner_timing_is_the_median_phase_and_lead_of_the_live_runs():
+    from sim.calibrate import planner_timing
+
+    def run(first_s, from_s=None, surge_first=False):
+        def decision(t, trigger):
+            return Decision(time_s=t, observed_rps=1, predicted_rps=1, predictor="x", policy="ipa", stages={},
+                            accuracy=0.5, predicted_power_w=None, predicted_j_per_request=None,
+                            energy_method="tdp-estimate", feasible=True, solve_time_s=0, trigger=trigger)
+        decisions = ([decision(1000 + first_s - 5, "surge")] if surge_first else []) + \
+            [decision(1000 + first_s, "interval"), decision(1000 + first_s + 10, "interval")]
+        meta = SimpleNamespace(load_start_s=1000.0, interval_s=10.0, planner_history_from_s=from_s)
+        return SimpleNamespace(decisions=decisions, meta=meta)
+
+    # first interval decisions 11.6, 12.0 and 13.5 s after second 0 (a surge step before one is not the phase)
+    start, lead = planner_timing([run(11.6), run(12.0, surge_first=True), run(13.5)], default_lead_s=3)
+    assert start == pytest.approx(2.0) and lead == 3  # no run recorded its history's start
+    _, lead = planner_timing([run(11.6, from_s=996.2), run(12.0, from_s=994.9), run(12.0, from_s=995.1)], default_lead_s=3)
+    assert lead == 5

@@ -101,3 +101,30 @@ def test_the_whole_twitter_trace_is_a_trace():
     assert traces.rates(traces.parse_trace("full", 10, offset_s=5))[0] == traces.load_trace()[5]
     with pytest.raises(ValueError, match="past the end"):
         traces.parse_trace("full", offset_s=10**8)
+
+
+def test_the_planner_runs_on_the_live_clock_its_phase_its_unix_seconds_and_its_lead(tmp_path):
+    """Live, the ingress counts arrivals per Unix second, the planner's first interval starts when its
+    actor does, and its history began before Locust's second 0 (sim.fidelity reproduces a live run's)."""
+    from planner.trend import trend_rps
+    from sim.run import SimConfig, simulate_run
+
+    trace = traces.parse_trace("bursty", 40, rate_factor=0.3, offset_s=370)
+    cfg = SimConfig(name="clock", pipeline="classify", policies=["ipa"], trace=trace, drain_s=5,
+                    load_start_s=1_000_000.5, planner_start_s=2.3, planner_lead_s=4)
+    simulate_run(cfg, "ipa", tmp_path / "ipa")
+    run = load_run(tmp_path / "ipa")
+    assert run.meta.load_start_s == 1_000_000.5 and run.meta.planner_history_from_s == 1_000_000.5 - 4
+    first = run.decisions[0]
+    assert first.time_s - run.meta.load_start_s == pytest.approx(12.3)
+    # the history the planner read: 4 s of nothing, then the arrivals per whole Unix second
+    sent = np.array([r.sent_s for r in run.requests])
+    seconds = np.arange(1_000_000, int(first.time_s))
+    counts = np.array([np.sum((sent >= s) & (sent < s + 1)) for s in seconds], dtype=float)
+    history = np.concatenate([np.zeros(4), counts])
+    assert first.floor_rps == counts[-10:].max()
+    assert first.observed_rps == pytest.approx(counts[-10:].mean())
+    assert first.planned_rps == pytest.approx(max(first.predicted_rps, first.floor_rps, trend_rps(history, first.horizon_s)))
+    # a second run with the trace's own seconds (phase 0) and no lead reads another history
+    simulate_run(cfg.model_copy(update={"load_start_s": 1_000_000.0, "planner_lead_s": 0}), "ipa", tmp_path / "ipa0")
+    assert load_run(tmp_path / "ipa0").decisions[0].planned_rps != first.planned_rps
