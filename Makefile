@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install demo bench bench-traces sweeps test test-unit test-integration bench-overhead bench-energy-overhead kill-battery soak gpu-energy-check gpu-profile train-predictor serve clean
+.PHONY: install demo bench bench-traces sweeps test test-unit test-integration bench-overhead bench-energy-overhead kill-battery soak gpu-energy-check gpu-profile gpu-device-check gpu-wheels train-predictor serve clean
 
 install: $(STAMP)
 
@@ -69,6 +69,21 @@ gpu-energy-check: install
 # On a GPU machine: profile the full tier on cuda:0 into workloads/profiles/gpu-<name>.json.
 gpu-profile: install
 	$(BIN)/ipa-energy profile --tier full --device cuda:0 --batch-sizes 1,2,4,8,16 --warmup 2 --window 5
+
+# The two checks above on the device machine (no registry, no .venv: its own python3 + wheels from
+# .whl), in one run that ends within TOTAL_S (400 s): the energy check, then the full tier in
+# priority order, cut when time is up (what was measured is kept); logs and results in $OUT
+# (default results/gpu-device-check). How to call it through the device tool: the script's header.
+gpu-device-check:
+	bash bench/gpu_device_check.sh
+
+# The wheels gpu-device-check installs there (bench/gpu_wheels.txt), for Python 3.12 on x86-64, into .whl.
+gpu-wheels:
+	mkdir -p .git/info && (grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude)
+	rm -rf .whl
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl -r bench/gpu_wheels.txt
 
 # Retrain IPA's LSTM load predictor on days 0-14 of the Twitter trace (evaluated on 14-21).
 train-predictor: install

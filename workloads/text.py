@@ -29,7 +29,9 @@ class ByteTokenizer:
         return [BOS] + [b + BYTE_OFFSET for b in text.encode("utf-8")]
 
     def decode(self, ids: list[int]) -> str:
-        return bytes(i - BYTE_OFFSET for i in ids if i >= BYTE_OFFSET).decode("utf-8", errors="replace")
+        # Ids past the byte range are not bytes: a full-size vocabulary (the full tier's Qwen
+        # configs, random weights) generates them, and they decode to nothing.
+        return bytes(i - BYTE_OFFSET for i in ids if BYTE_OFFSET <= i < BYTE_VOCAB).decode("utf-8", errors="replace")
 
 
 class _HFTokenizer:

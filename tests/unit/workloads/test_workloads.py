@@ -100,6 +100,13 @@ def test_byte_tokenizer_round_trips_utf8():
     assert tok.decode(tok.encode("énergie ⚡")[1:]) == "énergie ⚡"
 
 
+def test_byte_tokenizer_drops_ids_past_the_byte_range():
+    # The full tier's Qwen models keep their published vocabulary (151936) with random weights
+    # and this tokenizer, so they generate ids that are no byte: decode skips them.
+    tok = ByteTokenizer()
+    assert tok.decode(tok.encode("ok")[1:] + [151935, 300]) == "ok"
+
+
 def test_crop_classifier_clamps_boxes_outside_the_image():
     runner = build_runner(catalog.pipeline("video").stage("classifier").variants[0])
     image = payloads.synthetic_image(40, 40)
