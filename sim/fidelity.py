@@ -15,6 +15,7 @@ run had (sim.calibrate), and the two summaries are compared on the issue-13 boun
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,18 +101,23 @@ def plan_agreement(live: Run, sim: Run) -> float | None:
 
 def planner_start(run: Run) -> float | None:
     """When the live planner's first interval started, in seconds after second 0 of the trace (its
-    first interval decision, an interval earlier); None: no planner or no such decision."""
-    first = next((d for d in run.decisions if d.trigger == "interval"), None)
-    if first is None or not run.meta.interval_s:
+    first decision, an interval earlier); None: no planner or decision, or a first step that was a
+    surge (which restarts the interval: the actor's own start is then unknown)."""
+    first = run.decisions[0] if run.decisions else None
+    if first is None or first.trigger != "interval" or not run.meta.interval_s:
         return None
     return max(0.0, first.time_s - run.meta.load_start_s - run.meta.interval_s)
 
 
 def planner_lead(run: Run) -> int | None:
-    """Whole seconds the live planner's history ran before second 0 of the trace (None: not recorded)."""
-    if run.meta.planner_history_from_s is None:
+    """Whole seconds of the live planner's history before second 0 of the trace (None: not recorded).
+    The actor keeps the last int(now − history_from_s) complete Unix seconds, so at its first
+    decision (t0) its history began at Unix second int(t0) − int(t0 − history_from_s)."""
+    start, first = run.meta.planner_history_from_s, run.decisions[0] if run.decisions else None
+    if start is None or first is None:
         return None
-    return max(0, round(run.meta.load_start_s - run.meta.planner_history_from_s))
+    begun = int(first.time_s) - int(first.time_s - start)
+    return max(0, math.floor(run.meta.load_start_s) - begun)
 
 
 def simulate_like(live: Run, cluster: Path, out: Path) -> Run:

@@ -97,7 +97,7 @@ class _Sim:
         self.kind = policy_kind(policy)
         # Unix time of second 0 of the trace
         self.base = cfg.load_start_s if cfg.load_start_s is not None else \
-            math.floor(time.time()) + float(np.random.default_rng(seed).random())
+            math.floor(time.time()) + float(np.random.default_rng([seed, 1]).random())  # not the engine's draws
         self.supply = cluster.supply()
         offered = traces.rates(self.trace)
         self.plan = initial_plan(policy, pipeline, profiles, mean_rps=float(offered[: max(1, int(cfg.interval_s) * 2)].mean()),
@@ -118,7 +118,9 @@ class _Sim:
         # the live planner's timing (sim.calibrate): its first interval starts `planner_start` s after
         # second 0, and its history `lead` whole seconds before it (no arrivals in them; scale mode: none)
         host = cluster.host
-        self.planner_start = cfg.planner_start_s if cfg.planner_start_s is not None else host.planner_start_s
+        # (scale mode steps whole seconds: its planner starts at second 0)
+        self.planner_start = 0.0 if cfg.aggregate_s else \
+            cfg.planner_start_s if cfg.planner_start_s is not None else host.planner_start_s
         self.lead = 0 if cfg.aggregate_s else cfg.planner_lead_s if cfg.planner_lead_s is not None else host.planner_lead_s
         self.loop = None
         # scale mode solves the program on a grid of its inputs, each solve kept (sim.plancache)
@@ -218,7 +220,7 @@ class _Sim:
             if engine.now >= self.trace.seconds and (engine.idle() if fluid else len(engine.finished) >= total):
                 break  # every request answered: the drain ends (as Locust's does)
             target = min(math.floor(engine.now + 1e-9) + 1.0, self.end_s)
-            if loop is not None and engine.now < due - 1e-9:
+            if loop is not None and not fluid and engine.now < due - 1e-9:
                 target = min(target, due)  # an interval falls due between whole seconds (planner_start_s)
             engine.run_until(target)
             if engine.now >= next_poll - 1e-9:
@@ -309,7 +311,7 @@ def simulate_run(cfg: SimConfig, policy: str, run_dir: Path, repeat: int | None 
         variants=variant_infos(pipeline), initial_plan=sim.plan.model_dump(mode="json"),
         carbon_g_per_kwh=energy.carbon_g_per_kwh, pue=energy.pue, status="running",
         warm_variants=cluster.host.warm_variants,
-        planner_history_from_s=sim.base - sim.lead if sim.kind == "planner" else None,
+        planner_history_from_s=math.floor(sim.base) - sim.lead if sim.kind == "planner" else None,  # whole seconds
         notes=[f"simulated (ipa-energy simulate, sim.engine) on {cluster.nodes} node(s) from {cluster.source}; "
                f"profiles: {cluster.hardware}", f"load margin: {cfg.margin}",
                f"objective weights: {cfg.weights.model_dump(exclude_defaults=True) or 'defaults'}"],

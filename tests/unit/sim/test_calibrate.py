@@ -75,13 +75,15 @@ def test_the_planner_timing_is_the_median_phase_and_lead_of_the_live_runs():
             return Decision(time_s=t, observed_rps=1, predicted_rps=1, predictor="x", policy="ipa", stages={},
                             accuracy=0.5, predicted_power_w=None, predicted_j_per_request=None,
                             energy_method="tdp-estimate", feasible=True, solve_time_s=0, trigger=trigger)
-        decisions = ([decision(1000 + first_s - 5, "surge")] if surge_first else []) + \
+        decisions = ([decision(1000 + first_s - 10, "surge")] if surge_first else []) + \
             [decision(1000 + first_s, "interval"), decision(1000 + first_s + 10, "interval")]
         meta = SimpleNamespace(load_start_s=1000.0, interval_s=10.0, planner_history_from_s=from_s)
         return SimpleNamespace(decisions=decisions, meta=meta)
 
-    # first interval decisions 11.6, 12.0 and 13.5 s after second 0 (a surge step before one is not the phase)
-    start, lead = planner_timing([run(11.6), run(12.0, surge_first=True), run(13.5)], default_lead_s=3)
+    # first decisions 11.6, 12.0 and 13.5 s after second 0; a run whose first step was a surge (it
+    # restarts the interval: the actor's start is unknown) is left out
+    start, lead = planner_timing([run(11.6), run(12.0), run(13.5), run(25.0, surge_first=True)], default_lead_s=3)
     assert start == pytest.approx(2.0) and lead == 3  # no run recorded its history's start
+    # the actor keeps int(t0 − from) whole seconds: at t0 = 1011.6 from 996.2 it read from Unix second 996
     _, lead = planner_timing([run(11.6, from_s=996.2), run(12.0, from_s=994.9), run(12.0, from_s=995.1)], default_lead_s=3)
-    assert lead == 5
+    assert lead == 4

@@ -114,7 +114,9 @@ def test_the_planner_runs_on_the_live_clock_its_phase_its_unix_seconds_and_its_l
                     load_start_s=1_000_000.5, planner_start_s=2.3, planner_lead_s=4)
     simulate_run(cfg, "ipa", tmp_path / "ipa")
     run = load_run(tmp_path / "ipa")
-    assert run.meta.load_start_s == 1_000_000.5 and run.meta.planner_history_from_s == 1_000_000.5 - 4
+    assert run.meta.load_start_s == 1_000_000.5 and run.meta.planner_history_from_s == 1_000_000 - 4
+    from sim.fidelity import planner_lead, planner_start
+    assert planner_lead(run) == 4 and planner_start(run) == pytest.approx(2.3)  # read back as from a live run
     first = run.decisions[0]
     assert first.time_s - run.meta.load_start_s == pytest.approx(12.3)
     # the history the planner read: 4 s of nothing, then the arrivals per whole Unix second
@@ -128,3 +130,31 @@ def test_the_planner_runs_on_the_live_clock_its_phase_its_unix_seconds_and_its_l
     # a second run with the trace's own seconds (phase 0) and no lead reads another history
     simulate_run(cfg.model_copy(update={"load_start_s": 1_000_000.0, "planner_lead_s": 0}), "ipa", tmp_path / "ipa0")
     assert load_run(tmp_path / "ipa0").decisions[0].planned_rps != first.planned_rps
+
+
+def test_scale_mode_steps_whole_seconds_whatever_the_planner_timing(tmp_path):
+    """Scale mode's flows move in whole seconds: a fractional planner start or interval (a cluster
+    file fitted to a live host) must not stall its clock; its planner starts at second 0."""
+    import signal
+
+    from sim.run import SimConfig, simulate_run
+
+    cluster = tmp_path / "host.yaml"
+    cluster.write_text("hardware: cpu-amd-epyc-2c\nhost:\n  planner_start_s: 1.6\n  planner_lead_s: 3\n"
+                       "available_node_types:\n  local:\n    count: 1\n    min_workers: 1\n"
+                       "    resources: {CPU: 2.0, memory: 24000MiB}\n")
+    trace = traces.parse_trace("bursty", 60, rate_factor=0.3, offset_s=340)
+    cfg = SimConfig(name="scale", pipeline="classify", policies=["ipa-energy"], trace=trace, cluster=cluster,
+                    aggregate_s=10, interval_s=2.5, drain_s=5)
+
+    def stalled(*_):
+        raise TimeoutError("the scale-mode clock stalled")
+    signal.signal(signal.SIGALRM, stalled)
+    signal.alarm(120)
+    try:
+        simulate_run(cfg, "ipa-energy", tmp_path / "run")
+    finally:
+        signal.alarm(0)
+    run = load_run(tmp_path / "run")
+    assert run.meta.status == "complete" and run.meta.planner_history_from_s == int(run.meta.load_start_s)
+    assert len(run.decisions) >= 20  # every 2.5 s of the 60 s window, at whole seconds
