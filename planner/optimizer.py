@@ -104,6 +104,7 @@ def optimize(
     supply: ClusterSupply | None = None,
     serving_cpu_s: float = 0.0,
     fill_rps: float | None = None,
+    reference: Plan | None = None,
 ) -> Plan:
     """Solve the program for `pipeline` at predicted `load` (req/s) and return the Plan.
 
@@ -118,7 +119,8 @@ def optimize(
     plan's requests and replicas must fit (None: not limited), `serving_cpu_s` the CPU a request
     costs outside the stages (ingress, proxy); `fill_rps`: the rate batches fill at now (default
     λ̂; the loop passes the observed rate, so a plan made ahead of a predicted rise never waits
-    for batches the present load cannot fill). Never raises for an infeasible load: the result
+    for batches the present load cannot fill). `reference`: ipa-energy's IPA plan at these same
+    inputs where the caller already has it (scale mode's grid keeps it); None: solved here. Never raises for an infeasible load: the result
     is then a best-effort plan with ``objective["feasible"] == 0`` (see the module docstring).
     Raises ValueError for an unknown policy, or ``infadapter`` on a multi-stage pipeline.
     """
@@ -148,9 +150,9 @@ def optimize(
         cur_stages = [current.stages.get(st.name) for st in pipeline.stages]
     fill = fill_factor(fill_rps, lam)
     tried = capacities(supply, lam, queueing, serving_cpu_s, fill)
-    w, against = _against_ipa(pipeline, profiles, load, policy, w, weights, sla=sla, sizes=sizes, max_replicas=max_replicas,
-                            margin=margin, solver=solver, queueing=queueing, supply=supply,
-                            serving_cpu_s=serving_cpu_s, fill_rps=fill_rps, replicas=replicas)
+    w, against = _against_ipa(pipeline, profiles, load, policy, w, weights, reference, sla=sla, sizes=sizes,
+                              max_replicas=max_replicas, margin=margin, solver=solver, queueing=queueing,
+                              supply=supply, serving_cpu_s=serving_cpu_s, fill_rps=fill_rps, replicas=replicas)
     floor = against.get("accuracy_floor")
     min_log_acc = math.log(floor) if floor is not None else None
     try:
@@ -187,14 +189,16 @@ def optimize(
 
 
 def _against_ipa(pipeline: PipelineSpec, profiles: ProfileLookup, load: float, policy: str, w: Weights,
-                 weights: Weights, **kw: Any) -> tuple[Weights, dict[str, float]]:
+                 weights: Weights, reference: Plan | None = None, **kw: Any) -> tuple[Weights, dict[str, float]]:
     """ipa-energy's weights and terms set against IPA's plan at the same load, capacity and
-    fixed replicas (`kw`: optimize's arguments; see :func:`against_reference`). Other
-    policies: `w` as given, no terms."""
+    fixed replicas (`reference` if given, else solved with `kw`, optimize's arguments; see
+    :func:`against_reference`). Other policies: `w` as given, no terms."""
     if not uses_reference(policy, w):
         return w, {}
-    sla, sizes = kw.pop("sla"), kw.pop("sizes")
-    reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes, policy="ipa", **kw)
+    if reference is None:
+        sla, sizes = kw.pop("sla"), kw.pop("sizes")
+        reference = optimize(pipeline, profiles, load, sla_ms=sla, weights=weights, batch_sizes=sizes, policy="ipa",
+                             **kw)
     return against_reference(pipeline, reference, w)
 
 

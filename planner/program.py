@@ -38,6 +38,7 @@ The model is solved exactly by :mod:`planner.solver` (HiGHS in-process, or CBC).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +93,15 @@ def _first_n(o: Option, lam: float, model: LatencyModel, slack: float) -> int | 
 def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, fixed: int | None,
                 model: LatencyModel, keep: tuple[str, int, int] | None = None, *,
                 best_effort: bool = False, latency: bool = True) -> list[_Candidate]:
+    """The (option, n) a stage may run (see :func:`_scan`). The scan does not read the weights,
+    so ipa-energy's solve and the IPA solve it is planned against, at the same load and cap,
+    share it: the last scans are kept (at scale, half an ipa-energy step's time)."""
+    return list(_scan(tuple(opts), lam, sla_ms, n_max, fixed, model, keep, best_effort, latency))
+
+
+@functools.lru_cache(maxsize=64)
+def _scan(opts: tuple[Option, ...], lam: float, sla_ms: float, n_max: int, fixed: int | None, model: LatencyModel,
+          keep: tuple[str, int, int] | None, best_effort: bool, latency: bool) -> tuple[_Candidate, ...]:
     """The (option, n) a stage may run. Exact presolve: a candidate that cannot serve λ̂ or meet
     the SLA on its own gets no variable, nor does n past the point where more replicas no longer
     shorten the wait (they only cost more); `keep` (the running variant, batch, n) stays a
@@ -136,7 +146,7 @@ def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, f
                     if keep[2] <= n_max and big.latency_ms <= sla_ms + LAT_TOL:
                         out.append(big)
                 break
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ outside the replicas up — then solves the program **at the rounded inputs** an
 under them. A plan is therefore exactly the program's plan for inputs at most one grid step
 more pessimistic than the loop's; a repeat of the same rounded inputs costs a lookup. The
 running plan is not part of the key: the fewest-changes tie-break is off (at equal inputs the
-program's plan is the same anyway).
+program's plan is the same anyway). ipa-energy's plan is made against IPA's at the same inputs
+(planner.optimizer's reference): that is kept on the grid too, under IPA's own key (IPA's program
+reads only α, β and δ of the weights), so a step whose accuracy allowance moved (the loop's
+accuracy bank: a new key every step) still finds it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from collections.abc import Mapping
 
 from ipa_energy.spec import Plan, Profile
 from planner.correction import Corrections
-from planner.optimizer import optimize
+from planner.optimizer import optimize, uses_reference
+from planner.terms import Weights
 
 __all__ = ["GridOptimizer"]
 
@@ -66,6 +70,12 @@ class GridOptimizer:
             self._plans.move_to_end(key)
             return plan.model_copy(update={"solve_time_s": time.perf_counter() - started})
         self.misses += 1
+        weights = kw.get("weights", Weights())
+        if uses_reference(kw.get("policy", "ipa-energy"), weights):  # IPA's plan, from the grid
+            ipa = Weights(alpha=weights.alpha, beta=weights.beta, delta=weights.delta)
+            kw["reference"] = self(pipeline, profiles, load, supply=supply, fill_rps=fill_rps, replicas=replicas,
+                                   **{**kw, "policy": "ipa", "weights": ipa})
+            started = time.perf_counter()  # its solve counted there, once
         corrections = Corrections()
         corrections.factors = dict(factors)
         corrected = corrections.apply(self.base)

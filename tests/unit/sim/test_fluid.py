@@ -143,7 +143,7 @@ def test_grid_optimizer_is_the_program_at_rounded_inputs():
     grid = GridOptimizer(PROFILES, step=0.02)
     a = grid(PIPELINE, PROFILES, 7.3, max_replicas=4)
     b = grid(PIPELINE, PROFILES, 7.31, max_replicas=4)  # the same grid step: kept
-    assert (grid.misses, grid.hits) == (1, 1)
+    assert (grid.misses, grid.hits) == (2, 1)  # ipa-energy's plan, and the IPA plan it is made against
     load_q = 1.02 ** math.ceil(math.log(7.3) / math.log(1.02))
     assert load_q >= 7.3 and load_q / 1.02 < 7.3
     direct = optimize(PIPELINE, PROFILES, load_q, max_replicas=4)
@@ -151,6 +151,15 @@ def test_grid_optimizer_is_the_program_at_rounded_inputs():
         assert {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in p.stages.items()} == \
             {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in direct.stages.items()}
     assert a.predicted_load_rps == pytest.approx(direct.predicted_load_rps)
+    # another accuracy allowance (the loop's bank moves it every step): a new plan, IPA's kept
+    from planner.terms import Weights
+    w = Weights(accuracy_budget=0.005)
+    c = grid(PIPELINE, PROFILES, 7.3, max_replicas=4, weights=w)
+    assert (grid.misses, grid.hits) == (3, 2)
+    direct = optimize(PIPELINE, PROFILES, load_q, max_replicas=4, weights=w)
+    assert {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in c.stages.items()} == \
+        {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in direct.stages.items()}
+    assert c.objective.get("reference_accuracy") == direct.objective.get("reference_accuracy")
 
 
 def test_weighted_percentile():
