@@ -24,12 +24,7 @@
 # PROFILE_WARMUP (1), PROFILE_WINDOW (2), PROFILE_OUT (workloads/profiles), GPU_PYTHON (python3),
 # WHL_DIR (.whl), SITE (/tmp/site). E.g. "TOTAL_S=300 PROFILE_VARIANTS=qwen2.5-0.5b bash bench/...".
 #
-# Rebuild .whl here (about 3 MB; `make gpu-wheels` does the same):
-#   echo /.whl/ >> .git/info/exclude   # once
-#   rm -rf .whl && python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-#     -d .whl -r bench/gpu_wheels.txt
+# Build .whl here first (about 3 MB, git-ignored): `make gpu-wheels` (pins: bench/gpu_wheels.txt).
 # Expect the first ~16 variants (classify and video pipelines) in the default 400 s: each variant
 # costs a cold-start probe (a fresh python3 builds it and answers once) plus warm-up + window +
 # drain per batch size. To resume, copy the returned gpu-nvidia-h200.json into workloads/profiles/
@@ -151,25 +146,20 @@ for f in "$PROFILE_OUT"/*.json; do
 done
 rm -f "$STAMP"
 if [ "${#stores[@]}" -gt 0 ]; then
+    # the profiler's own table (workloads.profile_store.format_table), and what it did not reach
     timeout -k 5 60 "$PY" - "$PROFILE_VARIANTS" "${stores[@]}" <<'EOF' 2>&1 | tee "$OUT/profile_summary.txt" | tee -a "$LOG"
-import json
 import sys
+from pathlib import Path
 
-wanted = sys.argv[1].split(",")
-for path in sys.argv[2:]:
-    doc = json.load(open(path))
-    ps = sorted(doc["profiles"], key=lambda p: p["measured_at"])
-    print(f"{path}: {len(ps)} profiles of {len({p['variant'] for p in ps})} variants, hardware {doc['hardware']}")
-    print(f"{'measured (UTC)':>14} {'variant':38} {'b':>3} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} "
-          f"{'J/req':>9} {'idle W':>7} {'GPU MiB':>8} {'cold s':>7} method")
-    for p in ps:
-        num = lambda v, f: format(v, f) if v is not None else "-"
-        print(f"{p['measured_at'][11:19]:>14} {p['variant']:38} {p['batch_size']:>3} {p['latency_p50_ms']:9.2f} "
-              f"{p['latency_p99_ms']:9.2f} {p['throughput_rps']:9.1f} {p['energy_per_request_j']:9.4f} "
-              f"{p['idle_power_w']:7.1f} {num(p.get('gpu_memory_mb'), '8.0f')} {num(p.get('cold_start_s'), '7.1f')} "
-              f"{p['energy_method']}")
-    done = {p["variant"] for p in ps}
-    print("not measured:", [v for v in wanted if v not in done] or "none")
+from rich.console import Console
+
+from workloads.profile_store import ProfileStore, format_table
+
+for path in map(Path, sys.argv[2:]):
+    profiles = ProfileStore(path.parent).load(path.stem)
+    Console(width=160).print(format_table(profiles, title=f"{path}: {len(profiles)} profiles"))
+    done = {p.variant for p in profiles}
+    print("not measured:", [v for v in sys.argv[1].split(",") if v not in done] or "none")
 EOF
 else
     log "no profile store file was written in this run"

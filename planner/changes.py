@@ -198,8 +198,9 @@ class SafeChanges:
 
     def _rent_before_grow(self, plan: Plan, bridge: Plan | None, load: float, profiles: Mapping,
                           supply: ClusterSupply | None, fill: float) -> tuple[Plan, list[str], bool]:
-        """ipa-energy: `plan` (whose grow `bridge` would carry, :meth:`_bridge`), or, while a grow it makes would cost more accuracy in its bridge than
-        the running replicas give up by serving the load without it, their own plan for the load;
+        """ipa-energy: `plan` (whose grow `bridge` would carry, :meth:`_bridge`), or, while a grow it
+        makes would cost more accuracy in its bridge than the running replicas give up by serving
+        the load without it, their own plan for the load;
         with what was held back, and whether a grow rented for goes ahead now (bought).
 
         A grow's bridge is paid at once: for the cold start, the running replicas serve the

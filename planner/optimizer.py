@@ -120,7 +120,8 @@ def optimize(
     costs outside the stages (ingress, proxy); `fill_rps`: the rate batches fill at now (default
     λ̂; the loop passes the observed rate, so a plan made ahead of a predicted rise never waits
     for batches the present load cannot fill). `reference`: ipa-energy's IPA plan at these same
-    inputs where the caller already has it (scale mode's grid keeps it); None: solved here. Never raises for an infeasible load: the result
+    inputs where the caller already has it (scale mode's grid keeps it); None: solved here.
+    Never raises for an infeasible load: the result
     is then a best-effort plan with ``objective["feasible"] == 0`` (see the module docstring).
     Raises ValueError for an unknown policy, or ``infadapter`` on a multi-stage pipeline.
     """

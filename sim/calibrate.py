@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from experiments.summary import load_run
+from sim.fidelity import planner_lead, planner_start
 
 __all__ = ["fit_host", "hidden_cores", "main", "planner_timing"]
 
@@ -91,8 +92,6 @@ def planner_timing(runs: list, default_lead_s: int) -> tuple[float, int]:
     """(planner_start_s, planner_lead_s): the median over the runs of when the live planner's first
     interval started after second 0, and of the whole seconds its history ran before it (recorded
     since 2026-12-04; `default_lead_s` where no run recorded it)."""
-    from sim.fidelity import planner_lead, planner_start
-
     starts = [s for r in runs if (s := planner_start(r)) is not None]
     leads = [x for r in runs if (x := planner_lead(r)) is not None]
     return (round(statistics.median(starts), 1) if starts else 0.0,

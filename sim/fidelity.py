@@ -128,7 +128,8 @@ def simulate_like(live: Run, cluster: Path, out: Path) -> Run:
     cfg = SimConfig(name="fidelity", pipeline=meta.pipeline, policies=[meta.policy], trace=meta.trace, tier=meta.tier,
                     cluster=cluster, interval_s=meta.interval_s or 10.0, predictor=meta.predictor or "lstm",
                     warm_variants=bool(meta.warm_variants),  # as the live app ran (unrecorded: none kept)
-                    load_start_s=meta.load_start_s, planner_start_s=planner_start(live), planner_lead_s=planner_lead(live))
+                    load_start_s=meta.load_start_s, planner_start_s=planner_start(live),
+                    planner_lead_s=planner_lead(live))
     run_dir = out / meta.policy / str(meta.repeat or 1)
     simulate_run(cfg, meta.policy, run_dir)  # the live run's own seed: the same send times
     return load_run(run_dir)

@@ -167,6 +167,10 @@ class FluidEngine(FluidChanges, AggregatedRows, NodePlacement):
 
     # -- the clock ------------------------------------------------------------------------------
 
+    def complete_seconds(self) -> int:
+        """Whole seconds of `history` complete now (the flows move in whole seconds of the trace)."""
+        return int(self.now + 1e-9)
+
     def run_until(self, t_end: float, until=None) -> bool:
         """Whole seconds up to `t_end` (or until `until()` holds after one); whether `until` held."""
         while self.now + 1 <= t_end + 1e-9:

@@ -116,12 +116,13 @@ class _Sim:
             self.counts, self.times = traces.schedule(self.trace)
             self.engine.schedule(self.times, self.end_s)
         # the live planner's timing (sim.calibrate): its first interval starts `planner_start` s after
-        # second 0, and its history `lead` whole seconds before it (no arrivals in them; scale mode: none)
-        host = cluster.host
-        # (scale mode steps whole seconds: its planner starts at second 0)
-        self.planner_start = 0.0 if cfg.aggregate_s else \
-            cfg.planner_start_s if cfg.planner_start_s is not None else host.planner_start_s
-        self.lead = 0 if cfg.aggregate_s else cfg.planner_lead_s if cfg.planner_lead_s is not None else host.planner_lead_s
+        # second 0, and its history `lead` whole seconds before it, with no arrivals in them. Scale
+        # mode's flows move in whole seconds from second 0: neither applies there.
+        def timing(asked, host_value, none):
+            return none if cfg.aggregate_s else asked if asked is not None else host_value
+
+        self.planner_start = timing(cfg.planner_start_s, cluster.host.planner_start_s, 0.0)
+        self.lead = timing(cfg.planner_lead_s, cluster.host.planner_lead_s, 0)
         self.loop = None
         # scale mode solves the program on a grid of its inputs, each solve kept (sim.plancache)
         self.grid = GridOptimizer(profiles) if cfg.aggregate_s else None
@@ -210,12 +211,13 @@ class _Sim:
 
     def run(self) -> None:
         engine, loop, interval = self.engine, self.loop, self.cfg.interval_s
-        due, next_poll, total = self.planner_start + interval, self.cfg.poll_s, len(self.times) if self.times is not None else 0
+        due, next_poll = self.planner_start + interval, self.cfg.poll_s
+        total = len(self.times) if self.times is not None else 0
         fluid = isinstance(engine, FluidEngine)
         # per-second arrivals of the seconds complete so far, copied once each: the loop is handed
         # a view (rebuilding an hour's array every second cost minutes over 21 days)
         lead = self.lead
-        arrivals, copied = np.zeros(lead + int(math.ceil(self.end_s)) + 2), 0
+        arrivals, copied = np.zeros(lead + int(math.ceil(self.end_s)) + 2), 0  # `lead` zeros first
         while engine.now < self.end_s:
             if engine.now >= self.trace.seconds and (engine.idle() if fluid else len(engine.finished) >= total):
                 break  # every request answered: the drain ends (as Locust's does)
@@ -229,7 +231,7 @@ class _Sim:
             if loop is None:
                 continue
             # the planner reads the last hour at most (its predictor 120 s, its trend 60 s)
-            now_s = int(engine.now + 1e-9) if fluid else engine.complete_seconds()
+            now_s = engine.complete_seconds()
             complete = min(len(engine.history), now_s)
             if complete > copied:
                 arrivals[lead + copied:lead + complete] = engine.history[copied:complete]
