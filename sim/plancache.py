@@ -17,6 +17,7 @@ accuracy bank: a new key every step) still finds it.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import OrderedDict
@@ -31,6 +32,9 @@ __all__ = ["GridOptimizer"]
 
 
 class GridOptimizer:
+    #: the most pipeline accuracies listed for the allowance's grid (past it, the allowance is the key)
+    MAX_LEVELS = 100_000
+
     def __init__(self, profiles: Mapping[tuple[str, int], Profile], step: float = 0.05, factor_step: float = 0.10,
                  kept: int = 4096):
         self.base, self.step, self.factor_step, self.kept = dict(profiles), step, factor_step, kept
@@ -38,6 +42,7 @@ class GridOptimizer:
         for key in sorted(self.base):
             self._first.setdefault(key[0], key)
         self._plans: OrderedDict = OrderedDict()
+        self._levels: dict[str, list[float] | None] = {}  # pipeline → the accuracies its variants make
         self.hits = self.misses = 0
         self.solve_s = 0.0
 
@@ -62,20 +67,22 @@ class GridOptimizer:
             supply_key = (len(supply.nodes), supply.cores, background)
         else:
             background, supply_key = None, None
+        weights = kw.get("weights", Weights())
+        if uses_reference(kw.get("policy", "ipa-energy"), weights):  # IPA's plan, from the grid
+            ipa = Weights(alpha=weights.alpha, beta=weights.beta, delta=weights.delta)
+            kw["reference"] = self(pipeline, profiles, load, supply=supply, fill_rps=fill_rps, replicas=replicas,
+                                   **{**kw, "policy": "ipa", "weights": ipa})
+            kw["weights"] = self._allowance_on_grid(pipeline, kw["reference"], weights)
+            started = time.perf_counter()  # its solve counted there, once
         fixed = tuple(sorted(replicas.items())) if isinstance(replicas, Mapping) else replicas
-        key = (pipeline.name, load_q, fill_q, factors, supply_key, fixed, tuple(sorted(kw.items())))
+        key = (pipeline.name, load_q, fill_q, factors, supply_key, fixed,
+               tuple(sorted((k, v) for k, v in kw.items() if k != "reference")))
         plan = self._plans.get(key)
         if plan is not None:
             self.hits += 1
             self._plans.move_to_end(key)
             return plan.model_copy(update={"solve_time_s": time.perf_counter() - started})
         self.misses += 1
-        weights = kw.get("weights", Weights())
-        if uses_reference(kw.get("policy", "ipa-energy"), weights):  # IPA's plan, from the grid
-            ipa = Weights(alpha=weights.alpha, beta=weights.beta, delta=weights.delta)
-            kw["reference"] = self(pipeline, profiles, load, supply=supply, fill_rps=fill_rps, replicas=replicas,
-                                   **{**kw, "policy": "ipa", "weights": ipa})
-            started = time.perf_counter()  # its solve counted there, once
         corrections = Corrections()
         corrections.factors = dict(factors)
         corrected = corrections.apply(self.base)
@@ -87,3 +94,40 @@ class GridOptimizer:
             self._plans.popitem(last=False)
         self.solve_s += time.perf_counter() - started
         return plan
+
+    def _allowance_on_grid(self, pipeline, reference: Plan, weights: Weights) -> Weights:
+        """`weights` with its accuracy allowance moved to the one that admits the same plans.
+
+        The allowance enters the program only as a floor on the pipeline's accuracy (the
+        reference's less the allowance), and a pipeline's accuracy is a product of its stages'
+        published ones: a finite set. Every floor between two of them admits the same
+        variants, so the floor is raised to the lowest accuracy at or above it (less a hair,
+        so that accuracy stays in): the same program, and a key that repeats."""
+        budget = weights.accuracy_budget
+        if budget is None:
+            return weights
+        if not reference.objective.get("feasible"):  # no floor is set: any allowance is the same
+            return weights.model_copy(update={"accuracy_budget": 0.0})
+        levels = self._accuracies(pipeline)
+        if levels is None:
+            return weights
+        top = pipeline.accuracy(reference)
+        floor = top - budget
+        at = bisect.bisect_left(levels, floor * (1 - 1e-12))
+        if at >= len(levels):  # above every accuracy (not expected: the reference's is one)
+            return weights
+        below = levels[at - 1] if at > 0 else 0.0
+        hair = min(1e-9, (levels[at] - below) / 2)
+        return weights.model_copy(update={"accuracy_budget": max(0.0, top - (levels[at] - hair))})
+
+    def _accuracies(self, pipeline) -> list[float] | None:
+        """The pipeline accuracies its variants can make, ascending (None: too many to list)."""
+        if pipeline.name not in self._levels:
+            levels = {1.0}
+            for stage in pipeline.stages:
+                levels = {a * v.accuracy.value for a in levels for v in stage.variants}
+                if len(levels) > self.MAX_LEVELS:
+                    levels = None
+                    break
+            self._levels[pipeline.name] = sorted(levels) if levels is not None else None
+        return self._levels[pipeline.name]

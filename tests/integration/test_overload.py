@@ -35,9 +35,10 @@ def test_three_times_overload_gets_only_fast_503s_and_the_app_recovers(base_url,
     # bounds leave room for this host's stalls (Ray's own processes and the load generator share
     # its 2 cores: a second or two that every request then in the queue waits through). They test
     # that the queue is bounded, not a speed: answered p90 measured 1.06–2.24 s in four runs on a
-    # 2-core host (a clean-clone CI run gave 2.24 s against an earlier 2 × SLA bound).
+    # 2-core host, and 3.12 s once in a fresh-clone run of the whole suite (1.30 s rerun alone);
+    # an unbounded queue puts it near 27 s. The growth check below is the finer one.
     assert np.median(shed_ms) < 100, f"median shed answer {np.median(shed_ms):.0f} ms"
-    assert answered_ms.size and np.percentile(answered_ms, 90) < 3 * pipeline.sla_ms, np.percentile(answered_ms, 90)
+    assert answered_ms.size and np.percentile(answered_ms, 90) < 5 * pipeline.sla_ms, np.percentile(answered_ms, 90)
     assert answered_ms.max() < 10 * pipeline.sla_ms, answered_ms.max()
     first, last = np.array_split(answered_ms, 2)
     assert np.median(last) < 2 * np.median(first) + pipeline.sla_ms / 2, "the admitted requests' wait grew: a queue built up"

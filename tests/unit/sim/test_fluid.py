@@ -143,7 +143,7 @@ def test_grid_optimizer_is_the_program_at_rounded_inputs():
     grid = GridOptimizer(PROFILES, step=0.02)
     a = grid(PIPELINE, PROFILES, 7.3, max_replicas=4)
     b = grid(PIPELINE, PROFILES, 7.31, max_replicas=4)  # the same grid step: kept
-    assert (grid.misses, grid.hits) == (2, 1)  # ipa-energy's plan, and the IPA plan it is made against
+    assert (grid.misses, grid.hits) == (2, 2)  # a: ipa-energy's plan and the IPA plan it is made against; b: both kept
     load_q = 1.02 ** math.ceil(math.log(7.3) / math.log(1.02))
     assert load_q >= 7.3 and load_q / 1.02 < 7.3
     direct = optimize(PIPELINE, PROFILES, load_q, max_replicas=4)
@@ -151,15 +151,33 @@ def test_grid_optimizer_is_the_program_at_rounded_inputs():
         assert {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in p.stages.items()} == \
             {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in direct.stages.items()}
     assert a.predicted_load_rps == pytest.approx(direct.predicted_load_rps)
-    # another accuracy allowance (the loop's bank moves it every step): a new plan, IPA's kept
+
+
+def test_grid_optimizer_keys_the_allowance_by_the_plans_it_admits():
+    # the loop's accuracy bank moves ipa-energy's allowance every step; only the floor it sets
+    # matters, and between two pipeline accuracies (here 0.7 and 0.8) every floor admits the same
     from planner.terms import Weights
-    w = Weights(accuracy_budget=0.005)
-    c = grid(PIPELINE, PROFILES, 7.3, max_replicas=4, weights=w)
-    assert (grid.misses, grid.hits) == (3, 2)
-    direct = optimize(PIPELINE, PROFILES, load_q, max_replicas=4, weights=w)
-    assert {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in c.stages.items()} == \
-        {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in direct.stages.items()}
-    assert c.objective.get("reference_accuracy") == direct.objective.get("reference_accuracy")
+
+    def same(p, q):
+        return {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in p.stages.items()} == \
+            {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in q.stages.items()}
+
+    grid = GridOptimizer(PROFILES, step=0.02)
+    load_q = 1.02 ** math.ceil(math.log(7.3) / math.log(1.02))
+    reference = optimize(PIPELINE, PROFILES, load_q, max_replicas=4, policy="ipa")
+    top = PIPELINE.accuracy(reference)
+    assert top == pytest.approx(0.8)  # IPA's plan is the accurate variant: an allowance can matter
+    plans = {}
+    for budget in (0.0, 0.03, 0.09, 0.11, 0.2, 0.5):
+        w = Weights(accuracy_budget=budget, gamma_relative=10.0)  # energy weighs: the floor binds
+        plans[budget] = grid(PIPELINE, PROFILES, 7.3, max_replicas=4, weights=w)
+        direct = optimize(PIPELINE, PROFILES, load_q, max_replicas=4, weights=w)
+        assert same(plans[budget], direct), budget
+        assert plans[budget].objective["reference_accuracy"] == direct.objective["reference_accuracy"]
+    # two floors admit the same variants: {slow} below 0.1 of allowance, {fast, slow} above
+    assert grid.misses == 1 + 2  # IPA's plan once, then one plan per admitted set
+    assert plans[0.0].stages["s"].variant == "slow"
+    assert {plans[b].stages["s"].variant for b in (0.11, 0.2, 0.5)} == {"fast"}
 
 
 def test_weighted_percentile():
