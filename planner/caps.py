@@ -22,13 +22,26 @@ class Capacity:
     `cpu_cores`: CPU core-seconds per second the stages' requests may use (ρ × physical cores
     − the serving path's own share), None = not limited; `memory_mb`: resident memory the
     replicas may hold, None = not limited; `utilisation`: ρ, the node utilisation cap the
-    latency model's contention stretch was computed at.
+    latency model's contention stretch was computed at; `packed`: on a cluster of several
+    nodes, the busy cores a replica may have per logical CPU it reserves (ρ less the node's
+    cores busy outside the replicas, as a share of its cores), None = not limited.
+
+    Why `packed`: Ray places replicas by their logical CPUs, and fills nodes before it starts
+    more (the autoscaler adds a node only for a replica that fits nowhere), so the nodes in
+    use are full of reservations, not of work. A replica of a mini variant reserves 0.5 CPU
+    and keeps a whole core busy while it serves: four of them share a 2-core node. The
+    cluster-wide bound (`cpu_cores`) counts every node's cores as if the work spread over all
+    of them; at scale it does not, and a node's busy cores are Σ (busy cores ÷ reservation) ×
+    reservation over its replicas. Holding every replica to ``busy ÷ reserved ≤ packed``
+    holds every full node to ρ whatever mix of stages lands on it. One node: the cluster-wide
+    bound is that node's, exact, and `packed` is None.
     """
 
     model: LatencyModel = IPA_LATENCY
     cpu_cores: float | None = None
     memory_mb: float | None = None
     utilisation: float | None = None
+    packed: float | None = None
 
 
 def fill_factor(fill_rps: float | None, lam: float) -> float:
@@ -44,6 +57,8 @@ def capacity_terms(cap: Capacity, supply: ClusterSupply | None, serving_cpu_s: f
     if supply is not None and cap.utilisation is not None:
         terms |= {"utilisation_cap": cap.utilisation, "cores": supply.cores, "serving_cpu_s": serving_cpu_s,
                   "background_cores": supply.background_cores}
+    if cap.packed is not None:
+        terms["packed_cores_per_cpu"] = cap.packed
     return terms
 
 
@@ -53,11 +68,14 @@ def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving
     if supply is None:
         return [Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))]
     cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
+    outside = max(n.outside_cores for n in supply.nodes) / cores  # the busiest node's share outside the replicas
     out = []
     for rho in UTILISATION_GRID:
         # ρ caps the node's utilisation: background load (measured) takes its cores first
         cpu = rho * supply.cores - lam * serving_cpu_s - supply.background_cores
-        if cpu > 0:
+        packed = rho - outside if len(supply.nodes) > 1 else None
+        if cpu > 0 and (packed is None or packed > 0):
             out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho), fill_factor=fill_factor),
-                                cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho))
+                                cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho,
+                                packed=packed))
     return out

@@ -91,7 +91,9 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     the stage's latency is its slowest member's, its replicas count together against N.
     Latency and capacity follow the plan's own model (:func:`plan_model`: queueing wait,
     contention stretch); a plan made for a cluster must also fit its CPU cap
-    (``objective["utilisation_cap"]`` × ``cores`` − the serving path's share − ``background_cores``).
+    (``objective["utilisation_cap"]`` × ``cores`` − the serving path's share − ``background_cores``)
+    and, on several nodes, each replica its busy cores per reserved CPU
+    (``objective["packed_cores_per_cpu"]``: planner.caps.Capacity.packed).
     """
     model = plan_model(plan)
     problems: list[str] = []
@@ -134,6 +136,11 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
             stage_lat = max(stage_lat, stage_latency_ms(o, m.replicas, lam_m, model))
             power += lam_m * prof.energy_per_request_j + prof.idle_power_w * m.replicas
             cpu += lam_m * o.cpu_s
+            packed = plan.objective.get("packed_cores_per_cpu")
+            if packed is not None and m.replicas >= 1 and o.cpus > 0 and \
+                    lam_m * o.cpu_s / (m.replicas * o.cpus) > packed * (1 + 1e-9) + 1e-9:
+                problems.append(f"{where}: {lam_m * o.cpu_s / m.replicas:.3g} busy cores per replica > "
+                                f"{packed:.3g} × its {o.cpus:g} reserved CPUs (nodes are packed by reservation)")
             stage_acc += m.share * v.accuracy.value
         n = sum(m.replicas for m in sp.members())
         if resolved and (n < 1 or (max_replicas is not None and n > max_replicas)):

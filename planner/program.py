@@ -11,7 +11,9 @@ candidate:
 * latency: ``Σ_s Σ_k latency(s,k)·z[s,k] ≤ SLA`` (ms);
 * capacity holds by construction: a candidate that cannot serve λ̂ gets no variable;
 * CPU (with a cluster): ``Σ λ̂·cpu_s(s,k)·z ≤ ρ·cores − λ̂·serving_cpu_s``; memory:
-  ``Σ n·memory_mb(s,k)·z ≤ 80 % of memory``;
+  ``Σ n·memory_mb(s,k)·z ≤ 80 % of memory``; on several nodes also, per candidate, its busy
+  cores per reserved CPU ``λ̂·cpu_s ÷ (n·cpus) ≤ ρ′`` (nodes are packed by reservation:
+  planner.caps.Capacity.packed), which the scan enforces by starting n there;
 * accuracy floor (ipa-energy's budget): ``Σ z·log a ≥ log(A_ipa − budget)``;
 * objective: ``max Σ z·(α·log a − γ·λ̂·e − δ·b − (β·r + γ·p_idle)·n)``, i.e. α·log-accuracy
   − β·cost − γ·power − δ·Σ b (the terms of planner.terms; accuracy is the product of the
@@ -92,23 +94,34 @@ def _first_n(o: Option, lam: float, model: LatencyModel, slack: float) -> int | 
 
 def _candidates(opts: Sequence[Option], lam: float, sla_ms: float, n_max: int, fixed: int | None,
                 model: LatencyModel, keep: tuple[str, int, int] | None = None, *,
-                best_effort: bool = False, latency: bool = True) -> list[_Candidate]:
+                best_effort: bool = False, latency: bool = True, packed: float | None = None) -> list[_Candidate]:
     """The (option, n) a stage may run (see :func:`_scan`). The scan does not read the weights,
     so ipa-energy's solve and the IPA solve it is planned against, at the same load and cap,
     share it: the last scans are kept (scale mode, ipa-energy, 6 simulated hours: ~15 % less time)."""
-    return list(_scan(tuple(opts), lam, sla_ms, n_max, fixed, model, keep, best_effort, latency))
+    return list(_scan(tuple(opts), lam, sla_ms, n_max, fixed, model, keep, best_effort, latency, packed))
+
+
+def _packed_n(o: Option, lam: float, packed: float | None) -> int:
+    """The fewest replicas of `o` that keep each one's busy cores within `packed` × the CPUs it
+    reserves at λ̂ (planner.caps.Capacity.packed; 1 when not limited or not known)."""
+    if packed is None or o.cpus <= 0 or o.cpu_s <= 0 or lam <= 0:
+        return 1
+    return max(1, math.ceil(lam * o.cpu_s / (packed * o.cpus) - 1e-9))
 
 
 @functools.lru_cache(maxsize=64)
 def _scan(opts: tuple[Option, ...], lam: float, sla_ms: float, n_max: int, fixed: int | None, model: LatencyModel,
-          keep: tuple[str, int, int] | None, best_effort: bool, latency: bool) -> tuple[_Candidate, ...]:
+          keep: tuple[str, int, int] | None, best_effort: bool, latency: bool,
+          packed: float | None = None) -> tuple[_Candidate, ...]:
     """The (option, n) a stage may run. Exact presolve: a candidate that cannot serve λ̂ or meet
     the SLA on its own gets no variable, nor does n past the point where more replicas no longer
     shorten the wait (they only cost more); `keep` (the running variant, batch, n) stays a
     candidate for the fewest-changes tie-break. `best_effort`: latency without the wait (an
     overloaded stage queues without bound; the served load is what is maximised), every n up
     to the first whose capacity reaches λ̂ (beyond it a replica adds cost and memory, and
-    neither latency nor served load).
+    neither latency nor served load). `packed` (a cluster of several nodes; planner.caps): n
+    starts at the fewest replicas whose busy cores per reserved CPU stay within it
+    (:func:`_packed_n`); fixed replica counts (``rim``, a bridge) and best effort are not held to it.
 
     The scan over n starts at the first n that can carry λ̂ (:func:`_first_n`) and carries
     Erlang's recursion from one n to the next (:class:`planner.capacity.WaitSeries`): linear
@@ -131,7 +144,7 @@ def _scan(opts: tuple[Option, ...], lam: float, sla_ms: float, n_max: int, fixed
             ns = (fixed,) if stage_capacity_rps(o, fixed, model) >= lam * (1 - 1e-12) else ()
         else:
             n0 = _first_n(o, lam, model, 1e-12)
-            ns = () if n0 is None else range(n0, n_max + 1)
+            ns = () if n0 is None else range(max(n0, _packed_n(o, lam, packed)), n_max + 1)
         waits = WaitSeries(lam, o.batch, o.service_ms * model.stretch, o.cs2).waits_from(ns[0]) if ns else None
         throughput, stretch, queueing, limit = o.throughput, model.stretch, model.queueing, sla_ms + LAT_TOL
         for n in ns:
@@ -345,7 +358,7 @@ def solve_joint(demands: Sequence[Demand], solver: str, capacity: Capacity, tie_
     groups, curs = [], []
     for d in demands:
         cur = d.current or [None] * len(d.options)
-        cands = [_candidates(so, d.lam, d.sla_ms, d.n_max, f, d.model, _keep(c))
+        cands = [_candidates(so, d.lam, d.sla_ms, d.n_max, f, d.model, _keep(c), packed=capacity.packed)
                  for so, f, c in zip(d.options, d.fixed, cur)]
         if any(not cs for cs in cands) or sum(min(c.latency_ms for c in cs) for cs in cands) > d.sla_ms + LAT_TOL:
             return None

@@ -71,6 +71,7 @@ class Option:
     cs2: float = 0.0  # squared coefficient of variation of the batch time
     cpu_s: float = 0.0  # CPU core-seconds per request (0: unknown)
     memory_mb_per_replica: float = 0.0  # memory one more replica adds (USS; 0: unknown)
+    cpus: float = 0.0  # logical CPUs a replica reserves (Ray's num_cpus: what placement packs nodes by)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def option(stage: StageSpec, variant: VariantSpec, b: int, prof: Profile, lam: f
         l99_ms=prof.latency_p99_ms, service_ms=prof.latency_p50_ms,
         cs2=cs2_from_profile(prof.latency_p50_ms, prof.latency_p99_ms),
         cpu_s=prof.cpu_s_per_request or 0.0, memory_mb_per_replica=prof.memory_mb_per_replica or 0.0,
+        cpus=float(prof.resources.num_cpus),
     )
 
 

@@ -29,8 +29,9 @@ def with_demand(profiles: dict, seed: int) -> dict:
             for k, p in profiles.items()}
 
 
-def ways(pipe, profiles, lam, n_max, w, s):
-    """Every (variant, batch, n) per stage at stretch s: (objective part, latency, CPU, memory)."""
+def ways(pipe, profiles, lam, n_max, w, s, packed=None):
+    """Every (variant, batch, n) per stage at stretch s: (objective part, latency, CPU, memory).
+    `packed`: each replica's busy cores per reserved CPU at most this (nodes packed by reservation)."""
     per_stage = []
     for st in pipe.stages:
         out = []
@@ -38,6 +39,8 @@ def ways(pipe, profiles, lam, n_max, w, s):
             p = profiles.get((v.name, b))
             for n in range(1, n_max + 1):
                 if p is None or p.throughput_rps * n / s < lam:
+                    continue
+                if packed is not None and lam * (p.cpu_s_per_request or 0.0) > packed * n * p.resources.num_cpus:
                     continue
                 cs2 = cs2_from_profile(p.latency_p50_ms, p.latency_p99_ms)
                 # the p99 of the sum: the service's mean + the root-sum-square of the parts' p99 excesses
@@ -59,7 +62,10 @@ def brute_force(pipe, profiles, lam, n_max, w, supply: ClusterSupply, serving_cp
     for rho in UTILISATION_GRID:
         s = stretch(cores, rho)
         cpu_cap = rho * supply.cores - lam * serving_cpu_s
-        per_stage = ways(pipe, profiles, lam, n_max, w, s)  # (objective part, latency, CPU, memory) per stage
+        packed = rho - max(node.outside_cores for node in supply.nodes) / cores if len(supply.nodes) > 1 else None
+        if packed is not None and packed <= 0:
+            continue
+        per_stage = ways(pipe, profiles, lam, n_max, w, s, packed)  # (objective part, latency, CPU, memory) per stage
         for combo in itertools.product(*per_stage):
             if (sum(c[1] for c in combo) <= pipe.sla_ms and sum(c[2] for c in combo) <= cpu_cap
                     and sum(c[3] for c in combo) <= MEMORY_FRACTION * supply.memory_mb):
@@ -89,6 +95,68 @@ def test_matches_brute_force_with_queueing_and_capacity():
         if feasible >= 20 and infeasible >= 5:
             break
     assert feasible >= 12 and infeasible >= 3, (feasible, infeasible)
+
+
+def test_matches_brute_force_on_several_nodes_packed_by_reservation():
+    """On several nodes every replica holds its busy cores per reserved CPU within ρ less the
+    busiest node's outside share: Ray fills nodes by reservation, so a full node holds that."""
+    bound = 0
+    for seed in range(60):
+        pipe, profiles, load, n_max, w = random_problem(seed)
+        profiles = with_demand(profiles, seed)
+        rng = random.Random(seed)
+        cores = rng.choice((1, 2, 4))
+        supply = ClusterSupply(nodes=tuple(NodeSupply(node_id=f"n{i}", cores=cores, memory_mb=64_000,
+                                                      outside_cores=rng.choice((0.0, 0.1 * cores)))
+                                           for i in range(rng.choice((2, 3, 8)))), source="test")
+        plan = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max, supply=supply)
+        best = brute_force(pipe, profiles, load, n_max, w, supply)
+        assert (best is None) == (not is_feasible(plan)), seed
+        if best is None:
+            continue
+        assert plan.objective["objective"] == pytest.approx(best, abs=1e-6), seed
+        assert check_plan(pipe, plan, profiles, max_replicas=n_max) == [], seed
+        packed = plan.objective["packed_cores_per_cpu"]
+        unpacked = optimize(pipe, profiles, load, weights=w, batch_sizes=BATCHES, max_replicas=n_max,
+                            supply=ClusterSupply(nodes=(NodeSupply(node_id="one", cores=supply.cores, memory_mb=supply.memory_mb),),
+                                                 source="test"))
+        for st in pipe.stages:
+            sp = plan.stages[st.name]
+            p = profiles[(sp.variant, sp.batch_size)]
+            busy = load * p.cpu_s_per_request / sp.replicas
+            assert busy <= packed * p.resources.num_cpus * (1 + 1e-9), (seed, st.name)
+            if is_feasible(unpacked) and any(
+                    load * profiles[(u.variant, u.batch_size)].cpu_s_per_request / u.replicas
+                    > packed * profiles[(u.variant, u.batch_size)].resources.num_cpus for u in unpacked.stages.values()):
+                bound += 1
+    assert bound >= 3  # the bound changed some plans: one node of the same cores would have run them hotter
+
+
+def test_packed_nodes_need_replicas_their_reservations_can_hold():
+    """A 0.5-CPU replica that keeps a core busy: 8 cores on one node serve 10 req/s (1.33 busy
+    cores) with 2 replicas; on four 2-core nodes Ray packs four replicas a node, so each replica
+    may keep only ρ × 0.5 cores busy, and the plan needs enough of them."""
+    from tests.unit.planner.test_optimizer import _profile, _variant
+    from ipa_energy.spec import PipelineSpec, StageSpec
+
+    res = Resources(num_cpus=0.5)
+    big = _variant("big", "classify", 0.78, res)
+    profiles = {("big", 1): _profile("big", 1, res, 140.0, 7.5, 0.5, 0.6).model_copy(
+        update={"cpu_s_per_request": 1 / 7.5, "latency_p50_ms": 133.0})}
+    pipe = PipelineSpec(name="one", stages=(StageSpec(name="c", variants=(big,)),), sla_ms=5000)
+    one = optimize(pipe, profiles, 10, batch_sizes=(1,), max_replicas=16, supply=_supply(cores=8))
+    four = ClusterSupply(nodes=tuple(NodeSupply(node_id=f"n{i}", cores=2, memory_mb=16_000) for i in range(4)),
+                         source="test")
+    packed = optimize(pipe, profiles, 10, batch_sizes=(1,), max_replicas=16, supply=four)
+    assert is_feasible(one) and "packed_cores_per_cpu" not in one.objective
+    assert is_feasible(packed)
+    rho = packed.objective["packed_cores_per_cpu"]
+    assert rho == packed.objective["utilisation_cap"]  # no load outside the replicas
+    n = packed.stages["c"].replicas
+    assert (10 / 7.5) / n <= rho * 0.5 < (10 / 7.5) / (n - 1)  # the fewest replicas that hold it
+    assert n > one.stages["c"].replicas
+    problems = check_plan(pipe, packed.model_copy(update={"stages": {"c": one.stages["c"]}}), profiles)
+    assert any("packed by reservation" in p for p in problems), problems  # too few for packed nodes: refused
 
 
 def test_queueing_alone_matches_brute_force_on_an_unlimited_cluster():
