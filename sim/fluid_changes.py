@@ -125,6 +125,13 @@ class FluidChanges:
 
     # -- Serve autoscaling ---------------------------------------------------------------------
 
+    @staticmethod
+    def _ongoing(m) -> float:
+        """Requests in flight at a member, as Serve's autoscaler counts them (per request, not
+        per batch: its target is ``target × batch size`` requests): those queued, and those in
+        service, served × batch time (Little's law)."""
+        return m.backlog + m.served * m.batch_s
+
     def _autoscale(self) -> bool:
         """Serve's autoscaler, simplified as sim.engine's: ⌈in flight / target⌉ after the delay;
         whether it changed the replicas."""
@@ -136,8 +143,7 @@ class FluidChanges:
             if a is None:
                 continue
             m = self.stages[st.name][0]
-            ongoing = m.backlog + m.served * m.batch_s / max(1.0, m.k)
-            want = min(a.max_replicas, max(a.min_replicas, math.ceil(ongoing / a.target_ongoing_requests)))
+            want = min(a.max_replicas, max(a.min_replicas, math.ceil(self._ongoing(m) / a.target_ongoing_requests)))
             have = m.replicas()
             state = m.scaling
             if want == have:

@@ -212,3 +212,21 @@ def test_serve_autoscaling_grows_to_what_the_cluster_places():
     e = fluid([40] * 60, p=auto, c=cluster(cores=2.0, host=host))  # 2 cores hold 4 replicas of 0.5 CPU
     e.run_until(30)
     assert e.replica_counts() == {"p.s.0": 4}  # it wanted more; Ray places what fits, the rest stays pending
+
+
+def test_serve_autoscaling_counts_requests_in_flight_not_batches():
+    # Serve's target is per request (target × batch size): two replicas serving full batches of
+    # 4 in 200 ms at 40 req/s hold 8 requests in service, not 2 batches
+    from ipa_energy.spec import Autoscaling, StagePlan
+    from ipa_energy.spec import Plan as P
+
+    auto = P(pipeline="p", policy="test", stages={"s": StagePlan(
+        variant="fast", batch_size=4, replicas=2, batch_wait_timeout_ms=1000.0,
+        autoscaling=Autoscaling(min_replicas=1, max_replicas=100, target_ongoing_requests=8.0, upscale_delay_s=5.0))})
+    host = HostCosts(serving_cpu_s=0.0, overhead_ms=0.0, reconfigure_s=0.0, worker_start_core_s=0.0)
+    e = fluid([40] * 60, p=auto, c=cluster(cores=8.0, host=host))
+    e.run_until(3)
+    m = e.stages["s"][0]
+    assert m.k == pytest.approx(4.0) and m.batch_s == pytest.approx(0.2)
+    assert e._ongoing(m) == pytest.approx(m.backlog + 40 * 0.2)
+    assert e._ongoing(m) >= 8.0  # a target's worth per replica wanted: not the 2 batches' count
