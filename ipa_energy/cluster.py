@@ -44,6 +44,13 @@ class ClusterSupply(BaseModel):
     def outside_cores(self) -> float:
         return sum(n.outside_cores for n in self.nodes)
 
+    @property
+    def outside_share(self) -> float:
+        """The share of the cores of the nodes in use (those that read some load outside the
+        replicas) busy outside them: what a node in use has left for replicas is 1 − this."""
+        busy = [n for n in self.nodes if n.outside_cores > 0]
+        return sum(n.outside_cores for n in busy) / sum(n.cores for n in busy) if busy else 0.0
+
     def with_background(self, serving_cores: float, outside_cores: float | None = None) -> ClusterSupply:
         """This supply with `background_cores` = what is busy outside the stages (`outside_cores`,
         default this supply's own reading) less the serving path the program counts itself

@@ -33,8 +33,12 @@ class Capacity:
     cluster-wide bound (`cpu_cores`) counts every node's cores as if the work spread over all
     of them; at scale it does not, and a node's busy cores are Σ (busy cores ÷ reservation) ×
     reservation over its replicas. Holding every replica to ``busy ÷ reserved ≤ packed``
-    holds every full node to ρ whatever mix of stages lands on it. One node: the cluster-wide
-    bound is that node's, exact, and `packed` is None.
+    holds every full node in use to ρ whatever mix of stages lands on it, with the share busy
+    outside the replicas at its average over the nodes in use (ClusterSupply.outside_share).
+    It takes a node's logical CPUs (what Ray packs by) to be its physical cores (what the
+    supply counts), as cluster files and `ray start --num-cpus` set them here; on nodes whose
+    Ray CPUs count hyper-threads the bound would be loose by that ratio. One node: the
+    cluster-wide bound is that node's, exact, and `packed` is None.
     """
 
     model: LatencyModel = IPA_LATENCY
@@ -68,13 +72,13 @@ def capacities(supply: ClusterSupply | None, lam: float, queueing: bool, serving
     if supply is None:
         return [Capacity(model=LatencyModel(queueing=queueing, fill_factor=fill_factor))]
     cores = min(n.cores for n in supply.nodes)  # contention is per node: the smallest one stretches most
-    outside = max(n.outside_cores for n in supply.nodes) / cores  # the busiest node's share outside the replicas
+    outside = supply.outside_share  # of a node in use, busy outside the replicas
     out = []
     for rho in UTILISATION_GRID:
         # ρ caps the node's utilisation: background load (measured) takes its cores first
         cpu = rho * supply.cores - lam * serving_cpu_s - supply.background_cores
-        packed = rho - outside if len(supply.nodes) > 1 else None
-        if cpu > 0 and (packed is None or packed > 0):
+        packed = max(0.0, rho - outside) if len(supply.nodes) > 1 else None  # 0: no replica fits
+        if cpu > 0:
             out.append(Capacity(model=LatencyModel(queueing=queueing, stretch=stretch(cores, rho), fill_factor=fill_factor),
                                 cpu_cores=cpu, memory_mb=MEMORY_FRACTION * supply.memory_mb, utilisation=rho,
                                 packed=packed))

@@ -154,10 +154,16 @@ class PlannerLoop(SafeChanges):
         if self.supply is None:
             return None
         now = self.clock()
-        self._outside.append((now, self.supply.outside_cores))
+        current = self.supply.outside_cores
+        self._outside.append((now, current))
         while self._outside[0][0] < now - self.horizon_s:
             self._outside.popleft()
-        return self.supply.with_background(observed * self.serving_cpu_s, max(c for _, c in self._outside))
+        top = max(c for _, c in self._outside)
+        supply = self.supply
+        if top > current > 0:  # each node's reading at the horizon's most too (planner.caps: the packing bound)
+            supply = supply.model_copy(update={"nodes": tuple(
+                n.model_copy(update={"outside_cores": n.outside_cores * top / current}) for n in supply.nodes)})
+        return supply.with_background(observed * self.serving_cpu_s, top)
 
     def replica_cold_starts(self, reported: Mapping[str, float]) -> None:
         """Fold in the cold starts replicas reported themselves (replica id → s; each once):

@@ -106,6 +106,8 @@ def _packed_n(o: Option, lam: float, packed: float | None) -> int:
     reserves at λ̂ (planner.caps.Capacity.packed; 1 when not limited or not known)."""
     if packed is None or o.cpus <= 0 or o.cpu_s <= 0 or lam <= 0:
         return 1
+    if packed <= 0:  # the nodes in use are busy outside the replicas up to the cap: none fits
+        return REPLICA_LIMIT + 1
     return max(1, math.ceil(lam * o.cpu_s / (packed * o.cpus) - 1e-9))
 
 
@@ -121,7 +123,8 @@ def _scan(opts: tuple[Option, ...], lam: float, sla_ms: float, n_max: int, fixed
     to the first whose capacity reaches λ̂ (beyond it a replica adds cost and memory, and
     neither latency nor served load). `packed` (a cluster of several nodes; planner.caps): n
     starts at the fewest replicas whose busy cores per reserved CPU stay within it
-    (:func:`_packed_n`); fixed replica counts (``rim``, a bridge) and best effort are not held to it.
+    (:func:`_packed_n`), and a fixed count (``rim``, a bridge) below that is no candidate; best
+    effort (which maximises the load served, not within any bound) is not held to it.
 
     The scan over n starts at the first n that can carry λ̂ (:func:`_first_n`) and carries
     Erlang's recursion from one n to the next (:class:`planner.capacity.WaitSeries`): linear
@@ -141,7 +144,8 @@ def _scan(opts: tuple[Option, ...], lam: float, sla_ms: float, n_max: int, fixed
             out += [_Candidate(o, n, base, stage_capacity_rps(o, n, model)) for n in ns]
             continue
         if fixed is not None:
-            ns = (fixed,) if stage_capacity_rps(o, fixed, model) >= lam * (1 - 1e-12) else ()
+            ns = (fixed,) if stage_capacity_rps(o, fixed, model) >= lam * (1 - 1e-12) \
+                and fixed >= _packed_n(o, lam, packed) else ()
         else:
             n0 = _first_n(o, lam, model, 1e-12)
             ns = () if n0 is None else range(max(n0, _packed_n(o, lam, packed)), n_max + 1)

@@ -5,9 +5,10 @@ A 21-day run steps the planner tens of thousands of times, and at 1,000 nodes on
 it in the loop (PlannerLoop's `optimize`): it rounds what varies continuously to a relative
 grid — the load up (`step`, 5 %), the fill rate down and each variant's learnt correction
 factor up (`factor_step`, 10 %: its latencies longer, its throughput lower), the busy cores
-outside the replicas up — then solves the program **at the rounded inputs** and keeps the plan
-under them. A plan is therefore exactly the program's plan for inputs at most one grid step
-more pessimistic than the loop's; a repeat of the same rounded inputs costs a lookup. The
+outside the replicas up (the cluster's, and a node in use's share to a point) — then solves
+the program **at the rounded inputs** and keeps the plan under them. A plan is therefore
+exactly the program's plan for inputs at most one grid step more pessimistic than the loop's;
+a repeat of the same rounded inputs costs a lookup. The
 running plan is not part of the key: the fewest-changes tie-break is off (at equal inputs the
 program's plan is the same anyway). ipa-energy's plan is made against IPA's at the same inputs
 (planner.optimizer's reference): that is kept on the grid too, under IPA's own key (IPA's program
@@ -46,6 +47,7 @@ class GridOptimizer:
             self._first.setdefault(key[0], key)
         self._plans: OrderedDict = OrderedDict()
         self._levels: dict[str, list[float] | None] = {}  # pipeline → the accuracies its variants make
+        self._supplies: dict = {}  # the last supply key → the supply at the rounded inputs
         self.hits = self.misses = 0
         self.solve_s = 0.0
 
@@ -67,9 +69,11 @@ class GridOptimizer:
         if supply is not None:
             grain = self.step * supply.cores / 10  # a tenth of a grid step of the cluster's cores
             background = math.ceil(supply.background_cores / grain) * grain if grain > 0 else supply.background_cores
-            supply_key = (len(supply.nodes), supply.cores, background)
+            # a node in use's share busy outside the replicas (the packing bound's), up to a point
+            share = math.ceil(supply.outside_share * 100 - 1e-9) / 100
+            supply_key = (len(supply.nodes), supply.cores, background, share)
         else:
-            background, supply_key = None, None
+            background, share, supply_key = None, None, None
         weights = kw.get("weights", Weights())
         if uses_reference(kw.get("policy", "ipa-energy"), weights):  # IPA's plan, from the grid
             ipa = Weights(alpha=weights.alpha, beta=weights.beta, delta=weights.delta)
@@ -89,8 +93,12 @@ class GridOptimizer:
         corrections = Corrections()
         corrections.factors = dict(factors)
         corrected = corrections.apply(self.base)
-        if supply is not None:
-            supply = supply.model_copy(update={"background_cores": background})
+        if supply is not None:  # the rounded inputs (the program reads only the busy nodes' mean share)
+            if supply_key not in self._supplies:
+                nodes = tuple(n.model_copy(update={"outside_cores": share * n.cores}) if n.outside_cores > 0 else n
+                              for n in supply.nodes)
+                self._supplies = {supply_key: supply.model_copy(update={"background_cores": background, "nodes": nodes})}
+            supply = self._supplies[supply_key]
         plan = optimize(pipeline, corrected, load_q, supply=supply, fill_rps=fill_q, replicas=replicas, **kw)
         self._plans[key] = plan
         if len(self._plans) > self.kept:
@@ -132,5 +140,11 @@ class GridOptimizer:
                 if len(levels) > self.MAX_LEVELS:
                     levels = None
                     break
-            self._levels[pipeline.name] = sorted(levels) if levels is not None else None
+            merged = None
+            if levels is not None:  # products equal but for float rounding are one level
+                merged = []
+                for a in sorted(levels):
+                    if not merged or a > merged[-1] * (1 + 1e-12):
+                        merged.append(a)
+            self._levels[pipeline.name] = merged
         return self._levels[pipeline.name]

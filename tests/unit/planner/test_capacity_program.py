@@ -62,7 +62,9 @@ def brute_force(pipe, profiles, lam, n_max, w, supply: ClusterSupply, serving_cp
     for rho in UTILISATION_GRID:
         s = stretch(cores, rho)
         cpu_cap = rho * supply.cores - lam * serving_cpu_s
-        packed = rho - max(node.outside_cores for node in supply.nodes) / cores if len(supply.nodes) > 1 else None
+        busy = [node for node in supply.nodes if node.outside_cores > 0]
+        share = sum(node.outside_cores for node in busy) / sum(node.cores for node in busy) if busy else 0.0
+        packed = rho - share if len(supply.nodes) > 1 else None  # a node in use's share outside the replicas
         if packed is not None and packed <= 0:
             continue
         per_stage = ways(pipe, profiles, lam, n_max, w, s, packed)  # (objective part, latency, CPU, memory) per stage
@@ -157,6 +159,18 @@ def test_packed_nodes_need_replicas_their_reservations_can_hold():
     assert n > one.stages["c"].replicas
     problems = check_plan(pipe, packed.model_copy(update={"stages": {"c": one.stages["c"]}}), profiles)
     assert any("packed by reservation" in p for p in problems), problems  # too few for packed nodes: refused
+    # a fixed count (rim's, a bridge's) is held to it too: two replicas cannot be packed nodes' plan
+    fixed = optimize(pipe, profiles, 10, batch_sizes=(1,), max_replicas=16, supply=four, replicas=2)
+    assert not is_feasible(fixed)
+    held = optimize(pipe, profiles, 10, batch_sizes=(1,), max_replicas=16, supply=four, replicas=n)
+    assert is_feasible(held) and check_plan(pipe, held, profiles) == []
+    # the nodes in use busy outside the replicas leave each replica less: more of them
+    busy = ClusterSupply(nodes=tuple(NodeSupply(node_id=f"n{i}", cores=2, memory_mb=16_000, outside_cores=0.2 if i < 2 else 0.0)
+                                     for i in range(4)), source="test")
+    assert busy.outside_share == pytest.approx(0.1)  # the two nodes in use: 0.4 of 4 cores
+    hotter = optimize(pipe, profiles, 10, batch_sizes=(1,), max_replicas=16, supply=busy)
+    assert hotter.objective["packed_cores_per_cpu"] == pytest.approx(hotter.objective["utilisation_cap"] - 0.1)
+    assert check_plan(pipe, hotter, profiles) == []
 
 
 def test_queueing_alone_matches_brute_force_on_an_unlimited_cluster():

@@ -230,3 +230,27 @@ def test_serve_autoscaling_counts_requests_in_flight_not_batches():
     assert m.k == pytest.approx(4.0) and m.batch_s == pytest.approx(0.2)
     assert e._ongoing(m) == pytest.approx(m.backlog + 40 * 0.2)
     assert e._ongoing(m) >= 8.0  # a target's worth per replica wanted: not the 2 batches' count
+
+
+def test_grid_optimizer_keys_the_share_busy_outside_the_replicas():
+    # the packing bound reads a node in use's share busy outside the replicas: supplies that
+    # differ there are different keys; the same share on more nodes in use is the same plan
+    from ipa_energy.cluster import ClusterSupply, NodeSupply
+
+    def supply(busy_nodes, outside):
+        return ClusterSupply(nodes=tuple(NodeSupply(node_id=f"n{i}", cores=2, memory_mb=8000,
+                                                    outside_cores=outside if i < busy_nodes else 0.0)
+                                         for i in range(20)), source="test")
+
+    grid = GridOptimizer(PROFILES)
+    cool = grid(PIPELINE, PROFILES, 30.0, max_replicas=64, policy="ipa", supply=supply(4, 0.1))
+    same = grid(PIPELINE, PROFILES, 30.0, max_replicas=64, policy="ipa", supply=supply(8, 0.1))
+    assert (grid.misses, grid.hits) == (1, 1) and same.stages == cool.stages
+    hot = grid(PIPELINE, PROFILES, 30.0, max_replicas=64, policy="ipa", supply=supply(4, 0.6))
+    assert grid.misses == 2
+    for p, share in ((cool, 0.05), (hot, 0.3)):  # 0.1 / 0.6 of 2 cores on each node in use
+        assert p.objective["packed_cores_per_cpu"] == pytest.approx(p.objective["utilisation_cap"] - share)
+    direct = optimize(PIPELINE, PROFILES, 1.05 ** math.ceil(math.log(30.0) / math.log(1.05)), max_replicas=64,
+                      policy="ipa", supply=supply(4, 0.6))
+    assert {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in hot.stages.items()} == \
+        {s: (sp.variant, sp.batch_size, sp.replicas) for s, sp in direct.stages.items()}
