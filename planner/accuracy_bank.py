@@ -38,7 +38,10 @@ class AccuracyBank:
         given up): the first of those seconds were served by a bridge, which gave up that
         much (the replicas switched in place while a change starts more).
         The bank holds at most the budget over the last ``accuracy_window_s`` of requests: a
-        quiet week does not pay for a degraded day."""
+        quiet week does not pay for a degraded day; and owes at most as much: a surge that only
+        a best-effort plan could meet (IPA's program at the load then plans an accuracy nothing
+        runs) does not cost the rest of the trace (22 simulated days of video at 1,000 nodes:
+        one such surge left the allowance at 0 for 6,875 of 6,902 decisions)."""
         if not self.active or seconds <= 0 or not len(history):
             return
         served = np.asarray(history[-seconds:], dtype=float)
@@ -48,7 +51,7 @@ class AccuracyBank:
         if split:
             banked += float(served[:split].sum()) * (budget - bridge[1])
         window = float(history[-int(self.weights.accuracy_window_s):].sum())
-        self.balance = min(self.balance + banked, budget * window)
+        self.balance = max(-budget * window, min(self.balance + banked, budget * window))
 
     def weights_for(self, load: float) -> Weights:
         """The weights of the next interval: ipa-energy's budget for it.

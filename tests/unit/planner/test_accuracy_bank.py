@@ -92,3 +92,23 @@ def test_the_loop_logs_the_bridge_and_banks_its_seconds(setup):
     expected = before + 13 * 14.0 * (budget - (d.reference_accuracy - d.bridge_accuracy)) \
         + 7 * 14.0 * (budget - plan_given_up)
     assert planner.accuracy_bank == pytest.approx(min(expected, budget * history[-600:].sum()))
+
+
+def test_a_debt_is_bounded_as_the_bank_is():
+    """A best-effort surge gives up far more than the budget; the debt it leaves is at most the
+    budget over the window's requests, so the allowance is back within two intervals of
+    giving up nothing (unbounded, one surge of the 22-day scale run held it at 0 for good)."""
+    from planner.accuracy_bank import AccuracyBank
+    from planner.terms import Weights
+
+    w = Weights()  # budget 0.01, window 600 s
+    bank = AccuracyBank(w, "ipa-energy", 300.0)
+    history = np.full(3600, 100.0)
+    for _ in range(4):  # four intervals 8 points below IPA's plan
+        bank.account(history, 300, 0.08)
+    assert bank.balance == pytest.approx(-0.01 * 600 * 100)  # the budget over the window, owed
+    assert bank.weights_for(100.0).accuracy_budget == 0.0
+    for _ in range(2):  # two intervals giving up nothing repay it
+        bank.account(history, 300, 0.0)
+    assert bank.balance == pytest.approx(0.0)
+    assert bank.weights_for(100.0).accuracy_budget == pytest.approx(0.01)
