@@ -17,7 +17,8 @@ import pulp
 
 from planner.constants import LAT_TOL
 from planner.caps import Capacity
-from planner.program import _Candidate, _candidates, _first_n, _Group, _Program
+from planner.candidates import _Candidate, _candidates, _first_n
+from planner.program import _Group, _Program
 from planner.terms import LatencyModel, Option, choice_terms, stage_base_ms, stage_capacity_rps
 
 __all__ = ["COMBINATIONS_LIMIT", "solve_best_effort"]

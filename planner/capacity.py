@@ -112,7 +112,7 @@ class WaitSeries:
 
     def waits_from(self, n: int):
         """Yield ``at(n)``, ``at(n + 1)``, … (the same floats), without a method call and a range
-        per step: the scan of :func:`planner.program._candidates` over n is the planner's hottest
+        per step: the scan of :func:`planner.candidates._candidates` over n is the planner's hottest
         loop at scale."""
         lam, batch, q = self.lam, self.batch, self.q
         if lam <= 0:

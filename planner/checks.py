@@ -12,6 +12,7 @@ import math
 import time
 
 from ipa_energy.spec import PipelineSpec, Plan
+from planner.candidates import packed_replicas
 from planner.constants import LAT_TOL
 from planner.terms import (
     IPA_LATENCY,
@@ -107,6 +108,7 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
     power = 0.0
     log_acc = 0.0
     cpu = 0.0
+    packed = plan.objective.get("packed_cores_per_cpu")
     for st in pipeline.stages:
         sp = plan.stages[st.name]
         # A mix: each member serves its share of the load (its own batch fill); a request
@@ -136,9 +138,7 @@ def check_plan(pipeline: PipelineSpec, plan: Plan, profiles: ProfileLookup, load
             stage_lat = max(stage_lat, stage_latency_ms(o, m.replicas, lam_m, model))
             power += lam_m * prof.energy_per_request_j + prof.idle_power_w * m.replicas
             cpu += lam_m * o.cpu_s
-            packed = plan.objective.get("packed_cores_per_cpu")
-            if packed is not None and m.replicas >= 1 and o.cpus > 0 and \
-                    lam_m * o.cpu_s / (m.replicas * o.cpus) > packed * (1 + 1e-9) + 1e-9:
+            if packed is not None and 1 <= m.replicas < packed_replicas(o, lam_m, packed):
                 problems.append(f"{where}: {lam_m * o.cpu_s / m.replicas:.3g} busy cores per replica > "
                                 f"{packed:.3g} × its {o.cpus:g} reserved CPUs (nodes are packed by reservation)")
             stage_acc += m.share * v.accuracy.value

@@ -162,7 +162,8 @@ class PlannerLoop(SafeChanges):
         supply = self.supply
         if top > current > 0:  # each node's reading at the horizon's most too (planner.caps: the packing bound)
             supply = supply.model_copy(update={"nodes": tuple(
-                n.model_copy(update={"outside_cores": n.outside_cores * top / current}) for n in supply.nodes)})
+                n.model_copy(update={"outside_cores": n.outside_cores * top / current}) if n.outside_cores else n
+                for n in supply.nodes)})
         return supply.with_background(observed * self.serving_cpu_s, top)
 
     def replica_cold_starts(self, reported: Mapping[str, float]) -> None:

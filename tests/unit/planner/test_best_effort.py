@@ -12,7 +12,8 @@ import pytest
 from planner import best_effort
 from planner.best_effort import _max_served, solve_best_effort
 from planner.caps import Capacity
-from planner.program import _candidates, _Group, _Program
+from planner.candidates import _candidates
+from planner.program import _Group, _Program
 from planner.terms import LatencyModel, Option, Weights, choice_terms, stage_latency_ms
 from planner.constants import LAT_TOL
 

@@ -8,12 +8,12 @@ import pytest
 
 from planner.capacity import WaitSeries, stretch, wait_p99_ms
 from planner.constants import LAT_TOL
-from planner.program import _Candidate, _candidates
+from planner.candidates import _Candidate, _candidates
 from planner.terms import LatencyModel, Option, stage_base_ms, stage_capacity_rps, stage_latency_ms
 
 
 def reference_candidates(opts, lam, sla_ms, n_max, fixed, model, keep=None, *, best_effort=False, latency=True):
-    """planner.program._candidates as it was: every n from 1 to N, Erlang C from scratch each time."""
+    """planner.candidates._candidates as it was: every n from 1 to N, Erlang C from scratch each time."""
     out = []
     for o in opts:
         for n in ((fixed,) if fixed is not None else range(1, n_max + 1)):
